@@ -1,0 +1,1 @@
+"""Pure tensor maths of AdaIN: statistics, normalisation, colour, image layout. No host imports."""

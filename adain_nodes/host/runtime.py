@@ -1,0 +1,135 @@
+"""Where networks run and how memory, progress and interrupts are handled.
+
+Inside ComfyUI everything goes through ``comfy.model_management`` (the model is wrapped in a
+ModelPatcher so ComfyUI can evict it like any of its own models, as its upscale-model node does),
+``comfy.utils.ProgressBar`` and its interrupt flag. Outside, a plain device choice stands in.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DEVICE_ENV = "ADAIN_DEVICE"
+
+
+class Runtime:
+    """What the pipeline needs from its host; subclasses implement it for ComfyUI and for standalone use."""
+
+    def compute_device(self) -> torch.device:
+        raise NotImplementedError
+
+    def output_device(self) -> torch.device:
+        """Where node outputs are kept between nodes."""
+        return torch.device("cpu")
+
+    def load(self, model: nn.Module, working_bytes: int) -> nn.Module:
+        """Put ``model`` on the compute device, making room for it and ``working_bytes`` of activations."""
+        raise NotImplementedError
+
+    def free_bytes(self) -> int:
+        """Memory available for activations on the compute device."""
+        raise NotImplementedError
+
+    def progress(self, total: int) -> Callable[[int], None]:
+        """A callback taking the number of items done so far."""
+        return lambda done: None
+
+    def check_interrupt(self) -> None:
+        """Raise if the user asked to stop."""
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        return isinstance(error, torch.OutOfMemoryError)
+
+    def release_cache(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def default_device() -> torch.device:
+    """``ADAIN_DEVICE`` if set, else CUDA, then Apple MPS, then the CPU."""
+    requested = os.environ.get(DEVICE_ENV, "").strip()
+    if requested:
+        try:
+            device = torch.device(requested)
+            torch.empty(1, device=device)
+            return device
+        except (RuntimeError, AssertionError) as exc:
+            raise RuntimeError(f"{DEVICE_ENV}={requested!r} is not a usable torch device here ({exc}); "
+                               "unset it or use cpu, cuda, cuda:N or mps") from exc
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class StandaloneRuntime(Runtime):
+    """Tests, scripts and the headless runner: one device, models moved there on first use."""
+
+    # On the CPU, chunking only bounds peak memory; a few images at a time keep it modest.
+    CPU_WORKING_BYTES = 2 << 30
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device or default_device()
+
+    def compute_device(self) -> torch.device:
+        return self.device
+
+    def load(self, model: nn.Module, working_bytes: int) -> nn.Module:
+        return model.to(self.device)
+
+    def free_bytes(self) -> int:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free)
+        return self.CPU_WORKING_BYTES
+
+
+class ComfyRuntime(Runtime):
+    """ComfyUI's device, memory manager, progress bar and interrupt flag."""
+
+    def __init__(self) -> None:
+        import comfy.model_management as mm
+        import comfy.utils
+
+        self.mm = mm
+        self.utils = comfy.utils
+
+    def compute_device(self) -> torch.device:
+        return self.mm.get_torch_device()
+
+    def output_device(self) -> torch.device:
+        return self.mm.intermediate_device()
+
+    def load(self, model: nn.Module, working_bytes: int) -> nn.Module:
+        from comfy.model_patcher import ModelPatcher
+
+        patcher = getattr(model, "comfy_patcher", None)
+        if patcher is None:
+            patcher = ModelPatcher(model, load_device=self.mm.get_torch_device(),
+                                   offload_device=self.mm.unet_offload_device())
+            model.comfy_patcher = patcher
+        self.mm.load_models_gpu([patcher], memory_required=working_bytes, force_full_load=True)
+        return model
+
+    def free_bytes(self) -> int:
+        return int(self.mm.get_free_memory(self.compute_device()))
+
+    def progress(self, total: int) -> Callable[[int], None]:
+        bar = self.utils.ProgressBar(total)
+        return lambda done: bar.update_absolute(done, total)
+
+    def check_interrupt(self) -> None:
+        self.mm.throw_exception_if_processing_interrupted()
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        return self.mm.is_oom(error) if hasattr(self.mm, "is_oom") else isinstance(error, self.mm.OOM_EXCEPTION)
+
+    def release_cache(self) -> None:
+        self.mm.soft_empty_cache()

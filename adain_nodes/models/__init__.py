@@ -1,0 +1,1 @@
+"""The networks (VGG19 encoder, AdaIN decoder) and their weight files."""

@@ -1,0 +1,73 @@
+"""Modular graph nodes: encode, blend with a style (AdaIN), decode."""
+from __future__ import annotations
+
+from .. import pipeline
+from .common import ALPHA_INPUT, CATEGORY, DECODER, ENCODER, FEATURES, STYLE, get_runtime, to_host, to_network
+
+
+class AdaINEncode:
+    DISPLAY_NAME = "AdaIN Encode"
+    DESCRIPTION = ("Encodes content images with the VGG19 encoder. Encode once, then try many styles and alphas: "
+                   "the features are reused, nothing is encoded again.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (FEATURES,)
+    RETURN_NAMES = ("features",)
+    OUTPUT_TOOLTIPS = ("relu4_1 features of the content images, ready for AdaIN Blend or AdaIN Decode.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "encoder": (ENCODER, {"tooltip": "From AdaIN Encoder Loader."}),
+            "image": ("IMAGE", {"tooltip": "Content image(s); any size, RGB, RGBA or greyscale."}),
+        }}
+
+    def encode(self, encoder, image):
+        return (pipeline.encode(encoder, to_network(image, "image"), get_runtime()),)
+
+
+class AdaINBlend:
+    DISPLAY_NAME = "AdaIN Blend"
+    DESCRIPTION = ("Adaptive Instance Normalization: gives the content features the style's channel mean and std. "
+                   "alpha trades content for style; a mask limits the style to a region, with statistics taken "
+                   "inside it. Chain two blends with complementary masks for two styles in one picture.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (FEATURES,)
+    RETURN_NAMES = ("features",)
+    OUTPUT_TOOLTIPS = ("Stylized features; decode them or blend another style into another region.",)
+    FUNCTION = "blend"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "features": (FEATURES, {"tooltip": "From AdaIN Encode (or another AdaIN Blend)."}),
+            "style": (STYLE, {"tooltip": "From AdaIN Style Stats, Mix Styles or Load Style. A batch of 1 applies "
+                                         "to every content image; a batch of the same size pairs up."}),
+            "alpha": ALPHA_INPUT,
+        }, "optional": {
+            "mask": ("MASK", {"tooltip": "Where the style applies (1) and where the input features stay (0); "
+                                         "soft edges blend. Stretched to the content image's size."}),
+        }}
+
+    def blend(self, features, style, alpha, mask=None):
+        return (pipeline.blend(features, style, alpha, mask),)
+
+
+class AdaINDecode:
+    DISPLAY_NAME = "AdaIN Decode"
+    DESCRIPTION = "Decodes (stylized) features to an image of the same size as the encoded content image."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The stylized image, RGB in 0..1.",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "decoder": (DECODER, {"tooltip": "From AdaIN Decoder Loader; trained for the same encoder."}),
+            "features": (FEATURES, {"tooltip": "From AdaIN Blend (or AdaIN Encode to reconstruct the content)."}),
+        }}
+
+    def decode(self, decoder, features):
+        return (to_host(pipeline.decode(decoder, features, get_runtime())),)

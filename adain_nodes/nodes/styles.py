@@ -1,0 +1,128 @@
+"""Style nodes: statistics from images, mixing, presets on disk."""
+from __future__ import annotations
+
+import hashlib
+
+from .. import pipeline
+from ..errors import AdaINInputError
+from ..host.paths import STYLES_FOLDER, list_files, resolve_file, writable_path
+from ..presets import load_style, save_style
+from .common import CATEGORY, ENCODER, STYLE, get_runtime, to_network
+
+WEIGHT_INPUT = {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "tooltip": "Relative weight of this style; weights are normalised to sum 1."}
+
+
+class AdaINStyleStats:
+    DISPLAY_NAME = "AdaIN Style Stats"
+    DESCRIPTION = ("Computes a style (channel mean and std of the style image's relu4_1 features). Compute it once "
+                   "and reuse it for any number of content images or frames.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (STYLE,)
+    RETURN_NAMES = ("style",)
+    OUTPUT_TOOLTIPS = ("One style per style image, or one averaged style.",)
+    FUNCTION = "compute"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "encoder": (ENCODER, {"tooltip": "The same encoder as the content's."}),
+            "image": ("IMAGE", {"tooltip": "Style image(s); a batch gives one style each."}),
+            "average_batch": ("BOOLEAN", {"default": False, "tooltip": "Average a batch of style images into one "
+                                                                       "style instead of one style per image."}),
+        }, "optional": {
+            "mask": ("MASK", {"tooltip": "Take the statistics only where the mask is 1 (a region of the style image)."}),
+        }}
+
+    def compute(self, encoder, image, average_batch=False, mask=None):
+        return (pipeline.style_statistics(encoder, to_network(image, "image"), get_runtime(), mask, average_batch),)
+
+
+class AdaINMixStyles:
+    DISPLAY_NAME = "AdaIN Mix Styles"
+    DESCRIPTION = ("Interpolates two to four styles with weights (normalised to sum 1), as in the paper's style "
+                   "interpolation. Unconnected optional styles are ignored.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (STYLE,)
+    RETURN_NAMES = ("style",)
+    OUTPUT_TOOLTIPS = ("The mixed style.",)
+    FUNCTION = "mix"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "style_1": (STYLE, {"tooltip": "First style."}),
+            "weight_1": ("FLOAT", WEIGHT_INPUT),
+            "style_2": (STYLE, {"tooltip": "Second style."}),
+            "weight_2": ("FLOAT", WEIGHT_INPUT),
+        }, "optional": {
+            "style_3": (STYLE, {"tooltip": "Optional third style."}),
+            "weight_3": ("FLOAT", WEIGHT_INPUT),
+            "style_4": (STYLE, {"tooltip": "Optional fourth style."}),
+            "weight_4": ("FLOAT", WEIGHT_INPUT),
+        }}
+
+    def mix(self, style_1, weight_1, style_2, weight_2, style_3=None, weight_3=1.0, style_4=None, weight_4=1.0):
+        pairs = [(style_1, weight_1), (style_2, weight_2), (style_3, weight_3), (style_4, weight_4)]
+        styles = [s for s, _ in pairs if s is not None]
+        weights = [w for s, w in pairs if s is not None]
+        return (pipeline.mix_styles(styles, weights),)
+
+
+def _preset_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise AdaINInputError("name: give the preset a name, for example 'starry_night'")
+    return name if name.lower().endswith(".safetensors") else name + ".safetensors"
+
+
+class AdaINSaveStyle:
+    DISPLAY_NAME = "AdaIN Save Style"
+    DESCRIPTION = ("Saves a style's statistics as a small preset (a few kB) in the adain_styles folder, so it can be "
+                   "used later with AdaIN Load Style, without the style image.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "style": (STYLE, {"tooltip": "The style to store."}),
+            "name": ("STRING", {"default": "my_style", "tooltip": "Preset name (a file name inside adain_styles; "
+                                                                  "subfolders allowed, no '..')."}),
+            "overwrite": ("BOOLEAN", {"default": True, "tooltip": "Replace an existing preset of that name "
+                                                                  "(atomically); off raises an error instead."}),
+        }}
+
+    def save(self, style, name, overwrite=True):
+        path = writable_path(STYLES_FOLDER, _preset_name(name))
+        if path.exists() and not overwrite:
+            raise AdaINInputError(f"name: the preset {path} exists; choose another name or turn overwrite on")
+        save_style(style, path, source=style.encoder_name)
+        return {"ui": {"text": [str(path)]}}
+
+
+class AdaINLoadStyle:
+    DISPLAY_NAME = "AdaIN Load Style"
+    DESCRIPTION = "Loads a style preset saved by AdaIN Save Style."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (STYLE,)
+    RETURN_NAMES = ("style",)
+    OUTPUT_TOOLTIPS = ("The stored style; it only works with the encoder it was made with.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"preset": (list_files(STYLES_FOLDER) or ["(no presets saved yet)"], {
+            "tooltip": "A preset in the adain_styles folder."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, preset):
+        try:
+            return hashlib.sha256(resolve_file(STYLES_FOLDER, preset).read_bytes()).hexdigest()
+        except (AdaINInputError, OSError):
+            return preset
+
+    def load(self, preset):
+        return (load_style(resolve_file(STYLES_FOLDER, preset)),)

@@ -1,0 +1,231 @@
+"""The AdaIN operations the nodes expose, on host-independent types.
+
+Everything here is plain torch plus a ``Runtime`` (device, memory, progress, interrupts), so the
+same code runs inside ComfyUI, in the headless runner and in tests. Batches are processed in
+chunks sized to free memory, halving the chunk on out-of-memory instead of failing.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .core.color import luminance_as_rgb, match_color, transfer_luminance
+from .core.image import batch_index, mask_to_weight, pad_for_encoder
+from .core.stats import adain, masked_mean_std, mean_std, mix_statistics
+from .errors import AdaINInputError
+from .host.runtime import Runtime
+from .models.networks import ADAIN_LAYER, AdaINDecoder, VGGEncoder
+
+log = logging.getLogger(__name__)
+
+COLOR_MODES = ("off", "match style colors", "luminance only")
+# Activation memory per pixel at full resolution: the 64-channel layers dominate (input,
+# output and padded copy of a float32 conv), with slack for the allocator.
+BYTES_PER_PIXEL = 64 * 4 * 4
+
+
+@dataclass(frozen=True)
+class AdaINFeatures:
+    """Encoded images on their way to the decoder.
+
+    ``content`` keeps the encoder's output untouched: AdaIN statistics and the alpha trade-off
+    always refer to it, so chained blends (one per masked region) compose like the paper's
+    spatial control instead of stylizing an already stylized region.
+    """
+
+    features: Tensor
+    content: Tensor
+    image_size: tuple[int, int]
+    encoder_id: str
+    encoder_name: str
+    layer: str = ADAIN_LAYER
+
+    @property
+    def count(self) -> int:
+        return int(self.features.shape[0])
+
+    def replace(self, features: Tensor) -> "AdaINFeatures":
+        return AdaINFeatures(features, self.content, self.image_size, self.encoder_id, self.encoder_name, self.layer)
+
+
+@dataclass(frozen=True)
+class AdaINStyle:
+    """Per-channel mean and std ``[K, C]`` of K styles, tied to the encoder and layer that made them."""
+
+    mean: Tensor
+    std: Tensor
+    encoder_id: str
+    encoder_name: str
+    layer: str = ADAIN_LAYER
+
+    @property
+    def count(self) -> int:
+        return int(self.mean.shape[0])
+
+
+def _check_same_encoder(a_name: str, a, b_name: str, b) -> None:
+    if (a.encoder_id, a.layer) != (b.encoder_id, b.layer):
+        raise AdaINInputError(
+            f"{b_name} was computed with encoder {b.encoder_name!r} ({b.encoder_id}, {b.layer}) but {a_name} with "
+            f"{a.encoder_name!r} ({a.encoder_id}, {a.layer}); use the same encoder for both")
+
+
+def _check_unit(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise AdaINInputError(f"{name} must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
+def run_chunked(runtime: Runtime, count: int, bytes_per_item: int, step: Callable[[int, int], Tensor],
+                model: torch.nn.Module | None = None) -> Tensor:
+    """Concatenate ``step(start, stop)`` over a batch in chunks that fit memory, with OOM back-off."""
+    chunk = max(1, min(count, runtime.free_bytes() // max(bytes_per_item, 1)))
+    if model is not None:
+        runtime.load(model, chunk * bytes_per_item)
+    report = runtime.progress(count)
+    outputs: list[Tensor] = []
+    start = 0
+    while start < count:
+        runtime.check_interrupt()
+        stop = min(start + chunk, count)
+        try:
+            outputs.append(step(start, stop))
+        except Exception as error:
+            if chunk == 1 or not runtime.is_out_of_memory(error):
+                raise
+            chunk = max(1, chunk // 2)
+            log.warning("out of memory; retrying with %d image(s) at a time", chunk)
+            runtime.release_cache()
+            continue
+        start = stop
+        report(start)
+    return torch.cat(outputs)
+
+
+def _pixels(images: Tensor) -> int:
+    h, w = pad_for_encoder(images[:1, :1]).shape[-2:]
+    return int(h * w)
+
+
+def encode(encoder: VGGEncoder, images: Tensor, runtime: Runtime) -> AdaINFeatures:
+    """Encode RGB ``[B, 3, H, W]`` images to relu4_1 features (padded to a multiple of 8)."""
+    device, out = runtime.compute_device(), runtime.output_device()
+
+    def step(a: int, b: int) -> Tensor:
+        with torch.inference_mode():
+            x = pad_for_encoder(images[a:b].to(device, torch.float32))
+            return encoder.encode(x)[0].to(out)
+
+    features = run_chunked(runtime, images.shape[0], _pixels(images) * BYTES_PER_PIXEL, step, encoder)
+    return AdaINFeatures(features, features, tuple(images.shape[-2:]), encoder.identity, encoder.name)
+
+
+def style_statistics(encoder: VGGEncoder, images: Tensor, runtime: Runtime, mask: Tensor | None = None,
+                     average: bool = False) -> AdaINStyle:
+    """Statistics of each style image (or their average), optionally within a mask of the style image."""
+    device = runtime.compute_device()
+    size = tuple(images.shape[-2:])
+    weights = None
+    if mask is not None:
+        grid = tuple(s // 8 for s in pad_for_encoder(images[:1, :1]).shape[-2:])
+        weights = mask_to_weight(mask, images.shape[0], size, grid, "style mask")
+
+    def step(a: int, b: int) -> Tensor:
+        with torch.inference_mode():
+            features = encoder.encode(pad_for_encoder(images[a:b].to(device, torch.float32)))[0]
+            if weights is None:
+                m, s = mean_std(features)
+            else:
+                m, s = masked_mean_std(features, weights[a:b].to(device))
+            return torch.stack([m, s], dim=1).float().cpu()
+
+    stats = run_chunked(runtime, images.shape[0], _pixels(images) * BYTES_PER_PIXEL, step, encoder)
+    mean, std = stats[:, 0], stats[:, 1]
+    if average:
+        mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
+    return AdaINStyle(mean, std, encoder.identity, encoder.name)
+
+
+def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None) -> AdaINFeatures:
+    """AdaIN with the content-style trade-off ``alpha``; with a mask, only inside it (soft edges blend)."""
+    _check_same_encoder("the content features", features, "the style", style)
+    alpha = _check_unit(alpha, "alpha")
+    content = features.content
+    index = batch_index(features.count, style.count, "the content", "the style")
+    s_mean = style.mean[index].to(content.device, content.dtype)
+    s_std = style.std[index].to(content.device, content.dtype)
+    with torch.inference_mode():
+        if mask is None:
+            c_mean, c_std = mean_std(content)
+            weight = None
+        else:
+            weight = mask_to_weight(mask, features.count, features.image_size, tuple(content.shape[-2:])).to(content)
+            c_mean, c_std = masked_mean_std(content, weight)
+        target = adain(content, s_mean, s_std, c_mean, c_std)
+        if alpha < 1.0:
+            target = torch.lerp(content, target, alpha)
+        result = target if weight is None else torch.lerp(features.features, target, weight)
+    return features.replace(result)
+
+
+def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float]) -> AdaINStyle:
+    """Interpolate styles; each may hold one style (applies to all) or the same number K."""
+    if len(styles) < 2:
+        raise AdaINInputError("mixing needs at least two styles")
+    for i, w in enumerate(weights, 1):
+        if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise AdaINInputError(f"weight_{i} must be a finite number >= 0, got {w!r}")
+    if sum(weights) <= 0:
+        raise AdaINInputError("at least one style weight must be above 0")
+    for i, s in enumerate(styles[1:], 2):
+        _check_same_encoder("style_1", styles[0], f"style_{i}", s)
+    count = max(s.count for s in styles)
+    indices = [batch_index(count, s.count, "the largest style batch", f"style_{i}") for i, s in enumerate(styles, 1)]
+    mean, std = mix_statistics([s.mean[ix] for s, ix in zip(styles, indices)],
+                               [s.std[ix] for s, ix in zip(styles, indices)], list(weights))
+    first = styles[0]
+    return AdaINStyle(mean, std, first.encoder_id, first.encoder_name, first.layer)
+
+
+def decode(decoder: AdaINDecoder, features: AdaINFeatures, runtime: Runtime) -> Tensor:
+    """Decode features to RGB ``[B, 3, H, W]`` in 0..1 at the size of the image that was encoded."""
+    if features.features.shape[1] != decoder[1].in_channels:
+        raise AdaINInputError(f"the decoder expects {decoder[1].in_channels}-channel features, got "
+                              f"{features.features.shape[1]}")
+    h, w = features.image_size
+    device, out = runtime.compute_device(), runtime.output_device()
+    pixels = features.features.shape[-2] * features.features.shape[-1] * 64
+
+    def step(a: int, b: int) -> Tensor:
+        with torch.inference_mode():
+            image = decoder(features.features[a:b].to(device, torch.float32))
+            return image[..., :h, :w].clamp(0.0, 1.0).to(out)
+
+    result = run_chunked(runtime, features.count, pixels * BYTES_PER_PIXEL, step, decoder)
+    if not torch.isfinite(result).all():
+        raise AdaINInputError("the decoder produced NaN or infinite values; the decoder file is probably "
+                              "corrupt or does not belong to this encoder")
+    return result
+
+
+def stylize(encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, style: Tensor, runtime: Runtime,
+            alpha: float = 1.0, color: str = "off") -> Tensor:
+    """One-call style transfer of RGB ``[B, 3, H, W]`` content with a style batch of 1 or B."""
+    if color not in COLOR_MODES:
+        raise AdaINInputError(f"preserve_color must be one of {COLOR_MODES}, got {color!r}")
+    alpha = _check_unit(alpha, "alpha")
+    if color == "off":
+        stats = style_statistics(encoder, style, runtime)
+        return decode(decoder, blend(encode(encoder, content, runtime), stats, alpha), runtime)
+    style = style[batch_index(content.shape[0], style.shape[0], "the content", "the style")]
+    if color == "match style colors":
+        stats = style_statistics(encoder, match_color(style, content), runtime)
+        return decode(decoder, blend(encode(encoder, content, runtime), stats, alpha), runtime)
+    stats = style_statistics(encoder, luminance_as_rgb(style, like=content), runtime)
+    grey = decode(decoder, blend(encode(encoder, luminance_as_rgb(content), runtime), stats, alpha), runtime)
+    return transfer_luminance(content.to(grey), grey)
