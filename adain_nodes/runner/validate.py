@@ -1,0 +1,249 @@
+"""Whole-graph validation before anything runs, with ComfyUI's error types and messages.
+
+The checks and wording follow ComfyUI's ``execution.validate_prompt`` so an error seen headless
+reads like the one the editor shows; a few cases ComfyUI reports as internal exceptions (a link
+to a node or output that does not exist, a literal value on a socket-only input) get a clear
+message here. Unlike ComfyUI, which still runs the outputs that validated, any error stops the
+run: a batch job should not half-succeed silently.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .registry import WIDGET_TYPES, InputSpec, Registry, input_specs
+
+
+@dataclass(frozen=True)
+class ValidationIssue:
+    """One problem, located like ComfyUI's node_errors entries."""
+
+    type: str
+    message: str
+    details: str = ""
+    node_id: str | None = None
+    class_type: str | None = None
+    input_name: str | None = None
+
+    def describe(self) -> str:
+        where = "prompt" if self.node_id is None else f"node {self.node_id} ({self.class_type})"
+        if self.input_name:
+            where += f" input '{self.input_name}'"
+        details = f" [{self.details}]" if self.details and self.details != self.input_name else ""
+        return f"{where}: {self.message}{details}"
+
+
+@dataclass
+class ValidationResult:
+    issues: list[ValidationIssue] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # nodes to execute, dependencies first
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def message(self) -> str:
+        if not self.issues:
+            return "ok"
+        head = self.issues[0]
+        if head.type in ("prompt_no_outputs", "missing_node_type", "invalid_prompt"):
+            return f"{head.message}: {head.details}" if head.details else head.message
+        return "Prompt outputs failed validation:\n" + "\n".join("  " + i.describe() for i in self.issues)
+
+
+def types_compatible(received: Any, expected: Any) -> bool:
+    """ComfyUI's validate_node_input: equal, '*' wildcard, or overlapping comma-separated unions."""
+    if isinstance(expected, (list, tuple)):
+        return received in ("COMBO", "*") or isinstance(received, (list, tuple))
+    if received == expected or "*" in (received, expected):
+        return True
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
+    return bool({t.strip() for t in received.split(",")} & {t.strip() for t in expected.split(",")})
+
+
+def _node_sort_key(node_id: str) -> tuple:
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+def _convert(spec: InputSpec, value: Any) -> Any:
+    if isinstance(value, dict) and "__value__" in value:
+        value = value["__value__"]
+    if spec.type_name == "INT":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{value} is not a whole number")
+        return int(value)
+    if spec.type_name == "FLOAT":
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{value} is not finite")
+        return number
+    if spec.type_name == "STRING":
+        return str(value)
+    if spec.type_name == "BOOLEAN":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return bool(value)
+    return value
+
+
+class _Validator:
+    def __init__(self, prompt: dict[str, dict], registry: Registry, strict_inputs: Iterable[tuple[str, str]]):
+        self.prompt = prompt
+        self.registry = registry
+        self.strict = set(strict_inputs)
+        self.issues: list[ValidationIssue] = []
+        self.done: set[str] = set()
+        self.order: list[str] = []
+
+    def issue(self, kind: str, message: str, details: str, node_id: str, input_name: str | None = None) -> None:
+        class_type = self.prompt[node_id].get("class_type")
+        self.issues.append(ValidationIssue(kind, message, details, node_id, class_type, input_name))
+
+    def visit(self, node_id: str, path: list[str]) -> None:
+        if node_id in self.done:
+            return
+        if node_id in path:
+            cycle = path[path.index(node_id):] + [node_id]
+            text = " -> ".join(f"{n} ({self.prompt[n]['class_type']})" for n in cycle)
+            if not any(i.type == "dependency_cycle" and i.node_id == node_id for i in self.issues):
+                self.issue("dependency_cycle", "Dependency cycle detected", text, node_id)
+            return
+        node = self.prompt[node_id]
+        cls = self.registry[node["class_type"]]
+        inputs = node.get("inputs") or {}
+        specs = input_specs(cls)
+        declared = {s.name for s in specs}
+        for node_key, name in sorted(self.strict):
+            if node_key == node_id and name not in declared:
+                self.issue("unknown_input", "Unknown input", f"{name} is not an input of {node['class_type']}; "
+                           f"inputs: {', '.join(sorted(declared))}", node_id, name)
+        checked: dict[str, Any] = {}
+        for spec in specs:
+            if spec.name not in inputs:
+                if spec.required:
+                    self.issue("required_input_missing", "Required input is missing", spec.name, node_id, spec.name)
+                continue
+            value = inputs[spec.name]
+            if isinstance(value, list):
+                upstream = self.check_link(node_id, spec, value)
+                if upstream is not None:
+                    self.visit(upstream, path + [node_id])
+                continue
+            converted = self.check_value(node_id, spec, value)
+            if converted is not None:
+                inputs[spec.name] = checked[spec.name] = converted[0]
+        self.custom_validation(node_id, cls, checked)
+        self.done.add(node_id)
+        self.order.append(node_id)
+
+    def check_link(self, node_id: str, spec: InputSpec, value: list) -> str | None:
+        if len(value) != 2:
+            self.issue("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                       spec.name, node_id, spec.name)
+            return None
+        origin, slot = str(value[0]), value[1]
+        if origin not in self.prompt:
+            self.issue("linked_node_missing", "Linked node does not exist",
+                       f"{spec.name} is linked to node {origin}, which is not in the workflow", node_id, spec.name)
+            return None
+        origin_type = self.prompt[origin].get("class_type")
+        if origin_type not in self.registry:
+            return None  # reported as a missing node type already
+        outputs = self.registry.output_types(origin_type)
+        if not isinstance(slot, int) or not 0 <= slot < len(outputs):
+            self.issue("linked_output_missing", "Linked output does not exist",
+                       f"{spec.name} is linked to output {slot} of node {origin} ({origin_type}), which has "
+                       f"{len(outputs)} output(s)", node_id, spec.name)
+            return None
+        received = outputs[slot]
+        if not types_compatible(received, spec.type):
+            self.issue("return_type_mismatch", "Return type mismatch between linked nodes",
+                       f"{spec.name}, received_type({received}) mismatch input_type({spec.type_name})",
+                       node_id, spec.name)
+            return None
+        return origin
+
+    def check_value(self, node_id: str, spec: InputSpec, value: Any) -> tuple[Any] | None:
+        if spec.type_name not in WIDGET_TYPES:
+            self.issue("link_required", "Input needs a link",
+                       f"{spec.name} takes a {spec.type_name} from another node, not the value {value!r}",
+                       node_id, spec.name)
+            return None
+        try:
+            value = _convert(spec, value)
+        except (TypeError, ValueError) as exc:
+            self.issue("invalid_input_type", f"Failed to convert an input value to a {spec.type_name} value",
+                       f"{spec.name}, {value}, {exc}", node_id, spec.name)
+            return None
+        if "min" in spec.options and value < spec.options["min"]:
+            self.issue("value_smaller_than_min", f"Value {value} smaller than min of {spec.options['min']}",
+                       spec.name, node_id, spec.name)
+            return None
+        if "max" in spec.options and value > spec.options["max"]:
+            self.issue("value_bigger_than_max", f"Value {value} bigger than max of {spec.options['max']}",
+                       spec.name, node_id, spec.name)
+            return None
+        choices = spec.choices
+        if choices is not None and value not in choices:
+            listed = f"(list of length {len(choices)})" if len(choices) > 20 else str(choices)
+            self.issue("value_not_in_list", "Value not in list", f"{spec.name}: {value!r} not in {listed}",
+                       node_id, spec.name)
+            return None
+        return (value,)
+
+    def custom_validation(self, node_id: str, cls: type, values: dict[str, Any]) -> None:
+        function = getattr(cls, "VALIDATE_INPUTS", None)
+        if function is None:
+            return
+        wanted = inspect.getfullargspec(function).args
+        arguments = {k: v for k, v in values.items() if k in wanted}
+        if set(arguments) != set(wanted) - {"cls", "s", "self", "input_types"}:
+            return  # an argument comes from a link; ComfyUI checks it at run time
+        result = function(**arguments)
+        if result is not True:
+            self.issue("custom_validation_failed", "Custom validation failed for node",
+                       ", ".join(arguments) + ("" if result is False else f" - {result}"), node_id,
+                       next(iter(arguments), None))
+
+
+def validate_prompt(prompt: Any, registry: Registry,
+                    strict_inputs: Iterable[tuple[str, str]] = ()) -> ValidationResult:
+    """Check node types, links, types, values and cycles of every node the outputs depend on.
+
+    ``strict_inputs`` are (node id, input name) pairs set on the command line: an input name a
+    node does not declare is an error there (ComfyUI silently ignores unknown inputs).
+    """
+    result = ValidationResult()
+    if not isinstance(prompt, dict) or not prompt:
+        result.issues.append(ValidationIssue("invalid_prompt", "Invalid prompt", "the workflow has no nodes"))
+        return result
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or "class_type" not in node:
+            title = (node.get("_meta") or {}).get("title") if isinstance(node, dict) else None
+            result.issues.append(ValidationIssue(
+                "missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow may be "
+                "corrupted or a custom node is missing.", f"Node ID '#{node_id}'", node_id))
+        elif node["class_type"] not in registry:
+            title = (node.get("_meta") or {}).get("title", node["class_type"])
+            result.issues.append(ValidationIssue(
+                "missing_node_type", f"Node '{title}' not found. The custom node may not be installed.",
+                f"Node ID '#{node_id}'", node_id, node["class_type"]))
+    if result.issues:
+        return result
+    result.outputs = sorted((n for n, node in prompt.items() if getattr(registry[node["class_type"]],
+                                                                        "OUTPUT_NODE", False) is True),
+                            key=_node_sort_key)
+    if not result.outputs:
+        result.issues.append(ValidationIssue("prompt_no_outputs", "Prompt has no outputs", "add a Save Image, "
+                                             "Preview Image or AdaIN Save Style node"))
+        return result
+    validator = _Validator(prompt, registry, strict_inputs)
+    for output in result.outputs:
+        validator.visit(output, [])
+    result.issues = validator.issues
+    result.order = validator.order
+    return result
