@@ -1,0 +1,248 @@
+"""The decoder trainer on tiny random images: loss falls, exact resume, DDP equivalence, bad files, output.
+
+A random-weight encoder (He init, so features keep their scale) stands in for VGG19; crops are
+32 px, so each run takes a fraction of a second per iteration on a CPU.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
+from adain_nodes.models.weights import file_sha256, load_decoder, save_safetensors
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig, parse_overrides
+from training.data import PairSampler
+from training.train import build_decoder, resolve_config, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_images(folder: Path, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        sub = folder / ("nested" if i % 2 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        low = (rng.random((5, 5, 3)) * 255).astype(np.uint8)
+        image = Image.fromarray(low).resize((40 + 4 * i, 36 + 6 * i), Image.BICUBIC)
+        image.save(sub / f"img{i}.{('jpg', 'png', 'webp')[i % 3]}")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Content and style folders of small smooth random images, and a random He-initialised encoder."""
+    root = tmp_path_factory.mktemp("train_data")
+    _write_images(root / "content", 6, seed=1)
+    _write_images(root / "style", 5, seed=2)
+    torch.manual_seed(0)
+    encoder = VGGEncoder()
+    for module in encoder:
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(module.bias)
+    save_safetensors(encoder.state_dict(), root / "encoder.safetensors", {"kind": "encoder"})
+    return root
+
+
+def _config(data: Path, out: Path, **options) -> TrainConfig:
+    base = dict(content=str(data / "content"), style=str(data / "style"), encoder=str(data / "encoder.safetensors"),
+                out=str(out), batch_size=2, crop=32, resize=48, resize_mode="short", min_image_size=16,
+                workers=0, threads=2, log_every=1, sample_every=0, checkpoint_every=0, progress=False)
+    return TrainConfig(**{**base, **options})
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_decoder(path).state_dict()
+
+
+def test_loss_falls(data, tmp_path):
+    out = tmp_path / "decoder.safetensors"
+    result = train(_config(data, out, max_iter=16, lr=1e-3, sample_every=8))
+    records = [r["loss"] for r in _records(tmp_path / "decoder_run")]
+    assert len(records) == 16 and result.iteration == 16
+    assert np.mean(records[-4:]) < 0.7 * np.mean(records[:4]), records
+    assert (tmp_path / "decoder_run" / "loss_plot.png").is_file()
+    assert Image.open(tmp_path / "decoder_run" / "samples" / "iter_0000016.png").size == (3 * 32 + 4, 2 * 32 + 2)
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
+
+
+def test_resume_is_exact(data, tmp_path):
+    """4 iterations, stop, resume to 7 (with a worker process) equals 7 uninterrupted iterations."""
+    full = train(_config(data, tmp_path / "full.safetensors", max_iter=7, workers=1))
+    part = _config(data, tmp_path / "part.safetensors", max_iter=4, workers=1, checkpoint_every=2)
+    train(part)
+    assert load_checkpoint(tmp_path / "part_run" / "checkpoint.pt")["iteration"] == 4
+    # the resumed options come from the checkpoint; only max_iter is given again
+    resumed = resolve_config({"out": part.out, "resume": "auto", "max_iter": 7})
+    assert resumed.workers == 1 and resumed.crop == 32
+    result = train(resumed)
+    assert result.start_iteration == 4 and result.iteration == 7
+    a, b = _weights(full.out), _weights(result.out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["iteration"] for r in _records(tmp_path / "part_run")] == list(range(1, 8))
+    assert [r["loss"] for r in _records(tmp_path / "part_run")] == [r["loss"] for r in _records(tmp_path / "full_run")]
+
+
+def _cli(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--content", str(data / "content"), "--style", str(data / "style"), "--encoder",
+            str(data / "encoder.safetensors"), "--out", str(out), "--crop", "32", "--resize", "48",
+            "--resize-mode", "short", "--min-image-size", "16", "--threads", "1", "--log-every", "1",
+            "--sample-every", "0", "--no-progress", *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1"}
+
+
+def test_sigterm_checkpoints_and_resume_continues(data, tmp_path):
+    """A SIGTERM mid-run leaves a checkpoint and a loadable decoder; resuming matches an uninterrupted run."""
+    out = tmp_path / "run.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "training.train", *_cli(data, out, "--max-iter", "100000",
+                                                                            "--batch-size", "2", "--workers", "1")],
+                            cwd=REPO, env=_env(), stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        seen.append(line)
+        if "] 3/100000" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=60)
+    log_text = "".join(seen) + rest
+    assert proc.returncode == 0, log_text
+    assert "SIGTERM received" in log_text
+    stopped_at = load_checkpoint(tmp_path / "run_run" / "checkpoint.pt")["iteration"]
+    assert 3 <= stopped_at < 100000
+    assert load_decoder(out).metadata["iterations"] == str(stopped_at)
+
+    torch.set_num_threads(1)
+    try:
+        resumed = train(resolve_config({"out": str(out), "resume": "auto", "max_iter": stopped_at + 2,
+                                        "threads": 1}))
+        reference = train(_config(data, tmp_path / "ref.safetensors", max_iter=stopped_at + 2, threads=1))
+    finally:
+        torch.set_num_threads(2)
+    a, b = _weights(resumed.out), _weights(reference.out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_gloo_ddp_matches_single_process(data, tmp_path):
+    out = tmp_path / "ddp.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "training.train", *_cli(data, out, "--max-iter", "4", "--batch-size", "4", "--workers", "0",
+                                         "--checkpoint-every", "2")]
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert load_decoder(out).metadata["world_size"] == "2"
+    torch.set_num_threads(1)
+    try:
+        single = train(_config(data, tmp_path / "single.safetensors", max_iter=4, batch_size=4, threads=1))
+    finally:
+        torch.set_num_threads(2)
+    # Adam turns float-noise gradients (near zero) into full-size steps of either sign, so compare the
+    # updates as a whole: they must agree far better than two different data streams would.
+    init = build_decoder(_config(data, out))[0].state_dict()
+    a, b = _weights(out), _weights(single.out)
+    delta_a = torch.cat([(a[k] - init[k]).flatten() for k in a])
+    delta_b = torch.cat([(b[k] - init[k]).flatten() for k in a])
+    assert delta_b.norm() > 0
+    ratio = float((delta_a - delta_b).norm() / delta_b.norm())
+    print(f"DDP vs single update mismatch {ratio:.2e}")
+    assert ratio < 0.05, ratio
+    ddp_losses = [r["loss"] for r in _records(tmp_path / "ddp_run")]
+    single_losses = [r["loss"] for r in _records(tmp_path / "single_run")]
+    np.testing.assert_allclose(ddp_losses, single_losses, rtol=1e-4)
+
+
+def test_ranks_split_the_global_batch():
+    one = PairSampler(7, 5, local_batch=4, seed=3)
+    ranks = [PairSampler(7, 5, local_batch=2, seed=3, rank=r, world_size=2) for r in range(2)]
+    stream = iter(one)
+    parts = [iter(s) for s in ranks]
+    for _ in range(5):
+        expected = [next(stream) for _ in range(4)]
+        got = [next(parts[0]) for _ in range(2)] + [next(parts[1]) for _ in range(2)]
+        assert got == expected
+    resumed = iter(PairSampler(7, 5, local_batch=4, seed=3, start_step=5))
+    assert [next(resumed) for _ in range(4)] == [next(stream) for _ in range(4)]
+
+
+def test_bad_images_are_skipped(data, tmp_path, caplog):
+    content = tmp_path / "content"
+    _write_images(content, 2, seed=5)
+    (content / "garbage.jpg").write_bytes(b"this is not a JPEG at all")
+    Image.open(content / "nested" / "img1.png").resize((60, 60)).save(content / "truncated.png")
+    (content / "truncated.png").write_bytes((content / "truncated.png").read_bytes()[:200])
+    Image.new("RGB", (8, 8), "red").save(content / "tiny.png")
+    (content / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING):
+        result = train(_config(data, tmp_path / "d.safetensors", content=str(content), max_iter=4))
+    assert result.iteration == 4
+    text = caplog.text
+    assert "skipping unreadable image" in text and "garbage.jpg" in text
+    assert "skipping tiny image" in text and "tiny.png" in text
+    assert "fails to decode" in text and "truncated.png" in text
+
+
+def test_output_loads_in_decoder_node(data, tmp_path, monkeypatch):
+    from adain_nodes.nodes.loaders import AdaINDecoderLoader
+
+    out = tmp_path / "models" / "my_decoder.safetensors"
+    result = train(_config(data, out, max_iter=2))
+    monkeypatch.setenv("ADAIN_MODELS_DIR", str(out.parent))
+    decoder = AdaINDecoderLoader().load("my_decoder.safetensors")[0]
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert meta["format_version"] == "1" and meta["adain_layer"] == "relu4_1"
+    assert meta["encoder"] == "encoder.safetensors"
+    assert meta["encoder_sha256"] == file_sha256(data / "encoder.safetensors")
+    assert meta["iterations"] == "2" and meta["complete"] == "true"
+    assert set(json.loads(meta["final_losses"])) == {"loss", "content_loss", "style_loss"}
+    assert TrainConfig(**json.loads(meta["training_options"])).crop == 32
+    saved = load_checkpoint(result.checkpoint)["decoder"]
+    assert all(torch.equal(decoder.state_dict()[k], saved[k]) for k in saved)
+    assert decoder(torch.rand(1, 512, 4, 4)).shape == (1, 3, 32, 32)
+
+
+def test_warm_start_and_bf16(data, tmp_path):
+    torch.manual_seed(7)
+    start = AdaINDecoder()
+    save_safetensors(start.state_dict(), tmp_path / "start.safetensors", {"trained_steps": "500"})
+    result = train(_config(data, tmp_path / "w.safetensors", warm_start=str(tmp_path / "start.safetensors"),
+                           max_iter=0))
+    loaded = load_decoder(result.out)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in start.state_dict().items())
+    assert loaded.metadata["trained_steps"] == "500" and loaded.metadata["warm_start"] == "start.safetensors"
+    result = train(_config(data, tmp_path / "b.safetensors", warm_start=str(tmp_path / "start.safetensors"),
+                           max_iter=2, precision="bf16"))
+    assert load_decoder(result.out).metadata["trained_steps"] == "502"
+    assert all(np.isfinite(v) for v in result.losses.values())
+
+
+def test_command_line_options():
+    given = parse_overrides(["--content", "c", "--style", "s", "--encoder", "e", "--out", "o.safetensors",
+                             "--batch-size", "4", "--precision", "bf16", "--no-progress", "--resume"])
+    assert given == {"content": "c", "style": "s", "encoder": "e", "out": "o.safetensors", "batch_size": 4,
+                     "precision": "bf16", "progress": False, "resume": "auto"}
+    cfg = replace(TrainConfig(**given), resume=None)
+    assert (cfg.lr, cfg.lr_decay, cfg.style_weight, cfg.content_weight, cfg.crop, cfg.resize) == \
+        (1e-4, 5e-5, 10.0, 1.0, 256, 512)
+    with pytest.raises(ValueError, match="--out must end"):
+        TrainConfig(content="c", style="s", encoder="e", out="o.pth").validate()
