@@ -1,0 +1,82 @@
+"""Checkpoints that make resume exact, and the decoder file the nodes load.
+
+A checkpoint holds the decoder, the optimiser, the iteration, every RNG state and the data
+stream position, as plain tensors and containers so ``torch.load(weights_only=True)`` reads it
+(the pack never unpickles code). Both files are written atomically.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adain_nodes.models.networks import ADAIN_LAYER
+from adain_nodes.models.weights import atomic_write, save_safetensors
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+
+def rng_states() -> dict[str, Any]:
+    """Every generator a run may touch (torch, CUDA, numpy, python), in weights_only-safe form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: Path, decoder: nn.Module, optimizer: torch.optim.Optimizer, iteration: int,
+                    data_state: dict[str, int], config_json: str, extra: dict[str, Any] | None = None) -> None:
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "decoder": {k: v.detach().cpu() for k, v in decoder.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "iteration": iteration,
+        "rng": rng_states(),
+        "data": data_state,
+        "config": config_json,
+        **(extra or {}),
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    log.info("checkpoint %s at iteration %d", path, iteration)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
+    state["config"] = json.loads(state["config"])
+    return state
+
+
+def save_decoder(path: Path, decoder: nn.Module, metadata: dict[str, Any]) -> None:
+    """The decoder as ``load_decoder`` reads it, with what is needed to reproduce and trust it."""
+    meta = {"format": "adain-decoder", "kind": "decoder", "adain_layer": ADAIN_LAYER, **metadata}
+    save_safetensors({k: v.detach().float().cpu() for k, v in decoder.state_dict().items()}, path, meta)

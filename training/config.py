@@ -1,0 +1,111 @@
+"""Training options as one dataclass (nanoGPT style); the command line is generated from it.
+
+Defaults follow the reference PyTorch port (naoto0804/pytorch-AdaIN ``train.py``): images resized
+to 512x512, random 256 crops, batch 8, Adam 1e-4 with inverse decay 5e-5, style weight 10.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, get_type_hints
+
+RESIZE_MODES = ("square", "short", "none")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    # data and files
+    content: Optional[str] = _opt(None, "folder of content images (searched recursively)")
+    style: Optional[str] = _opt(None, "folder of style images (searched recursively)")
+    encoder: Optional[str] = _opt(None, "encoder weight file (vgg_normalised.pth or .safetensors)")
+    out: Optional[str] = _opt(None, "output decoder .safetensors (also rewritten at every checkpoint)")
+    run_dir: Optional[str] = _opt(None, "checkpoint, logs, samples and plot; default: <out without suffix>_run")
+    warm_start: Optional[str] = _opt(None, "initialise the decoder from this decoder file")
+    # optimisation (reference port defaults)
+    max_iter: int = _opt(160_000, "training iterations (total, counting resumed ones)")
+    batch_size: int = _opt(8, "global batch size (split over DDP processes)")
+    lr: float = _opt(1e-4, "Adam learning rate")
+    lr_decay: float = _opt(5e-5, "inverse decay: lr / (1 + lr_decay * iteration)")
+    content_weight: float = _opt(1.0, "weight of the content loss")
+    style_weight: float = _opt(10.0, "weight of the style loss")
+    # images
+    resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
+    resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
+                            "to RESIZE keeping aspect (paper); none: no resize", choices=RESIZE_MODES)
+    crop: int = _opt(256, "random crop size")
+    min_image_size: int = _opt(64, "skip images whose short side is below this many pixels")
+    workers: int = _opt(2, "data loading worker processes (0: load in the training process)")
+    seed: int = _opt(0, "seed of decoder init, data order and crops")
+    # numerics and devices
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N")
+    precision: str = _opt("auto", "autocast: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16 (CUDA)",
+                          choices=PRECISIONS)
+    channels_last: Optional[bool] = _opt(None, "channels_last memory format (default: on for CUDA)")
+    threads: int = _opt(0, "torch CPU threads per process (0: torch's default)")
+    # monitoring and checkpoints
+    log_every: int = _opt(10, "iterations between log records (JSONL + CSV) and progress lines")
+    sample_every: int = _opt(1000, "iterations between sample grids (content | style | output); 0: never")
+    checkpoint_every: int = _opt(1000, "iterations between checkpoints and output rewrites; 0: only at the end")
+    progress: Optional[bool] = _opt(None, "live progress bar (default: when stderr is a terminal)")
+    resume: Optional[str] = _opt(None, "continue from a checkpoint; 'auto' (bare --resume): RUN_DIR/checkpoint.pt",
+                                 nargs="?", const="auto")
+
+    @property
+    def run_path(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        out = Path(self.out or "decoder.safetensors")
+        return out.with_name(out.stem + "_run")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def validate(self) -> None:
+        """Fail early with a clear message instead of deep inside the loop."""
+        for name in ("content", "style", "encoder", "out"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name.replace('_', '-')} is required")
+        if not str(self.out).endswith(".safetensors"):
+            raise ValueError(f"--out must end in .safetensors, got {self.out}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"--resize-mode must be one of {RESIZE_MODES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {PRECISIONS}")
+        if self.crop < 16 or self.crop % 8:
+            raise ValueError(f"--crop must be a multiple of 8 and at least 16, got {self.crop}")
+        if self.batch_size < 1 or self.max_iter < 0:
+            raise ValueError("--batch-size must be >= 1 and --max-iter >= 0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One option per field; SUPPRESS defaults so we know which options were given (resume overrides)."""
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                     argument_default=argparse.SUPPRESS)
+    hints = get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        meta = dict(f.metadata)
+        help_text = meta.pop("help") + f" (default: {f.default})"
+        hint = hints[f.name]
+        if hint in (bool, Optional[bool]):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            kind = next((t for t in (int, float, str) if hint in (t, Optional[t])), str)
+            parser.add_argument(flag, type=kind, help=help_text, **meta)
+    return parser
+
+
+def parse_overrides(argv: list[str] | None = None) -> dict[str, Any]:
+    """Only the options given on the command line, as field names to values."""
+    return vars(build_parser().parse_args(argv))

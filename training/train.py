@@ -1,0 +1,341 @@
+"""Train an AdaIN decoder: ``python -m training.train --content DIR --style DIR --encoder FILE --out FILE``.
+
+The paper's recipe with the reference port's defaults (see ``config.py``). Runs on one CPU or
+GPU, or on many through ``torchrun`` (DistributedDataParallel: NCCL on GPUs, gloo on CPUs).
+Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and the decoder, and exits;
+``--resume`` then continues bit for bit where it stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from adain_nodes.models.networks import AdaINDecoder
+from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
+
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, save_decoder, set_rng_states
+from .config import TrainConfig, parse_overrides
+from .data import PairDataset, PairSampler, scan_images
+from .losses import compute_losses
+from .monitor import LossLog, Progress, plot_losses, sample_grid, save_png
+
+log = logging.getLogger("training")
+
+# In DDP the ranks agree on stopping through a collective; doing it every step would serialise GPUs.
+DIST_STOP_CHECK_EVERY = 10
+
+
+@dataclass
+class TrainResult:
+    iteration: int
+    start_iteration: int
+    stopped_early: bool
+    losses: dict[str, float]
+    seconds: float
+    steady_iterations_per_s: float  # after the first two steps (warm-up, worker start)
+    out: Path
+    checkpoint: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_kind: str) -> Distributed:
+    """Join the torchrun process group when launched by torchrun with more than one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, ddp: Distributed) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None for fp32. ``auto`` is bf16 on CUDA (fp16 where bf16 is missing) and fp32 on the CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs CUDA; use bf16 on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag so the loop can checkpoint; a second signal aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("%s received: stopping after this iteration and writing a checkpoint "
+                    "(send it again to abort without one)", signal.Signals(signum).name)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore_sigint_in_worker(_worker_id: int) -> None:
+    """Workers must outlive a Ctrl-C to the process group so the main process can stop cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def make_loader(cfg: TrainConfig, ddp: Distributed, start_step: int, pin: bool) -> tuple[DataLoader, PairSampler]:
+    if cfg.batch_size % ddp.world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {ddp.world_size} processes")
+    local_batch = cfg.batch_size // ddp.world_size
+    content = scan_images(cfg.content, cfg.min_image_size)
+    style = scan_images(cfg.style, cfg.min_image_size)
+    dataset = PairDataset(content, style, cfg.crop, cfg.resize, cfg.resize_mode, cfg.seed)
+    sampler = PairSampler(len(content), len(style), local_batch, cfg.seed, start_step, ddp.rank, ddp.world_size)
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=cfg.workers,
+                        pin_memory=pin, persistent_workers=False, drop_last=True,
+                        worker_init_fn=_ignore_sigint_in_worker if cfg.workers else None)
+    return loader, sampler
+
+
+def build_decoder(cfg: TrainConfig) -> tuple[AdaINDecoder, dict[str, Any]]:
+    """A fresh decoder (seeded), or one warm-started from a decoder file."""
+    torch.manual_seed(cfg.seed)
+    decoder = AdaINDecoder()
+    info: dict[str, Any] = {}
+    if cfg.warm_start:
+        source = load_decoder(cfg.warm_start)
+        decoder.load_state_dict(source.state_dict())
+        steps = int(getattr(source, "metadata", {}).get("trained_steps", 0) or 0)
+        info = {"warm_start": Path(cfg.warm_start).name, "warm_start_sha256": file_sha256(cfg.warm_start),
+                "warm_start_steps": steps}
+        log.info("warm start from %s (%d steps trained before)", cfg.warm_start, steps)
+    return decoder.train().requires_grad_(True), info
+
+
+def checkpoint_path(cfg: TrainConfig) -> Path:
+    if cfg.resume and cfg.resume != "auto":
+        return Path(cfg.resume)
+    return cfg.run_path / CHECKPOINT_NAME
+
+
+def _mean_over_ranks(values: dict[str, float], ddp: Distributed) -> dict[str, float]:
+    if not ddp.enabled:
+        return values
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return dict(zip(values, (tensor / ddp.world_size).tolist()))
+
+
+def _stop_agreed(local: bool, ddp: Distributed, iteration: int, force: bool) -> bool:
+    if not ddp.enabled:
+        return local
+    if not force and iteration % DIST_STOP_CHECK_EVERY:
+        return False
+    flag = torch.tensor([1.0 if local else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item() > 0)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) training as configured; returns where it stopped and the last losses."""
+    cfg.validate()
+    device = pick_device(cfg.device, Distributed())
+    ddp = setup_distributed(device.type)
+    device = pick_device(cfg.device, ddp)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    run_dir = cfg.run_path
+    ckpt_file = checkpoint_path(cfg)
+    if ddp.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    encoder = load_encoder(cfg.encoder).to(device, memory_format=memory_format)
+    encoder_sha = file_sha256(cfg.encoder)
+    decoder, warm_info = build_decoder(cfg)
+    decoder.to(device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start = 0
+    state: dict[str, Any] | None = None
+    if cfg.resume:
+        state = load_checkpoint(ckpt_file)
+        decoder.load_state_dict(state["decoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
+        warm_info = state.get("warm_info", warm_info)
+        start = int(state["iteration"])
+        if state["data"]["global_batch"] != cfg.batch_size or state["data"]["seed"] != cfg.seed:
+            log.warning("batch size or seed differ from the checkpoint's: the data stream will not continue "
+                        "exactly as it would have")
+        log.info("resuming from %s at iteration %d", ckpt_file, start)
+
+    model: nn.Module = decoder
+    if ddp.enabled:
+        model = DistributedDataParallel(decoder, device_ids=[device.index] if device.type == "cuda" else None)
+    loader, sampler = make_loader(cfg, ddp, start, pin=device.type == "cuda")
+    if state is not None:
+        set_rng_states(state["rng"])  # last, so nothing above consumes randomness after restoring
+
+    loss_log = LossLog(run_dir, resume_iteration=start if state is not None else None)
+    progress = Progress(cfg.max_iter, start, live=cfg.progress if ddp.main else False)
+    meta_base = {"encoder": Path(cfg.encoder).name, "encoder_sha256": encoder_sha,
+                 "training_options": cfg.to_json(), "precision": str(amp_dtype or torch.float32),
+                 "world_size": ddp.world_size, "trainer": "adain-nodes training.train", **warm_info}
+
+    def write_outputs(iteration: int, final: bool) -> None:
+        if not ddp.main:
+            return
+        save_checkpoint(run_dir / CHECKPOINT_NAME, decoder, optimizer, iteration, sampler.state(iteration), cfg.to_json(),
+                        {"warm_info": warm_info, **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
+        recent = loss_log.records[-10:]
+        final_losses = {k: sum(r[k] for r in recent) / len(recent)
+                        for k in ("loss", "content_loss", "style_loss")} if recent else {}
+        save_decoder(Path(cfg.out), decoder, {**meta_base, "iterations": iteration,
+                                              "trained_steps": warm_info.get("warm_start_steps", 0) + iteration,
+                                              "final_losses": final_losses, "complete": final and
+                                              iteration >= cfg.max_iter})
+        loss_log.flush()
+        if final:
+            plot_losses(loss_log.records, run_dir / "loss_plot.png")
+
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    iteration, stopped, last = start, False, {}
+    t_start = time.perf_counter()
+    t_steady, steady_from = t_start, start
+    batches: Iterator = iter(loader)
+    with StopRequest() as stop:
+        while iteration < cfg.max_iter:
+            if _stop_agreed(stop.requested, ddp, iteration, force=False):
+                stopped = True
+                break
+            content, style = next(batches)
+            content = content.to(device, non_blocking=True, memory_format=memory_format)
+            style = style.to(device, non_blocking=True, memory_format=memory_format)
+            lr = cfg.lr / (1.0 + cfg.lr_decay * iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                losses = compute_losses(encoder, model, content, style, cfg.content_weight, cfg.style_weight)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
+            if iteration == start + 2:
+                t_steady, steady_from = time.perf_counter(), iteration
+
+            if iteration % cfg.log_every == 0 or iteration == cfg.max_iter:
+                last = _mean_over_ranks({"loss": losses.total.item(), "content_loss": losses.content.item(),
+                                         "style_loss": losses.style.item()}, ddp)
+                if not all(math.isfinite(v) for v in last.values()):
+                    raise FloatingPointError(f"loss became {last} at iteration {iteration}; lower --lr or use "
+                                             "--precision fp32 (the last checkpoint is intact)")
+                if ddp.main:
+                    progress.update(iteration, last, cfg.batch_size)
+                    loss_log.add({"iteration": iteration, **last, "lr": lr,
+                                  "images_per_s": round(progress.rate(iteration, cfg.batch_size), 3),
+                                  "elapsed_s": round(time.perf_counter() - t_start, 2)})
+            if ddp.main and cfg.sample_every and iteration % cfg.sample_every == 0:
+                save_png(sample_grid(content, style, losses.output), run_dir / "samples" / f"iter_{iteration:07d}.png")
+            if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.max_iter:
+                write_outputs(iteration, final=False)
+                if ddp.enabled:
+                    dist.barrier()
+        else:
+            stopped = _stop_agreed(stop.requested, ddp, iteration, force=True) and iteration < cfg.max_iter
+        progress.close()
+        del batches  # shut the workers down before writing
+        write_outputs(iteration, final=True)
+        if ddp.enabled:
+            dist.barrier()
+    seconds = time.perf_counter() - t_start
+    steady = (iteration - steady_from) / (time.perf_counter() - t_steady) if iteration > steady_from else 0.0
+    if ddp.main:
+        log.info("%s at iteration %d after %.1f s; decoder %s, checkpoint %s%s",
+                 "stopped" if stopped else "finished", iteration, seconds, cfg.out, run_dir / CHECKPOINT_NAME,
+                 " (continue with --resume)" if stopped else "")
+    return TrainResult(iteration, start, stopped, last, seconds, steady, Path(cfg.out), run_dir / CHECKPOINT_NAME)
+
+
+def resolve_config(overrides: dict[str, Any]) -> TrainConfig:
+    """Command-line options; with ``--resume``, the checkpoint's options with the given ones on top."""
+    cfg = TrainConfig(**overrides)
+    if not cfg.resume:
+        return cfg
+    saved = load_checkpoint(checkpoint_path(cfg))["config"]
+    changed = {k: (saved.get(k), v) for k, v in overrides.items() if k != "resume" and saved.get(k) != v}
+    if changed:
+        log.info("resume: options changed from the checkpoint: %s", changed)
+    return TrainConfig(**{**saved, **overrides})
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        cfg = resolve_config(parse_overrides(argv))
+        cfg.validate()
+    except (ValueError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    result = train(cfg)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
