@@ -21,12 +21,20 @@ class ConsoleReporter:
         print(text, file=self.stream, flush=True)
 
     def node_started(self, index, total, node_id, class_type, title):
-        label = f" '{title}'" if title and title != class_type else ""
+        default = _display_name(class_type)
+        label = f" '{title}'" if title and title not in (class_type, default) else ""
         self.stream.write(f"[{index}/{total}] node {node_id} {class_type}{label} ... ")
         self.stream.flush()
 
     def node_finished(self, index, total, node_id, seconds, ui):
         self.line(f"{seconds:.2f} s")
+
+
+def _display_name(class_type: str) -> str:
+    from ..nodes import NODE_DISPLAY_NAME_MAPPINGS
+    from .core_nodes import DISPLAY_NAMES
+
+    return {**DISPLAY_NAMES, **NODE_DISPLAY_NAME_MAPPINGS}.get(class_type, class_type)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
