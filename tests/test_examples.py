@@ -1,0 +1,126 @@
+"""The example workflows: they load, type-check, convert to their API twins and run end to end."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageSequence
+
+from adain_nodes.cli import main
+from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
+from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
+from runner_fixtures import model_dir, module_models  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+UI_FILES = sorted(EXAMPLES.glob("[0-9][0-9]_*.json"))
+NAMES = [p.stem for p in UI_FILES]
+ALLOWED_CORE = {"LoadImage", "SaveImage", "PreviewImage", "Note", "MarkdownNote"}
+SMALL = 48
+
+
+def _ui(name: str) -> dict:
+    return json.loads((EXAMPLES / f"{name}.json").read_text())
+
+
+def _api(name: str) -> dict:
+    return json.loads((EXAMPLES / "api" / f"{name}_api.json").read_text())
+
+
+@pytest.fixture
+def small_inputs(tmp_path) -> Path:
+    """The example inputs at 48 px (frames: the first 3), so every example runs in a second or two."""
+    folder = tmp_path / "input"
+    folder.mkdir()
+    for src in (EXAMPLES / "input").iterdir():
+        if src.suffix.lower() not in (".jpg", ".png", ".webp"):
+            continue
+        with Image.open(src) as img:
+            frames = [f.copy() for f in ImageSequence.Iterator(img)][:3]
+        scale = SMALL / max(frames[0].size)
+        frames = [f.resize((max(16, round(f.width * scale)), max(16, round(f.height * scale)))) for f in frames]
+        frames[0].save(folder / src.name, save_all=len(frames) > 1, append_images=frames[1:])
+    return folder
+
+
+def test_there_is_one_example_per_capability():
+    assert NAMES == ["01_style_transfer", "02_modular_graph", "03_content_style_tradeoff", "04_style_interpolation",
+                     "05_spatial_control", "06_preserve_color", "07_video_frames", "08_style_preset_save",
+                     "09_style_preset_use"]
+    for name in NAMES:
+        assert (EXAMPLES / "api" / f"{name}_api.json").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_example_is_well_formed(name, tmp_path):
+    ui = _ui(name)
+    registry = Registry(Folders(EXAMPLES / "input", tmp_path))
+    assert ui["version"] == 0.4 and ui["groups"] and any(n["type"] == "Note" for n in ui["nodes"])
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == len(ui["links"])
+    for node in ui["nodes"]:
+        assert node["type"] in ALLOWED_CORE or node["type"].startswith("AdaIN"), node["type"]
+        assert node["type"] in registry or node["type"] in VIRTUAL_NODES, f"missing node type {node['type']}"
+        assert len(node["pos"]) == 2 and len(node["size"]) == 2
+    for link_id, origin, slot, target, target_slot, kind in ui["links"]:
+        out_types = registry.output_types(nodes[origin]["type"])
+        assert out_types[slot] == kind, f"link {link_id}"
+        target_input = nodes[target]["inputs"][target_slot]
+        assert target_input["link"] == link_id
+        spec = {s.name: s for s in input_specs(registry[nodes[target]["type"]])}[target_input["name"]]
+        assert spec.type == kind, f"link {link_id}: {kind} into {spec.name} ({spec.type})"
+        assert link_id in nodes[origin]["outputs"][slot]["links"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_conversion_equals_api_twin(name, tmp_path):
+    registry = Registry(Folders(EXAMPLES / "input", tmp_path))
+    assert ui_to_api(_ui(name), registry) == _api(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_widget_values_validate(name, model_dir, tmp_path):
+    if name == "09_style_preset_use":  # needs the preset that 08 writes
+        (tmp_path / "styles").mkdir(exist_ok=True)
+        (tmp_path / "styles" / "adain_example_mosaic.safetensors").write_bytes(b"")
+    registry = Registry(Folders(EXAMPLES / "input", tmp_path))
+    result = validate_prompt(load_workflow(EXAMPLES / f"{name}.json", registry).prompt, registry)
+    assert result.ok, result.message()
+
+
+def test_every_example_runs_end_to_end(model_dir, small_inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    for name in NAMES:
+        assert main(["run", str(EXAMPLES / f"{name}.json"), "--input-dir", str(small_inputs),
+                     "--output-dir", str(out)]) == 0, capsys.readouterr().out
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    saved = [p for p in written if p.startswith("adain/")]
+    assert len(saved) == 1 + 1 + 4 + 1 + 1 + 3 + 3 + 1  # 07 saves one PNG per frame (3 here)
+    assert "adain/07_frame_00003_.png" in saved
+    assert (tmp_path / "styles" / "adain_example_mosaic.safetensors").is_file()
+    with Image.open(out / "adain/01_style_transfer_00001_.png") as img:
+        assert img.size == Image.open(small_inputs / "chelsea.jpg").size
+        assert json.loads(img.text["workflow"]) == _ui("01_style_transfer")
+        assert json.loads(img.text["prompt"])["6"]["class_type"] == "AdaINStyleTransfer"
+
+
+def test_api_twins_run_too(model_dir, small_inputs, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(EXAMPLES / "api" / "02_modular_graph_api.json"), "--input-dir", str(small_inputs),
+                 "--output-dir", str(out)]) == 0
+    with Image.open(next(out.rglob("*.png"))) as img:
+        assert "prompt" in img.text and "workflow" not in img.text
+
+
+def test_example_inputs_are_small_and_documented():
+    files = [p for p in (EXAMPLES / "input").iterdir() if p.is_file() and p.name != "SOURCES.md"]
+    assert sum(p.stat().st_size for p in files) < 1.5e6
+    sources = (EXAMPLES / "input" / "SOURCES.md").read_text()
+    for p in files:
+        assert f"`{p.name}`" in sources, p.name
+
+
+def test_decoder_file_name_is_one_constant():
+    generator = (EXAMPLES / "make_workflows.py").read_text()
+    assert generator.count("decoder_baseline_relu4_1.safetensors") == 1
