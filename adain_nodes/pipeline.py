@@ -6,6 +6,8 @@ chunks sized to free memory, halving the chunk on out-of-memory instead of faili
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -20,10 +22,13 @@ from .core.stats import adain, masked_mean_std, mean_std, mix_statistics
 from .errors import AdaINInputError
 from .host.runtime import Runtime
 from .models.networks import ADAIN_LAYER, AdaINDecoder, VGGEncoder
+from .tiling import Tiling, decode_tiled, encode_tiled
 
 log = logging.getLogger(__name__)
 
 COLOR_MODES = ("off", "match style colors", "luminance only")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_TILING = Tiling()
 # Activation memory per pixel at full resolution: the 64-channel layers dominate (input,
 # output and padded copy of a float32 conv), with slack for the allocator.
 BYTES_PER_PIXEL = 64 * 4 * 4
@@ -112,39 +117,79 @@ def _pixels(images: Tensor) -> int:
     return int(h * w)
 
 
-def encode(encoder: VGGEncoder, images: Tensor, runtime: Runtime) -> AdaINFeatures:
-    """Encode RGB ``[B, 3, H, W]`` images to relu4_1 features (padded to a multiple of 8)."""
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` is float32 on the CPU (exact) and float16 on accelerators (measured in bench/)."""
+    if precision not in PRECISIONS:
+        raise AdaINInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _compute(model: torch.nn.Module, device: torch.device):
+    """Inference context for ``model`` on ``device``: autocast to its precision, channels_last on CUDA."""
+    dtype = resolve_precision(getattr(model, "precision", "fp32"), device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if dtype != torch.float32:
+        stack.enter_context(torch.autocast(device.type, dtype=dtype))
+    return stack
+
+
+def _to_device(x: Tensor, device: torch.device) -> Tensor:
+    x = x.to(device, torch.float32, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def _encode_images(encoder: VGGEncoder, images: Tensor, runtime: Runtime, tiling: Tiling,
+                   reduce: Callable[[Tensor, int, int], Tensor]) -> Tensor:
+    """Encode padded images in memory-sized chunks (whole images) or tile by tile (large images)."""
     device, out = runtime.compute_device(), runtime.output_device()
+    height, width = pad_for_encoder(images[:1, :1]).shape[-2:]
+    tiled = tiling.applies(height, width)
+
+    def run(x: Tensor) -> Tensor:
+        return encoder.encode(_to_device(x, device))[0].float()
 
     def step(a: int, b: int) -> Tensor:
-        with torch.inference_mode():
-            x = pad_for_encoder(images[a:b].to(device, torch.float32))
-            return encoder.encode(x)[0].to(out)
+        with _compute(encoder, device):
+            x = pad_for_encoder(images[a:b])
+            if tiled:
+                features = torch.cat([encode_tiled(run, x[i:i + 1], tiling, out) for i in range(b - a)])
+            else:
+                features = run(x)
+            return reduce(features, a, b)
 
-    features = run_chunked(runtime, images.shape[0], _pixels(images) * BYTES_PER_PIXEL, step, encoder)
+    per_image = (min(tiling.size + 2 * tiling.overlap, height) * min(tiling.size + 2 * tiling.overlap, width)
+                 if tiled else height * width) * BYTES_PER_PIXEL
+    return run_chunked(runtime, images.shape[0], per_image, step, encoder)
+
+
+def encode(encoder: VGGEncoder, images: Tensor, runtime: Runtime, tiling: Tiling = DEFAULT_TILING) -> AdaINFeatures:
+    """Encode RGB ``[B, 3, H, W]`` images to relu4_1 features (padded to a multiple of 8)."""
+    out = runtime.output_device()
+    features = _encode_images(encoder, images, runtime, tiling, lambda f, a, b: f.to(out))
     return AdaINFeatures(features, features, tuple(images.shape[-2:]), encoder.identity, encoder.name)
 
 
 def style_statistics(encoder: VGGEncoder, images: Tensor, runtime: Runtime, mask: Tensor | None = None,
-                     average: bool = False) -> AdaINStyle:
+                     average: bool = False, tiling: Tiling = DEFAULT_TILING) -> AdaINStyle:
     """Statistics of each style image (or their average), optionally within a mask of the style image."""
-    device = runtime.compute_device()
-    size = tuple(images.shape[-2:])
     weights = None
     if mask is not None:
         grid = tuple(s // 8 for s in pad_for_encoder(images[:1, :1]).shape[-2:])
-        weights = mask_to_weight(mask, images.shape[0], size, grid, "style mask")
+        weights = mask_to_weight(mask, images.shape[0], tuple(images.shape[-2:]), grid, "style mask")
 
-    def step(a: int, b: int) -> Tensor:
-        with torch.inference_mode():
-            features = encoder.encode(pad_for_encoder(images[a:b].to(device, torch.float32)))[0]
-            if weights is None:
-                m, s = mean_std(features)
-            else:
-                m, s = masked_mean_std(features, weights[a:b].to(device))
-            return torch.stack([m, s], dim=1).float().cpu()
+    def reduce(features: Tensor, a: int, b: int) -> Tensor:
+        if weights is None:
+            m, s = mean_std(features)
+        else:
+            m, s = masked_mean_std(features, weights[a:b].to(features.device))
+        return torch.stack([m, s], dim=1).float().cpu()
 
-    stats = run_chunked(runtime, images.shape[0], _pixels(images) * BYTES_PER_PIXEL, step, encoder)
+    stats = _encode_images(encoder, images, runtime, tiling, reduce)
     mean, std = stats[:, 0], stats[:, 1]
     if average:
         mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
@@ -192,40 +237,53 @@ def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float]) -> AdaINS
     return AdaINStyle(mean, std, first.encoder_id, first.encoder_name, first.layer)
 
 
-def decode(decoder: AdaINDecoder, features: AdaINFeatures, runtime: Runtime) -> Tensor:
+def decode(decoder: AdaINDecoder, features: AdaINFeatures, runtime: Runtime,
+           tiling: Tiling = DEFAULT_TILING) -> Tensor:
     """Decode features to RGB ``[B, 3, H, W]`` in 0..1 at the size of the image that was encoded."""
     if features.features.shape[1] != decoder[1].in_channels:
         raise AdaINInputError(f"the decoder expects {decoder[1].in_channels}-channel features, got "
                               f"{features.features.shape[1]}")
     h, w = features.image_size
     device, out = runtime.compute_device(), runtime.output_device()
-    pixels = features.features.shape[-2] * features.features.shape[-1] * 64
+    fh, fw = features.features.shape[-2:]
+    tiled = tiling.applies(fh * 8, fw * 8)
+
+    def run(x: Tensor) -> Tensor:
+        return decoder(_to_device(x, device)).float()
 
     def step(a: int, b: int) -> Tensor:
-        with torch.inference_mode():
-            image = decoder(features.features[a:b].to(device, torch.float32))
+        with _compute(decoder, device):
+            x = features.features[a:b]
+            if tiled:
+                image = torch.cat([decode_tiled(run, x[i:i + 1], tiling, out) for i in range(b - a)])
+            else:
+                image = run(x)
             return image[..., :h, :w].clamp(0.0, 1.0).to(out)
 
-    result = run_chunked(runtime, features.count, pixels * BYTES_PER_PIXEL, step, decoder)
+    side = (tiling.size + 2 * tiling.overlap) if tiled else max(fh, fw) * 8
+    per_image = min(side, fh * 8) * min(side, fw * 8) * BYTES_PER_PIXEL
+    result = run_chunked(runtime, features.count, per_image, step, decoder)
     if not torch.isfinite(result).all():
         raise AdaINInputError("the decoder produced NaN or infinite values; the decoder file is probably "
-                              "corrupt or does not belong to this encoder")
+                              "corrupt, or its precision (fp16) overflows: load it with precision fp32")
     return result
 
 
 def stylize(encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, style: Tensor, runtime: Runtime,
-            alpha: float = 1.0, color: str = "off") -> Tensor:
+            alpha: float = 1.0, color: str = "off", tiling: Tiling = DEFAULT_TILING) -> Tensor:
     """One-call style transfer of RGB ``[B, 3, H, W]`` content with a style batch of 1 or B."""
     if color not in COLOR_MODES:
         raise AdaINInputError(f"preserve_color must be one of {COLOR_MODES}, got {color!r}")
     alpha = _check_unit(alpha, "alpha")
-    if color == "off":
-        stats = style_statistics(encoder, style, runtime)
-        return decode(decoder, blend(encode(encoder, content, runtime), stats, alpha), runtime)
-    style = style[batch_index(content.shape[0], style.shape[0], "the content", "the style")]
+    index = batch_index(content.shape[0], style.shape[0], "the content", "the style")
     if color == "match style colors":
-        stats = style_statistics(encoder, match_color(style, content), runtime)
-        return decode(decoder, blend(encode(encoder, content, runtime), stats, alpha), runtime)
-    stats = style_statistics(encoder, luminance_as_rgb(style, like=content), runtime)
-    grey = decode(decoder, blend(encode(encoder, luminance_as_rgb(content), runtime), stats, alpha), runtime)
-    return transfer_luminance(content.to(grey), grey)
+        style = match_color(style[index], content)
+    elif color == "luminance only":
+        style = luminance_as_rgb(style[index], like=content)
+    stats = style_statistics(encoder, style, runtime, tiling=tiling)
+    source = luminance_as_rgb(content) if color == "luminance only" else content
+    styled = blend(encode(encoder, source, runtime, tiling), stats, alpha)
+    # nothing downstream needs the unstylized features: let them go before decoding (large images)
+    styled = dataclasses.replace(styled, content=styled.features)
+    image = decode(decoder, styled, runtime, tiling)
+    return transfer_luminance(content.to(image), image) if color == "luminance only" else image

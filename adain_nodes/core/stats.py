@@ -44,7 +44,7 @@ def adain(content: Tensor, style_mean: Tensor, style_std: Tensor,
     if content_mean is None or content_std is None:
         content_mean, content_std = mean_std(content)
     scale = (style_std / content_std)[..., None, None]
-    return (content - content_mean[..., None, None]) * scale + style_mean[..., None, None]
+    return (content - content_mean[..., None, None]).mul_(scale).add_(style_mean[..., None, None])
 
 
 def mix_statistics(means: list[Tensor], stds: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,7 @@ import torch
 
 from ..core.image import image_to_nchw, nchw_to_image
 from ..host import get_runtime
+from ..tiling import Tiling
 
 CATEGORY = "style_transfer/AdaIN"
 ENCODER = "ADAIN_ENCODER"
@@ -15,8 +16,22 @@ STYLE = "ADAIN_STYLE"
 ALPHA_INPUT = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                          "tooltip": "Content-style trade-off: 0 keeps the content, 1 is the full style."})
 
-__all__ = ["CATEGORY", "ENCODER", "DECODER", "FEATURES", "STYLE", "ALPHA_INPUT", "get_runtime", "to_network",
-           "to_host"]
+TILE_INPUTS = {
+    "tile_size": ("INT", {"default": 1024, "min": 0, "max": 16384, "step": 64,
+                          "tooltip": "Images with a side longer than this are processed in tiles of this size, so "
+                                     "memory stays bounded (4K, 8K). 0 never tiles. Statistics are still taken over "
+                                     "the whole image."}),
+    "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 8,
+                             "tooltip": "Context around each tile in pixels; the overlaps are cross-faded so no seams "
+                                        "show. 64 is plenty for the encoder's receptive field."}),
+}
+
+__all__ = ["CATEGORY", "ENCODER", "DECODER", "FEATURES", "STYLE", "ALPHA_INPUT", "TILE_INPUTS", "get_runtime",
+           "to_network", "to_host", "tiling"]
+
+
+def tiling(tile_size: int, tile_overlap: int) -> Tiling:
+    return Tiling(int(tile_size), int(tile_overlap))
 
 
 def to_network(image: torch.Tensor, name: str) -> torch.Tensor:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .. import pipeline
-from .common import ALPHA_INPUT, CATEGORY, DECODER, ENCODER, FEATURES, STYLE, get_runtime, to_host, to_network
+from .common import (ALPHA_INPUT, CATEGORY, DECODER, ENCODER, FEATURES, STYLE, TILE_INPUTS, get_runtime, tiling, to_host,
+                     to_network)
 
 
 class AdaINEncode:
@@ -20,10 +21,11 @@ class AdaINEncode:
         return {"required": {
             "encoder": (ENCODER, {"tooltip": "From AdaIN Encoder Loader."}),
             "image": ("IMAGE", {"tooltip": "Content image(s); any size, RGB, RGBA or greyscale."}),
+            **TILE_INPUTS,
         }}
 
-    def encode(self, encoder, image):
-        return (pipeline.encode(encoder, to_network(image, "image"), get_runtime()),)
+    def encode(self, encoder, image, tile_size=1024, tile_overlap=64):
+        return (pipeline.encode(encoder, to_network(image, "image"), get_runtime(), tiling(tile_size, tile_overlap)),)
 
 
 class AdaINBlend:
@@ -67,7 +69,8 @@ class AdaINDecode:
         return {"required": {
             "decoder": (DECODER, {"tooltip": "From AdaIN Decoder Loader; trained for the same encoder."}),
             "features": (FEATURES, {"tooltip": "From AdaIN Blend (or AdaIN Encode to reconstruct the content)."}),
+            **TILE_INPUTS,
         }}
 
-    def decode(self, decoder, features):
-        return (to_host(pipeline.decode(decoder, features, get_runtime())),)
+    def decode(self, decoder, features, tile_size=1024, tile_overlap=64):
+        return (to_host(pipeline.decode(decoder, features, get_runtime(), tiling(tile_size, tile_overlap))),)

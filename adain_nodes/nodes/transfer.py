@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import pipeline
 from ..core.color import match_color
 from ..core.image import batch_index
-from .common import ALPHA_INPUT, CATEGORY, DECODER, ENCODER, get_runtime, to_host, to_network
+from .common import ALPHA_INPUT, CATEGORY, DECODER, ENCODER, TILE_INPUTS, get_runtime, tiling, to_host, to_network
 
 
 class AdaINStyleTransfer:
@@ -32,12 +32,15 @@ class AdaINStyleTransfer:
                 "tooltip": "off: take the style's colours. match style colors: recolour the style image to the "
                            "content's colour statistics first. luminance only: stylize brightness, keep the "
                            "content's colours."}),
+            **TILE_INPUTS,
         }}
 
-    def transfer(self, encoder, decoder, content_image, style_image, alpha, preserve_color="off"):
+    def transfer(self, encoder, decoder, content_image, style_image, alpha, preserve_color="off", tile_size=1024,
+                 tile_overlap=64):
         content = to_network(content_image, "content_image")
         style = to_network(style_image, "style_image")
-        return (to_host(pipeline.stylize(encoder, decoder, content, style, get_runtime(), alpha, preserve_color)),)
+        return (to_host(pipeline.stylize(encoder, decoder, content, style, get_runtime(), alpha, preserve_color,
+                                         tiling(tile_size, tile_overlap))),)
 
 
 class AdaINMatchColor:

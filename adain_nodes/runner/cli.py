@@ -14,8 +14,8 @@ from ..host.paths import MODELS_ENV, STYLES_ENV
 class ConsoleReporter:
     """Per-node and overall progress on a text stream (the CLI's stdout)."""
 
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
 
     def line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -68,7 +68,7 @@ def _configure_folders(args: argparse.Namespace) -> None:
         os.environ[STYLES_ENV] = str(args.styles_dir)
 
 
-def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Exit status 0 on success, 1 on validation or execution errors, 2 on an unreadable workflow."""
     from .core_nodes import Folders
     from .execute import NodeExecutionError, execute_prompt

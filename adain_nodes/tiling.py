@@ -1,0 +1,99 @@
+"""Tiled encoding and decoding: peak memory bounded by the tile, not the image.
+
+Tiles are aligned to the encoder's 8-pixel grid and extended by an overlap on every side, so
+each tile's core sees the context it would see in the whole image; AdaIN statistics are then
+taken over the assembled features of the whole image, never per tile. Decoded tiles are
+cross-faded over their overlaps, so no seam survives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from .errors import AdaINInputError
+
+GRID = 8  # pixels per feature at relu4_1
+MAX_OVERLAP = 1024
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """``size``: images with a side above it are processed in tiles of this many pixels (0: never).
+    ``overlap``: pixels of context added around each tile."""
+
+    size: int = 1024
+    overlap: int = 64
+
+    def __post_init__(self) -> None:
+        if self.size and self.size < 64:
+            raise AdaINInputError(f"tile_size must be 0 (no tiling) or at least 64 pixels, got {self.size}")
+        if not 0 <= self.overlap <= MAX_OVERLAP:
+            raise AdaINInputError(f"tile_overlap must be from 0 to {MAX_OVERLAP} pixels, got {self.overlap}")
+
+    def applies(self, height: int, width: int) -> bool:
+        return bool(self.size) and max(height, width) > self.size
+
+
+NO_TILING = Tiling(size=0)
+
+
+def _spans(length: int, core: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
+    """(start, stop) of each core span and of its extension by ``margin``, in feature units."""
+    for start in range(0, length, core):
+        stop = min(start + core, length)
+        yield start, stop, max(start - margin, 0), min(stop + margin, length)
+
+
+def _tiles(h: int, w: int, tiling: Tiling):
+    core, margin = max(tiling.size // GRID, 1), -(-tiling.overlap // GRID)
+    for y0, y1, ya, yb in _spans(h, core, margin):
+        for x0, x1, xa, xb in _spans(w, core, margin):
+            yield (y0, y1, ya, yb), (x0, x1, xa, xb)
+
+
+def tile_count(height: int, width: int, tiling: Tiling) -> int:
+    return sum(1 for _ in _tiles(height // GRID, width // GRID, tiling))
+
+
+def encode_tiled(encode: Callable[[Tensor], Tensor], image: Tensor, tiling: Tiling, out_device: torch.device,
+                 channels: int = 512) -> Tensor:
+    """Features of one padded image ``[1, 3, H, W]`` (H, W multiples of 8), computed tile by tile."""
+    h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
+    features: Tensor | None = None
+    for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
+        part = encode(image[..., ya * GRID:yb * GRID, xa * GRID:xb * GRID])
+        if features is None:
+            features = torch.empty(1, channels, h, w, dtype=part.dtype, device=out_device)
+        features[..., y0:y1, x0:x1] = part[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa].to(out_device)
+    assert features is not None
+    return features
+
+
+def _ramp(length: int, before: int, after: int, device: torch.device) -> Tensor:
+    """1 over the core, rising from near 0 across the leading overlap and falling across the trailing one."""
+    weight = torch.ones(length, device=device)
+    if before:
+        weight[:before] = (torch.arange(before, device=device) + 0.5) / before
+    if after:
+        weight[length - after:] = (torch.arange(after, 0, -1, device=device) - 0.5) / after
+    return weight
+
+
+def decode_tiled(decode: Callable[[Tensor], Tensor], features: Tensor, tiling: Tiling,
+                 out_device: torch.device) -> Tensor:
+    """Decode ``[1, C, h, w]`` tile by tile, cross-fading overlaps, to ``[1, 3, 8h, 8w]``."""
+    h, w = features.shape[-2:]
+    image = torch.zeros(1, 3, h * GRID, w * GRID, device=out_device)
+    total = torch.zeros(1, 1, h * GRID, w * GRID, device=out_device)
+    for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
+        part = decode(features[..., ya:yb, xa:xb]).float().to(out_device)
+        wy = _ramp((yb - ya) * GRID, (y0 - ya) * GRID, (yb - y1) * GRID, out_device)
+        wx = _ramp((xb - xa) * GRID, (x0 - xa) * GRID, (xb - x1) * GRID, out_device)
+        weight = wy[:, None] * wx[None, :]
+        region = (..., slice(ya * GRID, yb * GRID), slice(xa * GRID, xb * GRID))
+        image[region] += part * weight
+        total[region] += weight
+    return image.div_(total)
