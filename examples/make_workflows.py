@@ -76,9 +76,22 @@ class Graph:
         rows = max(len(sockets), len(outputs))
         height = {"LoadImage": 330, "SaveImage": 300, "PreviewImage": 260}.get(
             class_type, 40 + 22 * rows + 26 * sum(s.is_widget for s in specs))
-        node = Node(self._id(), class_type, [40 + col * COLUMN, y], [320, height], title, widgets, sockets, outputs)
+        x = 40 + col * COLUMN
+        y = self._free_y(x, y, height)
+        node = Node(self._id(), class_type, [x, y], [320, height], title, widgets, sockets, outputs)
         self.nodes.append(node)
         return node
+
+    def _free_y(self, x: float, y: float, height: float, gap: float = 75) -> float:
+        """Move a new node down until it clears every node and note (with room for group headers)."""
+        boxes = [(n.pos[0], n.pos[1], n.size[0], n.size[1]) for n in self.nodes]
+        boxes += [(n["pos"][0], n["pos"][1], n["size"][0], n["size"][1]) for n in self.notes]
+        while True:
+            clash = [b for b in boxes if b[0] < x + 320 and x < b[0] + b[2]
+                     and b[1] - 30 - gap < y + height and y - 30 < b[1] + b[3] + gap]
+            if not clash:
+                return y
+            y = max(b[1] + b[3] for b in clash) + 30 + gap
 
     def connect(self, source: Node, output: str | int, target: Node, input_name: str) -> None:
         slot = output if isinstance(output, int) else source.slot(output)
@@ -162,7 +175,7 @@ class Graph:
 # ---------------------------------------------------------------------------------------- examples
 def models(g: Graph, y: float = 60) -> tuple[Node, Node]:
     enc = g.add("AdaINEncoderLoader", 0, y, encoder_name=ENCODER_FILE)
-    dec = g.add("AdaINDecoderLoader", 0, y + 110, decoder_name=DECODER_FILE)
+    dec = g.add("AdaINDecoderLoader", 0, y + 130, decoder_name=DECODER_FILE)
     g.group("Models (models/adain)", [enc, dec], GROUP_COLORS["models"])
     return enc, dec
 
@@ -289,9 +302,9 @@ def ex_spatial() -> Graph:
            "content statistics inside its mask and stylizes only there; chaining two blends with complementary "
            "masks paints two styles in one picture.\n\nMasks are PNGs whose transparent part is the masked area "
            "(Load Image's MASK output is 1 - alpha, as the mask editor saves them).\n\n" + MODELS_NOTE,
-           0, 60, 680, 230)
-    enc, dec = models(g, 360)
-    content = image(g, "chelsea.jpg", "Content photo", 0, 660)
+           0, 60, 320, 330)
+    enc, dec = models(g, 460)
+    content = image(g, "chelsea.jpg", "Content photo", 0, 780)
     mask_a = image(g, "chelsea_mask_cat.png", "Mask: the cat", 1, 60)
     mask_b = image(g, "chelsea_mask_background.png", "Mask: the background", 2, 60)
     style_a = image(g, "style_brushstrokes.jpg", "Style for the cat", 1, 440)

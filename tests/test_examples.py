@@ -124,3 +124,25 @@ def test_example_inputs_are_small_and_documented():
 def test_decoder_file_name_is_one_constant():
     generator = (EXAMPLES / "make_workflows.py").read_text()
     assert generator.count("decoder_baseline_relu4_1.safetensors") == 1
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layout_is_tidy(name):
+    """No node (title bar included) covers another; groups do not overlap and hold their nodes whole."""
+    ui = _ui(name)
+    boxes = [(n["pos"][0], n["pos"][1] - 30, n["size"][0], n["size"][1] + 30) for n in ui["nodes"]]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not _overlap(a, b), (a, b)
+    groups = [g["bounding"] for g in ui["groups"]]
+    for i, a in enumerate(groups):
+        for b in groups[i + 1:]:
+            assert not _overlap(a, b), (a, b)
+        for box in boxes:
+            inside = a[0] <= box[0] and a[1] <= box[1] and box[0] + box[2] <= a[0] + a[2] \
+                and box[1] + box[3] <= a[1] + a[3]
+            assert inside or not _overlap(a, box), (a, box)

@@ -31,8 +31,8 @@ def inputs(tmp_path) -> Path:
 
 
 def api_prompt() -> dict:
-    """A minimal valid one-node transfer in API format."""
-    return {
+    """A minimal valid one-node transfer in API format (widgets not named here get their defaults)."""
+    prompt = {
         "1": {"class_type": "AdaINEncoderLoader", "inputs": {"encoder_name": ENC}},
         "2": {"class_type": "AdaINDecoderLoader", "inputs": {"decoder_name": DEC}},
         "3": {"class_type": "LoadImage", "inputs": {"image": "content.png"}},
@@ -42,6 +42,15 @@ def api_prompt() -> dict:
                                                              "alpha": 1.0, "preserve_color": "off"}},
         "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "t"}},
     }
+    from adain_nodes.nodes import NODE_CLASS_MAPPINGS
+    from adain_nodes.runner.registry import input_specs
+
+    for node in prompt.values():
+        cls = NODE_CLASS_MAPPINGS.get(node["class_type"])
+        for spec in input_specs(cls) if cls else []:
+            if spec.is_widget and spec.required and spec.name not in node["inputs"] and "default" in spec.options:
+                node["inputs"][spec.name] = spec.options["default"]
+    return prompt
 
 
 def registry(inputs: Path, tmp_path: Path) -> Registry:
