@@ -81,7 +81,13 @@ class StandaloneRuntime(Runtime):
     def compute_device(self) -> torch.device:
         return self.device
 
+    def output_device(self) -> torch.device:
+        """Outside ComfyUI nothing else needs the memory: keep results where the next node computes."""
+        return self.device
+
     def load(self, model: nn.Module, working_bytes: int) -> nn.Module:
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed-size frames: autotuned kernels pay off
         return model.to(self.device)
 
     def free_bytes(self) -> int:

@@ -1,0 +1,53 @@
+"""Shared pieces of the benchmarks: models (real ones from ../shared when present) and timing."""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adain_nodes.models.networks import AdaINDecoder, VGGEncoder  # noqa: E402
+from adain_nodes.models.weights import load_decoder, load_encoder  # noqa: E402
+
+
+def models() -> tuple[VGGEncoder, AdaINDecoder, str]:
+    shared = Path(os.environ.get("ADAIN_SHARED_DIR", ROOT.parent / "shared")) / "weights"
+    if (shared / "vgg19_normalised_relu4_1.safetensors").exists():
+        return (load_encoder(shared / "vgg19_normalised_relu4_1.safetensors"),
+                load_decoder(shared / "decoder_baseline_relu4_1.safetensors"), "real weights (../shared)")
+    encoder, decoder = VGGEncoder().eval(), AdaINDecoder().eval()
+    encoder.identity = decoder.identity = "random"
+    return encoder, decoder, "random weights (../shared absent)"
+
+
+def plain_stylize(encoder: torch.nn.Sequential, decoder: torch.nn.Sequential, content: torch.Tensor,
+                  style: torch.Tensor) -> torch.Tensor:
+    """The reference port's test-time procedure: plain fp32 NCHW modules under no_grad."""
+    with torch.no_grad():
+        c, s = encoder(content), encoder(style)
+        cm, cs = c.mean((2, 3), keepdim=True), (c.flatten(2).var(2) + 1e-5).sqrt()[..., None, None]
+        sm, ss = s.mean((2, 3), keepdim=True), (s.flatten(2).var(2) + 1e-5).sqrt()[..., None, None]
+        return decoder((c - cm) / cs * ss + sm).clamp(0, 1)
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median seconds of ``repeats`` calls after one warm-up call, and the last result."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def header(device: torch.device, which: str) -> str:
+    return f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {which}"
