@@ -1,0 +1,69 @@
+"""training.evaluate: SSIM against closed forms, the scores and contact sheet, and the baseline decoder."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
+from adain_nodes.models.weights import load_encoder, save_safetensors
+from training.evaluate import evaluate, gaussian_window, main, ssim, validation_pairs
+
+SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def test_ssim_closed_forms():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 40, 40, generator=g)
+    torch.testing.assert_close(ssim(x, x), torch.ones(2))
+    assert gaussian_window().shape == (11, 11) and abs(float(gaussian_window().sum()) - 1) < 1e-6
+    # constant images: only the luminance term is left, (2ab + C1) / (a^2 + b^2 + C1)
+    a, b, c1 = 0.3, 0.6, 0.01 ** 2
+    got = ssim(torch.full((1, 1, 16, 16), a), torch.full((1, 1, 16, 16), b))
+    torch.testing.assert_close(got, torch.tensor([(2 * a * b + c1) / (a * a + b * b + c1)]))
+    noise = torch.rand(2, 1, 40, 40, generator=g)
+    assert float(ssim(x, noise).max()) < 0.1
+    assert float(ssim(x, 1 - x).max()) < 0  # inverted structure correlates negatively
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    assert 0.1 < float(ssim(x, blurred).min()) < 1
+
+
+def _images(folder: Path, seed: int) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(3):
+        low = (rng.random((6, 6, 3)) * 255).astype(np.uint8)
+        Image.fromarray(low).resize((48 + 8 * i, 40), Image.BICUBIC).save(folder / f"{i}.png")
+
+
+def test_evaluate_random_networks(tmp_path):
+    _images(tmp_path / "val" / "content", 1)
+    _images(tmp_path / "val" / "style", 2)
+    torch.manual_seed(0)
+    save_safetensors(VGGEncoder().state_dict(), tmp_path / "enc.safetensors", {})
+    save_safetensors(AdaINDecoder().state_dict(), tmp_path / "dec.safetensors", {})
+    pairs = validation_pairs(tmp_path / "val", 2)
+    assert [(c.name, s.name) for c, s in pairs] == [("0.png", "0.png"), ("1.png", "1.png")]
+    score = evaluate(tmp_path / "dec.safetensors", load_encoder(tmp_path / "enc.safetensors"), pairs, 32,
+                     sheet=tmp_path / "sheet.png", thumb=32)
+    assert score.pairs == 2 and np.isfinite(score.style_loss_ratio) and -1 <= score.ssim <= 1
+    assert Image.open(tmp_path / "sheet.png").height == 2 * 32 + 4
+    assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
+                 str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())[0]["pairs"] == 1
+
+
+def test_baseline_decoder_lowers_style_loss():
+    """The shared baseline decoder must stylize: style loss well below the unstylized content's."""
+    files = [SHARED / "weights" / "vgg19_normalised_relu4_1.safetensors",
+             SHARED / "weights" / "decoder_baseline_relu4_1.safetensors", SHARED / "data" / "val"]
+    if not all(f.exists() for f in files):
+        pytest.skip(f"needs ../shared (weights and data/val) at {SHARED}; set ADAIN_SHARED_DIR")
+    score = evaluate(files[1], load_encoder(files[0]), validation_pairs(files[2], 2), short_side=128)
+    assert score.style_reduction > 2, score
+    assert 0.05 < score.ssim < 0.9, score

@@ -1,0 +1,161 @@
+"""Score a decoder on fixed validation pairs: style loss ratio, content SSIM, and a contact sheet.
+
+    PYTHONPATH=. python -m training.evaluate DECODER [DECODER ...] [--val DIR] [--encoder FILE]
+
+Pairs are the first N content images with the first N style images (sorted names) at short side
+256, stylized through the pack's own pipeline. The style loss ratio is the paper's style loss
+(mean/std MSE at relu1_1..relu4_1) of the output over that of the unstylized content, as a
+geometric mean over pairs (lower is better; the paper's decoder gets about 1/12.8). SSIM is
+greyscale, Gaussian 11x11 window with sigma 1.5 (Wang et al. 2004), output vs content.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from adain_nodes.core.color import luminance
+from adain_nodes.host.runtime import StandaloneRuntime
+from adain_nodes.models.networks import STYLE_LAYERS, VGGEncoder
+from adain_nodes.models.weights import load_decoder, load_encoder
+from adain_nodes.pipeline import stylize
+
+from .data import IMAGE_SUFFIXES
+from .losses import style_loss
+from .monitor import save_png, to_pil
+
+log = logging.getLogger(__name__)
+
+SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).float()
+
+
+def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, size: int = 11, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM per image of single-channel ``[B, 1, H, W]`` images (valid filtering, no padding)."""
+    window = gaussian_window(size, sigma).to(a)[None, None]
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    a, b = a.double(), b.double()
+    window = window.double()
+    mu_a, mu_b = F.conv2d(a, window), F.conv2d(b, window)
+    var_a = F.conv2d(a * a, window) - mu_a ** 2
+    var_b = F.conv2d(b * b, window) - mu_b ** 2
+    cov = F.conv2d(a * b, window) - mu_a * mu_b
+    score = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return score.flatten(1).mean(dim=1).float()
+
+
+def load_image(path: Path, short_side: int) -> Tensor:
+    """RGB ``[1, 3, H, W]`` in 0..1 with the short side resized to ``short_side``."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        scale = short_side / min(img.size)
+        img = img.resize((max(round(img.width * scale), 1), max(round(img.height * scale), 1)), Image.BICUBIC)
+        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        return data.view(img.height, img.width, 3).permute(2, 0, 1)[None].float() / 255.0
+
+
+def validation_pairs(val_dir: Path, count: int) -> list[tuple[Path, Path]]:
+    def files(kind: str) -> list[Path]:
+        return sorted(p for p in (val_dir / kind).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    return list(zip(files("content"), files("style")))
+
+
+@dataclass
+class Score:
+    decoder: str
+    pairs: int
+    style_loss_ratio: float  # geometric mean of output/content style loss; lower is better
+    style_reduction: float  # 1 / style_loss_ratio: "lowers the style loss Nx"
+    ssim: float  # mean greyscale SSIM of output vs content
+
+
+def _style_loss(encoder: VGGEncoder, image: Tensor, style_feats: list[Tensor]) -> float:
+    return float(style_loss(encoder.encode(image, STYLE_LAYERS), style_feats))
+
+
+@torch.inference_mode()
+def evaluate(decoder_file: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
+             short_side: int = 256, sheet: Path | None = None, thumb: int = 160) -> Score:
+    """Score one decoder; ``sheet`` also saves rows of content | style | output."""
+    decoder = load_decoder(decoder_file)
+    runtime = StandaloneRuntime(torch.device("cpu"))
+    log_ratios, ssims, rows = [], [], []
+    for content_path, style_path in pairs:
+        content, style = load_image(content_path, short_side), load_image(style_path, short_side)
+        output = stylize(encoder, decoder, content, style, runtime)
+        style_feats = encoder.encode(style, STYLE_LAYERS)
+        ratio = _style_loss(encoder, output, style_feats) / _style_loss(encoder, content, style_feats)
+        log_ratios.append(math.log(ratio))
+        ssims.append(float(ssim(luminance(output), luminance(content))))
+        if sheet is not None:
+            rows.append([_thumb(x, thumb) for x in (content, style, output)])
+        log.debug("%s + %s: style loss ratio %.4f, SSIM %.3f", content_path.name, style_path.name, ratio, ssims[-1])
+    if sheet is not None:
+        save_png(contact_sheet(rows), sheet)
+    ratio = math.exp(sum(log_ratios) / len(log_ratios))
+    return Score(Path(decoder_file).name, len(pairs), ratio, 1.0 / ratio, sum(ssims) / len(ssims))
+
+
+def _thumb(image: Tensor, height: int) -> Image.Image:
+    pil = to_pil(image[0])
+    return pil.resize((max(round(pil.width * height / pil.height), 1), height), Image.BICUBIC)
+
+
+def contact_sheet(rows: list[list[Image.Image]], gap: int = 4) -> Image.Image:
+    widths = [max(row[c].width for row in rows) for c in range(3)]
+    height = rows[0][0].height
+    sheet = Image.new("RGB", (sum(widths) + 2 * gap, len(rows) * (height + gap) - gap), "white")
+    for r, row in enumerate(rows):
+        x = 0
+        for c, image in enumerate(row):
+            sheet.paste(image, (x, r * (height + gap)))
+            x += widths[c] + gap
+    return sheet
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("decoders", nargs="+", help="decoder files to score")
+    parser.add_argument("--encoder", default=str(SHARED / "weights" / "vgg19_normalised_relu4_1.safetensors"))
+    parser.add_argument("--val", default=str(SHARED / "data" / "val"), help="folder with content/ and style/")
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256, help="short side of content and style")
+    parser.add_argument("--sheet-dir", default=None, help="write <decoder>_sheet.png here")
+    parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    encoder = load_encoder(args.encoder)
+    pairs = validation_pairs(Path(args.val), args.pairs)
+    scores = []
+    for decoder_file in args.decoders:
+        sheet = Path(args.sheet_dir) / f"{Path(decoder_file).stem}_sheet.png" if args.sheet_dir else None
+        score = evaluate(decoder_file, encoder, pairs, args.size, sheet)
+        scores.append(score)
+        print(f"{score.decoder}: {score.pairs} pairs, style loss ratio {score.style_loss_ratio:.4f} "
+              f"(lowers it {score.style_reduction:.2f}x), greyscale SSIM {score.ssim:.3f}"
+              + (f", sheet {sheet}" if sheet else ""), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(s) for s in scores], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
