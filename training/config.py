@@ -88,9 +88,9 @@ class TrainConfig:
             raise ValueError("--batch-size must be >= 1 and --max-iter >= 0")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """One option per field; SUPPRESS defaults so we know which options were given (resume overrides)."""
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=description or __doc__,
                                      argument_default=argparse.SUPPRESS)
     hints = get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -106,6 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_overrides(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_overrides(argv: list[str] | None = None, description: str | None = None) -> dict[str, Any]:
     """Only the options given on the command line, as field names to values."""
-    return vars(build_parser().parse_args(argv))
+    return vars(build_parser(description).parse_args(argv))

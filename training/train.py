@@ -58,6 +58,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # where collectives run: NCCL needs CUDA tensors
 
     @property
     def enabled(self) -> bool:
@@ -73,9 +74,12 @@ def setup_distributed(device_kind: str) -> Distributed:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed()
+    backend = "nccl" if device_kind == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
 def pick_device(name: str, ddp: Distributed) -> torch.device:
@@ -168,9 +172,9 @@ def checkpoint_path(cfg: TrainConfig) -> Path:
 def _mean_over_ranks(values: dict[str, float], ddp: Distributed) -> dict[str, float]:
     if not ddp.enabled:
         return values
-    tensor = torch.tensor(list(values.values()), dtype=torch.float64)
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=ddp.device)
     dist.all_reduce(tensor)
-    return dict(zip(values, (tensor / ddp.world_size).tolist()))
+    return dict(zip(values, (tensor / ddp.world_size).cpu().tolist()))
 
 
 def _stop_agreed(local: bool, ddp: Distributed, iteration: int, force: bool) -> bool:
@@ -178,7 +182,7 @@ def _stop_agreed(local: bool, ddp: Distributed, iteration: int, force: bool) -> 
         return local
     if not force and iteration % DIST_STOP_CHECK_EVERY:
         return False
-    flag = torch.tensor([1.0 if local else 0.0])
+    flag = torch.tensor([1.0 if local else 0.0], device=ddp.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item() > 0)
 
@@ -186,8 +190,8 @@ def _stop_agreed(local: bool, ddp: Distributed, iteration: int, force: bool) -> 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; returns where it stopped and the last losses."""
     cfg.validate()
-    device = pick_device(cfg.device, Distributed())
-    ddp = setup_distributed(device.type)
+    wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    ddp = setup_distributed("cuda" if wants_cuda else "cpu")
     device = pick_device(cfg.device, ddp)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        cfg = resolve_config(parse_overrides(argv))
+        cfg = resolve_config(parse_overrides(argv, __doc__))
         cfg.validate()
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
