@@ -231,8 +231,10 @@ def test_warm_start_and_bf16(data, tmp_path):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in start.state_dict().items())
     assert loaded.metadata["trained_steps"] == "500" and loaded.metadata["warm_start"] == "start.safetensors"
     result = train(_config(data, tmp_path / "b.safetensors", warm_start=str(tmp_path / "start.safetensors"),
-                           max_iter=2, precision="bf16"))
+                           max_iter=2, precision="bf16", warmup_iters=4, run_dir=str(tmp_path / "b_run")))
     assert load_decoder(result.out).metadata["trained_steps"] == "502"
+    lrs = [r["lr"] for r in _records(tmp_path / "b_run")]
+    assert lrs == pytest.approx([1e-4 * 1 / 4, 1e-4 * 2 / 4 / (1 + 5e-5)])
     assert all(np.isfinite(v) for v in result.losses.values())
 
 

@@ -34,6 +34,8 @@ class TrainConfig:
     batch_size: int = _opt(8, "global batch size (split over DDP processes)")
     lr: float = _opt(1e-4, "Adam learning rate")
     lr_decay: float = _opt(5e-5, "inverse decay: lr / (1 + lr_decay * iteration)")
+    warmup_iters: int = _opt(0, "linear learning-rate warm-up over this many iterations; with --warm-start it "
+                             "avoids the full-size first steps of fresh Adam moments disturbing a trained decoder")
     content_weight: float = _opt(1.0, "weight of the content loss")
     style_weight: float = _opt(10.0, "weight of the style loss")
     # images

@@ -187,6 +187,12 @@ def _stop_agreed(local: bool, ddp: Distributed, iteration: int, force: bool) -> 
     return bool(flag.item() > 0)
 
 
+def learning_rate(cfg: TrainConfig, iteration: int) -> float:
+    """The reference port's inverse decay, ``lr / (1 + decay * iteration)``, after an optional linear warm-up."""
+    warmup = min(1.0, (iteration + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
+    return warmup * cfg.lr / (1.0 + cfg.lr_decay * iteration)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; returns where it stopped and the last losses."""
     cfg.validate()
@@ -268,7 +274,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             content, style = next(batches)
             content = content.to(device, non_blocking=True, memory_format=memory_format)
             style = style.to(device, non_blocking=True, memory_format=memory_format)
-            lr = cfg.lr / (1.0 + cfg.lr_decay * iteration)
+            lr = learning_rate(cfg, iteration)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
