@@ -39,13 +39,46 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_download(subparsers: argparse._SubParsersAction) -> None:
+    from .download import BASE_URL_ENV, CONVERTED, RELEASED
+
+    names = sorted(CONVERTED) + sorted(RELEASED)
+    parser = subparsers.add_parser(
+        "download", help="download the released AdaIN weights (hash-verified) and convert them to .safetensors",
+        description="Fetch the reference port's released encoder and decoder, verify their size and SHA-256, and "
+                    "convert them to safetensors. A broken transfer resumes when run again. "
+                    f"{BASE_URL_ENV} replaces the release URL (tests and mirrors only; hashes still apply).")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"files to fetch (default: the converted encoder and decoder); one of {names}")
+    parser.add_argument("--dir", type=Path, help="destination folder (default: the first models folder, "
+                                                 "$ADAIN_MODELS_DIR or the pack's weights/)")
+    parser.add_argument("--keep-pth", action="store_true", help="keep the released .pth after converting it")
+    parser.set_defaults(handler=_download)
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .download import CONVERTED, ensure_file, text_progress
+    from .errors import AdaINInputError, WeightFileError
+
+    status = 0
+    for name in args.names or sorted(CONVERTED):
+        try:
+            path = ensure_file(name, args.dir, progress=text_progress(name), keep_source=args.keep_pth)
+        except (WeightFileError, AdaINInputError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{name}: {path}")
+    return status
+
+
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
     from .runner.cli import add_parser
 
     add_parser(subparsers)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert, _add_run]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert, _add_download, _add_run]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,10 +6,12 @@ from functools import lru_cache
 
 import torch
 
+from .. import download
+from ..errors import AdaINInputError
 from ..host.paths import MODELS_FOLDER, list_files, resolve_file
 from ..models.weights import load_decoder, load_encoder
 from ..pipeline import PRECISIONS, resolve_precision
-from .common import CATEGORY, DECODER, ENCODER
+from .common import CATEGORY, DECODER, ENCODER, get_runtime
 
 PRECISION_INPUT = (list(PRECISIONS), {
     "default": "auto",
@@ -26,15 +28,41 @@ def _cached(kind: str, path: str, mtime: float, size: int, precision: str):
 
 def _load(kind: str, name: str, precision: str):
     resolve_precision(precision, torch.device("cpu"))  # validates the choice
-    path = resolve_file(MODELS_FOLDER, name)
+    try:
+        path = resolve_file(MODELS_FOLDER, name)
+    except AdaINInputError:
+        if name not in download.missing_known(kind):
+            raise
+        # A released file the user picked from the list: the URL and hash come from the pack's table.
+        path = download.ensure_file(name, progress=_host_progress())
     stat = os.stat(path)
     return _cached(kind, str(path), stat.st_mtime, stat.st_size, precision)
 
 
-def _choices(prefer: str) -> list[str]:
-    """All model files, the likely ones for this loader first so the default is sensible."""
-    files = list_files(MODELS_FOLDER)
-    return sorted(files, key=lambda f: (prefer not in f.lower(), f)) or ["(no files in models/adain)"]
+def _host_progress() -> download.Progress:
+    """Download progress on the host's progress bar (ComfyUI's ProgressBar); its interrupt cancels."""
+    runtime = get_runtime()
+    bars: dict[int, object] = {}
+
+    def report(done: int, total: int | None) -> None:
+        runtime.check_interrupt()
+        if total:
+            bar = bars.setdefault(total, runtime.progress(total))
+            bar(done)
+
+    return report
+
+
+def _choices(prefer: str, kind: str) -> list[str]:
+    """All model files, the likely ones for this loader first so the default is sensible, then the released
+    files not downloaded yet (fetched when the loader runs with one of them)."""
+    files = sorted(list_files(MODELS_FOLDER), key=lambda f: (prefer not in f.lower(), f))
+    return files + download.missing_known(kind) or ["(no files in models/adain)"]
+
+
+def _download_note(kind: str) -> str:
+    return (" Not yet in the folder, fetched from the reference release when first run (hash-verified, converted "
+            f"to safetensors): {', '.join(download.missing_known(kind))}." if download.missing_known(kind) else "")
 
 
 class AdaINEncoderLoader:
@@ -49,8 +77,9 @@ class AdaINEncoderLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"encoder_name": (_choices("vgg"), {
-            "tooltip": "Encoder weights in models/adain (vgg_normalised.pth or .safetensors)."}),
+        return {"required": {"encoder_name": (_choices("vgg", "encoder"), {
+            "tooltip": "Encoder weights in models/adain (vgg_normalised.pth or .safetensors)."
+                       + _download_note("encoder")}),
             "precision": PRECISION_INPUT}}
 
     def load(self, encoder_name: str, precision: str = "auto"):
@@ -69,8 +98,9 @@ class AdaINDecoderLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"decoder_name": (_choices("decoder"), {
-            "tooltip": "Decoder weights in models/adain; it must be trained for the encoder you use."}),
+        return {"required": {"decoder_name": (_choices("decoder", "decoder"), {
+            "tooltip": "Decoder weights in models/adain; it must be trained for the encoder you use."
+                       + _download_note("decoder")}),
             "precision": PRECISION_INPUT}}
 
     def load(self, decoder_name: str, precision: str = "auto"):
