@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import torch
@@ -125,8 +125,14 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(temporary_path)`` then rename over ``path``: readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            # mode 0o666 less the umask, like any new file (mkstemp's 0o600 would make outputs private)
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

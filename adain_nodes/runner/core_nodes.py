@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
+from ..models.weights import atomic_write
+
 log = logging.getLogger(__name__)
 
 # ComfyUI lists input files whose mimetype is an image; these are the suffixes Pillow reads.
@@ -56,17 +58,19 @@ class Folders:
             if name.endswith(tag):
                 name, base = name[: -len(tag)].rstrip(), folder
                 break
-        path = (base / name).resolve()
+        path = Path(os.path.abspath(base / name))
         if not _inside(base, path):
             raise ValueError(f"Invalid file path: {name!r}")
         return path
 
 
 def _inside(base: Path, path: Path) -> bool:
+    """Lexically inside ``base``, as ComfyUI checks: a name cannot climb out with '..' or an absolute path,
+    while files and folders the user linked into the folder keep working (resolving links would refuse them)."""
+    base, path = os.path.abspath(base), os.path.abspath(path)
     try:
-        Path(path).resolve().relative_to(Path(base).resolve())
-        return True
-    except ValueError:
+        return os.path.commonpath([base, path]) == base
+    except ValueError:  # different drives on Windows
         return False
 
 
@@ -108,7 +112,7 @@ def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compre
     prefix = prefix.replace("%width%", str(images.shape[2])).replace("%height%", str(images.shape[1]))
     subfolder = os.path.dirname(os.path.normpath(prefix))
     filename = os.path.basename(os.path.normpath(prefix))
-    folder = (base / subfolder).resolve()
+    folder = Path(os.path.abspath(base / subfolder))
     if not _inside(base, folder):
         raise ValueError(f"Saving image outside the output folder is not allowed: {prefix!r}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +126,10 @@ def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compre
         for key, value in (extra_pnginfo or {}).items():
             metadata.add_text(key, json.dumps(value))
         name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
-        Image.fromarray(array).save(folder / name, pnginfo=metadata, compress_level=compress_level)
+        png = Image.fromarray(array)
+        # written to a temporary file and renamed: a crash or full disk never leaves a half-written PNG
+        atomic_write(folder / name, lambda tmp: png.save(tmp, format="PNG", pnginfo=metadata,
+                                                         compress_level=compress_level))
         results.append({"filename": name, "subfolder": subfolder, "type": kind, "path": str(folder / name)})
         counter += 1
     return results
