@@ -306,13 +306,14 @@ def train(cfg: TrainConfig) -> TrainResult:
                     dist.barrier()
         else:
             stopped = _stop_agreed(stop.requested, ddp, iteration, force=True) and iteration < cfg.max_iter
+        t_end = time.perf_counter()
         progress.close()
         del batches  # shut the workers down before writing
         write_outputs(iteration, final=True)
         if ddp.enabled:
             dist.barrier()
     seconds = time.perf_counter() - t_start
-    steady = (iteration - steady_from) / (time.perf_counter() - t_steady) if iteration > steady_from else 0.0
+    steady = (iteration - steady_from) / (t_end - t_steady) if iteration > steady_from else 0.0
     if ddp.main:
         log.info("%s at iteration %d after %.1f s; decoder %s, checkpoint %s%s",
                  "stopped" if stopped else "finished", iteration, seconds, cfg.out, run_dir / CHECKPOINT_NAME,
