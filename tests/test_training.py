@@ -22,10 +22,11 @@ from PIL import Image
 from safetensors import safe_open
 
 from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
-from adain_nodes.models.weights import file_sha256, load_decoder, save_safetensors
+from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder, save_safetensors
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
-from training.data import PairSampler
+from training.data import PairDataset, PairSampler, scan_images
+from training.losses import compute_losses
 from training.train import build_decoder, resolve_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,10 +58,18 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """train() sets the process's thread count (--threads); give other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(data: Path, out: Path, **options) -> TrainConfig:
     base = dict(content=str(data / "content"), style=str(data / "style"), encoder=str(data / "encoder.safetensors"),
                 out=str(out), batch_size=2, crop=32, resize=48, resize_mode="short", min_image_size=16,
-                workers=0, threads=2, log_every=1, sample_every=0, checkpoint_every=0, progress=False)
+                workers=0, threads=1, log_every=1, sample_every=0, checkpoint_every=0, progress=False)
     return TrainConfig(**{**base, **options})
 
 
@@ -69,11 +78,19 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_loss_falls(data, tmp_path):
-    out = tmp_path / "decoder.safetensors"
-    result = train(_config(data, out, max_iter=16, lr=1e-3, sample_every=8))
-    records = [r["loss"] for r in _records(tmp_path / "decoder_run")]
-    assert len(records) == 16 and result.iteration == 16
-    assert np.mean(records[-4:]) < 0.7 * np.mean(records[:4]), records
+    """Training lowers the loss on a fixed batch (batch-to-batch noise makes raw records unreliable)."""
+    cfg = _config(data, tmp_path / "decoder.safetensors", max_iter=16, sample_every=8)
+    result = train(cfg)
+    assert result.iteration == 16 and len(_records(tmp_path / "decoder_run")) == 16
+    dataset = PairDataset(scan_images(cfg.content, 16), scan_images(cfg.style, 16), cfg.crop, cfg.resize,
+                          cfg.resize_mode)
+    items = [dataset[(i, i % 6, i % 5)] for i in range(6)]
+    content, style = torch.stack([c for c, _ in items]), torch.stack([s for _, s in items])
+    encoder = load_encoder(cfg.encoder)
+    with torch.no_grad():
+        before = compute_losses(encoder, build_decoder(cfg)[0], content, style).total.item()
+        after = compute_losses(encoder, load_decoder(result.out), content, style).total.item()
+    assert after < 0.5 * before, (before, after)
     assert (tmp_path / "decoder_run" / "loss_plot.png").is_file()
     assert Image.open(tmp_path / "decoder_run" / "samples" / "iter_0000016.png").size == (3 * 32 + 4, 2 * 32 + 2)
 
@@ -132,13 +149,8 @@ def test_sigterm_checkpoints_and_resume_continues(data, tmp_path):
     assert 3 <= stopped_at < 100000
     assert load_decoder(out).metadata["iterations"] == str(stopped_at)
 
-    torch.set_num_threads(1)
-    try:
-        resumed = train(resolve_config({"out": str(out), "resume": "auto", "max_iter": stopped_at + 2,
-                                        "threads": 1}))
-        reference = train(_config(data, tmp_path / "ref.safetensors", max_iter=stopped_at + 2, threads=1))
-    finally:
-        torch.set_num_threads(2)
+    resumed = train(resolve_config({"out": str(out), "resume": "auto", "max_iter": stopped_at + 2}))
+    reference = train(_config(data, tmp_path / "ref.safetensors", max_iter=stopped_at + 2))
     a, b = _weights(resumed.out), _weights(reference.out)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -151,11 +163,7 @@ def test_two_process_gloo_ddp_matches_single_process(data, tmp_path):
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-4000:]
     assert load_decoder(out).metadata["world_size"] == "2"
-    torch.set_num_threads(1)
-    try:
-        single = train(_config(data, tmp_path / "single.safetensors", max_iter=4, batch_size=4, threads=1))
-    finally:
-        torch.set_num_threads(2)
+    single = train(_config(data, tmp_path / "single.safetensors", max_iter=4, batch_size=4))
     # Adam turns float-noise gradients (near zero) into full-size steps of either sign, so compare the
     # updates as a whole: they must agree far better than two different data streams would.
     init = build_decoder(_config(data, out))[0].state_dict()

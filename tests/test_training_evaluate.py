@@ -17,6 +17,15 @@ from training.evaluate import evaluate, gaussian_window, main, ssim, validation_
 SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small convolutions gain nothing from two threads, and a busy 2-core machine makes them spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_ssim_closed_forms():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 1, 40, 40, generator=g)
