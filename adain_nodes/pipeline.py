@@ -73,11 +73,19 @@ class AdaINStyle:
         return int(self.mean.shape[0])
 
 
+def _channels(x: "AdaINFeatures | AdaINStyle") -> int:
+    return int(x.features.shape[1]) if isinstance(x, AdaINFeatures) else int(x.mean.shape[-1])
+
+
 def _check_same_encoder(a_name: str, a, b_name: str, b) -> None:
     if (a.encoder_id, a.layer) != (b.encoder_id, b.layer):
         raise AdaINInputError(
             f"{b_name} was computed with encoder {b.encoder_name!r} ({b.encoder_id}, {b.layer}) but {a_name} with "
             f"{a.encoder_name!r} ({a.encoder_id}, {a.layer}); use the same encoder for both")
+    # Only a preset written by other software can get here with matching identities (caught by fuzzing).
+    if _channels(a) != _channels(b):
+        raise AdaINInputError(f"{b_name} has {_channels(b)} channels but {a_name} has {_channels(a)}; it was not "
+                              f"made by this encoder's {a.layer}: save the style again with AdaIN Save Style")
 
 
 def _check_unit(value: float, name: str) -> float:
@@ -218,19 +226,24 @@ def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: 
     return features.replace(result)
 
 
-def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float]) -> AdaINStyle:
-    """Interpolate styles; each may hold one style (applies to all) or the same number K."""
+def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float],
+               numbers: Sequence[int] | None = None) -> AdaINStyle:
+    """Interpolate styles; each may hold one style (applies to all) or the same number K.
+
+    ``numbers`` are the input numbers the messages use (style_3 stays style_3 when style_2 is absent).
+    """
+    numbers = list(numbers) if numbers is not None else list(range(1, len(styles) + 1))
     if len(styles) < 2:
         raise AdaINInputError("mixing needs at least two styles")
-    for i, w in enumerate(weights, 1):
+    for i, w in zip(numbers, weights):
         if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
             raise AdaINInputError(f"weight_{i} must be a finite number >= 0, got {w!r}")
-    if sum(weights) <= 0:
-        raise AdaINInputError("at least one style weight must be above 0")
-    for i, s in enumerate(styles[1:], 2):
-        _check_same_encoder("style_1", styles[0], f"style_{i}", s)
+    if sum(weights) <= 0 or not math.isfinite(sum(weights)):
+        raise AdaINInputError("at least one style weight must be above 0, and their sum finite")
+    for i, s in zip(numbers[1:], styles[1:]):
+        _check_same_encoder(f"style_{numbers[0]}", styles[0], f"style_{i}", s)
     count = max(s.count for s in styles)
-    indices = [batch_index(count, s.count, "the largest style batch", f"style_{i}") for i, s in enumerate(styles, 1)]
+    indices = [batch_index(count, s.count, "the largest style batch", f"style_{i}") for i, s in zip(numbers, styles)]
     mean, std = mix_statistics([s.mean[ix] for s, ix in zip(styles, indices)],
                                [s.std[ix] for s, ix in zip(styles, indices)], list(weights))
     first = styles[0]

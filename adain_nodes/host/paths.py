@@ -92,6 +92,8 @@ def check_relative_name(name: str, what: str) -> str:
     """Refuse names that would leave their folder: absolute paths, drive letters, ``..`` parts."""
     if not isinstance(name, str) or not name.strip():
         raise AdaINInputError(f"{what}: empty file name")
+    if any(ord(ch) < 32 for ch in name):  # NUL would crash the file system calls; none are valid on Windows
+        raise AdaINInputError(f"{what}: {name!r} contains a control character; use a plain file name")
     posix = name.replace("\\", "/")
     if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":") or any(p == ".." for p in posix.split("/")):
         raise AdaINInputError(f"{what}: {name!r} must be a name inside the folder, not a path that leaves it")

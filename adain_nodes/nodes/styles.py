@@ -64,9 +64,9 @@ class AdaINMixStyles:
 
     def mix(self, style_1, weight_1, style_2, weight_2, style_3=None, weight_3=1.0, style_4=None, weight_4=1.0):
         pairs = [(style_1, weight_1), (style_2, weight_2), (style_3, weight_3), (style_4, weight_4)]
-        styles = [s for s, _ in pairs if s is not None]
-        weights = [w for s, w in pairs if s is not None]
-        return (pipeline.mix_styles(styles, weights),)
+        connected = [(i, s, w) for i, (s, w) in enumerate(pairs, 1) if s is not None]
+        return (pipeline.mix_styles([s for _, s, _ in connected], [w for _, _, w in connected],
+                                    [i for i, _, _ in connected]),)
 
 
 def _preset_name(name: str) -> str:
