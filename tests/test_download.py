@@ -352,3 +352,34 @@ def test_nothing_is_fetched_at_import(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "vgg19_normalised_relu4_1.safetensors" in done.stdout
+
+
+# --- weight files a download (or a user) can leave behind; the rest is in test_weights.py -------------------
+
+def test_error_page_saved_as_weights_is_refused(tmp_path):
+    """A proxy or a wrong URL gives an HTML page; loading it must not be a pickle traceback."""
+    from adain_nodes.errors import WeightFileError
+    from adain_nodes.models.weights import load_decoder
+
+    (tmp_path / "decoder.pth").write_text("<!DOCTYPE html><html><body>Not Found</body></html>")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "huge_header.safetensors").write_bytes((1 << 40).to_bytes(8, "little") + b"{}")
+    torch.save({"0.weight": 3, "note": "not a tensor"}, tmp_path / "ints.pth")
+    for name in ("decoder.pth", "empty.safetensors", "empty.pth", "huge_header.safetensors", "ints.pth"):
+        with pytest.raises(WeightFileError, match=name):
+            load_decoder(tmp_path / name)
+
+
+def test_float64_weights_beyond_float32_range_are_refused(tmp_path):
+    """Finite as float64 but inf once loaded as float32: used to load and give NaN images later."""
+    from adain_nodes.errors import WeightFileError
+    from adain_nodes.models.weights import load_decoder, save_safetensors
+
+    state = {key: value.double() for key, value in random_decoder().state_dict().items()}
+    save_safetensors(state, tmp_path / "f64.safetensors", {})
+    assert load_decoder(tmp_path / "f64.safetensors")  # float64 itself is fine
+    state["1.weight"][0, 0, 0, 0] = 1e39
+    save_safetensors(state, tmp_path / "f64.safetensors", {})
+    with pytest.raises(WeightFileError, match=r"1\.weight.*infinite"):
+        load_decoder(tmp_path / "f64.safetensors")

@@ -77,9 +77,11 @@ def _check_layout(path: Path, tensors: dict[str, Tensor], expected: dict[str, Te
             parts.append(f"mis-shaped keys {misshaped}")
         raise WeightFileError(f"{path}: does not fit the {what} ({'; '.join(parts)}). Is it the right file "
                               f"for this loader? The {what} expects the layout of the reference AdaIN port")
-    bad = [key for key in expected if not torch.isfinite(tensors[key]).all()]
+    # checked as float32, the precision the networks load: float64 values beyond its range become inf
+    bad = [key for key in expected if not torch.isfinite(tensors[key].float()).all()]
     if bad:
-        raise WeightFileError(f"{path}: tensors {bad} contain NaN or infinite values; the file is corrupt")
+        raise WeightFileError(f"{path}: tensors {bad} contain NaN or infinite values (in float32); the file is "
+                              "corrupt")
 
 
 def weights_identity(module: nn.Module) -> str:
