@@ -292,7 +292,7 @@ loader_names = st.one_of(st.sampled_from(["enc.safetensors", "dec.safetensors"])
 @given(name=loader_names, precision=st.sampled_from(["auto", "auto", "fp32", "bf16", "fp16", "int8", ""]),
        which=st.sampled_from(["AdaINEncoderLoader", "AdaINDecoderLoader"]))
 def test_loaders(m, name, precision, which):
-    model = clear(lambda: N[which]().load(name, precision)[0], "precision", repr(name)[1:-1], name or "empty",
+    model = clear(lambda: N[which]().load(name, precision)[0], "precision", repr(name)[1:-1], "empty file name",
                   "download", "no-network-in-tests")
     if model is not None:
         assert model.precision == precision and model.name == name
