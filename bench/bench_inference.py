@@ -12,6 +12,7 @@ Ratios > 1 mean the pack is faster.
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch
 
@@ -40,12 +41,14 @@ def main() -> None:
     device = runtime.compute_device()
     print(header(device, which))
     encoder.precision = decoder.precision = "fp32"
+    # the reference keeps its own copies: the pack converts its modules' weights to channels_last
+    plain_encoder, plain_decoder = copy.deepcopy(encoder).to(device), copy.deepcopy(decoder).to(device)
 
     print("\n1. one stylization, content and style of the same size")
     print(f"{'size':>6} {'plain fp32 s':>13} {'pack s':>9} {'ratio':>7} {'max |diff|':>11}")
     for size in args.sizes:
         content, style = images(1, size, size, 1), images(1, size, size, 2)
-        plain_s, plain_out = timed(lambda: plain_stylize(encoder.to(device), decoder.to(device), content.to(device),
+        plain_s, plain_out = timed(lambda: plain_stylize(plain_encoder, plain_decoder, content.to(device),
                                                          style.to(device)), args.repeats)
         pack_s, pack_out = timed(lambda: pipeline.stylize(encoder, decoder, content, style, runtime,
                                                           tiling=NO_TILING), args.repeats)
@@ -57,8 +60,8 @@ def main() -> None:
     frames, style = images(n, s, s, 3), images(1, s, s, 4)
 
     def plain_frames():
-        return torch.cat([plain_stylize(encoder.to(device), decoder.to(device), frames[i:i + 1].to(device),
-                                        style.to(device)) for i in range(n)])
+        return torch.cat([plain_stylize(plain_encoder, plain_decoder, frames[i:i + 1].to(device), style.to(device))
+                          for i in range(n)])
 
     def pack_frames():
         stats = pipeline.style_statistics(encoder, style, runtime, tiling=NO_TILING)
