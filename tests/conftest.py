@@ -14,6 +14,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", REPO.parent / "shared"))
 
 os.environ.setdefault("ADAIN_DEVICE", "cpu")
+
+# CI replays the same examples every run (reproducible); HYPOTHESIS_PROFILE=explore searches anew.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

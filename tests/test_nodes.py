@@ -249,6 +249,9 @@ def test_save_and_load_style_preset(encoder, model_dir):
         N["AdaINSaveStyle"]().save(style, "moods/calm", overwrite=False)
     with pytest.raises(AdaINInputError, match="inside the folder"):
         N["AdaINSaveStyle"]().save(style, "../escape")
+    for no_file_name in ("0\\", "moods/", "moods/.hidden", "   "):  # found by the fuzzer: '0\\' saved '0/.safetensors'
+        with pytest.raises(AdaINInputError, match="file name"):
+            N["AdaINSaveStyle"]().save(style, no_file_name)
 
 
 def test_corrupt_preset_is_refused(encoder, model_dir, tmp_path):
@@ -257,3 +260,10 @@ def test_corrupt_preset_is_refused(encoder, model_dir, tmp_path):
     (styles / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(WeightFileError, match="broken.safetensors"):
         N["AdaINLoadStyle"]().load("broken.safetensors")
+
+
+def test_single_pixel_luminance_transfer_is_finite(encoder, decoder):
+    """Found by the fuzzer: a 1x1 image's unbiased std is NaN, which poisoned luminance-only mode."""
+    pixel = torch.full((1, 1, 1, 3), 0.97)
+    out = N["AdaINStyleTransfer"]().transfer(encoder, decoder, pixel, pixel, 0.0, "luminance only")[0]
+    assert out.shape == (1, 1, 1, 3) and torch.isfinite(out).all()

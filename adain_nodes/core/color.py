@@ -55,8 +55,9 @@ def luminance_as_rgb(image: Tensor, like: Tensor | None = None) -> Tensor:
     y = luminance(image)
     if like is not None:
         target = luminance(like)
-        ym, ys = y.mean(dim=(2, 3), keepdim=True), y.std(dim=(2, 3), keepdim=True)
-        tm, ts = target.mean(dim=(2, 3), keepdim=True), target.std(dim=(2, 3), keepdim=True)
+        # population std: defined for a single pixel too (a 1x1 image must not give NaN)
+        ys, ym = torch.std_mean(y, dim=(2, 3), keepdim=True, correction=0)
+        ts, tm = torch.std_mean(target, dim=(2, 3), keepdim=True, correction=0)
         y = ((y - ym) / (ys + 1e-6) * ts + tm).clamp(0.0, 1.0)
     return y.expand(-1, 3, -1, -1)
 

@@ -70,9 +70,11 @@ class AdaINMixStyles:
 
 
 def _preset_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise AdaINInputError("name: give the preset a name, for example 'starry_night'")
+    name = name.strip().replace("\\", "/")
+    stem = name.rsplit("/", 1)[-1]
+    if not stem or stem.startswith("."):
+        raise AdaINInputError(f"name: {name!r} does not end in a file name; give the preset a name such as "
+                              "'starry_night' or 'paintings/starry_night'")
     return name if name.lower().endswith(".safetensors") else name + ".safetensors"
 
 
