@@ -247,6 +247,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     def write_outputs(iteration: int, final: bool) -> None:
         if not ddp.main:
             return
+        # the loss records first: a kill after the checkpoint would otherwise leave a log that ends before
+        # it, and the resumed run could never fill the gap (resume drops the records past the checkpoint)
+        loss_log.flush()
         save_checkpoint(run_dir / CHECKPOINT_NAME, decoder, optimizer, iteration, sampler.state(iteration), cfg.to_json(),
                         {"warm_info": warm_info, **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
         recent = loss_log.records[-10:]
@@ -256,7 +259,6 @@ def train(cfg: TrainConfig) -> TrainResult:
                                               "trained_steps": warm_info.get("warm_start_steps", 0) + iteration,
                                               "final_losses": final_losses, "complete": final and
                                               iteration >= cfg.max_iter})
-        loss_log.flush()
         if final:
             plot_losses(loss_log.records, run_dir / "loss_plot.png")
 
