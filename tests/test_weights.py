@@ -122,3 +122,13 @@ def test_identity_depends_on_weights_only():
     assert weights_identity(a) == weights_identity(b)
     b[1].bias.data[0] += 1
     assert weights_identity(a) != weights_identity(b)
+
+
+def test_saved_safetensors_get_normal_permissions(tmp_path):
+    """safetensors writes through its own private temporary file; the result must still be readable by others."""
+    import os
+    import stat
+    umask = os.umask(0)
+    os.umask(umask)
+    save_safetensors(random_decoder().state_dict(), tmp_path / "d.safetensors", {})
+    assert stat.S_IMODE((tmp_path / "d.safetensors").stat().st_mode) == 0o666 & ~umask

@@ -135,8 +135,10 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             break
         except FileExistsError:
             continue
+    mode = os.stat(tmp).st_mode
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # writers that replace the file themselves (safetensors does) make it 0o600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
