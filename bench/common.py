@@ -20,7 +20,8 @@ def models() -> tuple[VGGEncoder, AdaINDecoder, str]:
     shared = Path(os.environ.get("ADAIN_SHARED_DIR", ROOT.parent / "shared")) / "weights"
     if (shared / "vgg19_normalised_relu4_1.safetensors").exists():
         return (load_encoder(shared / "vgg19_normalised_relu4_1.safetensors"),
-                load_decoder(shared / "decoder_baseline_relu4_1.safetensors"), "real weights (../shared)")
+                load_decoder(ROOT / "weights" / "adain_decoder_relu4_1.safetensors"),
+                "real weights (../shared encoder, the pack's decoder)")
     encoder, decoder = VGGEncoder().eval(), AdaINDecoder().eval()
     encoder.identity = decoder.identity = "random"
     return encoder, decoder, "random weights (../shared absent)"

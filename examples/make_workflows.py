@@ -23,7 +23,7 @@ from adain_nodes.runner.registry import input_specs  # noqa: E402
 
 ENCODER_FILE = "vgg19_normalised_relu4_1.safetensors"
 # The pack's own trained decoder will replace this baseline: change this one line, rerun the script.
-DECODER_FILE = "decoder_baseline_relu4_1.safetensors"
+DECODER_FILE = "adain_decoder_relu4_1.safetensors"
 API_DIR = HERE / "api"
 
 CLASSES = {**make_core_nodes(Folders(HERE / "input", HERE / "output")), **NODE_CLASS_MAPPINGS}

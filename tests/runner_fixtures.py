@@ -9,7 +9,7 @@ from adain_nodes.models.networks import VGGEncoder
 from adain_nodes.models.weights import save_safetensors
 
 ENCODER_FILE = "vgg19_normalised_relu4_1.safetensors"
-DECODER_FILE = "decoder_baseline_relu4_1.safetensors"
+DECODER_FILE = "adain_decoder_relu4_1.safetensors"
 
 
 def write_random_models(folder: Path) -> Path:

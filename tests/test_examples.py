@@ -123,7 +123,7 @@ def test_example_inputs_are_small_and_documented():
 
 def test_decoder_file_name_is_one_constant():
     generator = (EXAMPLES / "make_workflows.py").read_text()
-    assert generator.count("decoder_baseline_relu4_1.safetensors") == 1
+    assert generator.count("adain_decoder_relu4_1.safetensors") == 1
 
 
 def _overlap(a, b) -> bool:

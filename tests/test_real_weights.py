@@ -36,7 +36,7 @@ def real_models():
     weights = shared_path("weights", "vgg19_normalised_relu4_1.safetensors").parent
     os.environ["ADAIN_MODELS_DIR"] = str(weights)
     encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors")[0]
-    decoder = N["AdaINDecoderLoader"]().load("decoder_baseline_relu4_1.safetensors")[0]
+    decoder = N["AdaINDecoderLoader"]().load("adain_decoder_relu4_1.safetensors")[0]  # the shipped decoder
     return encoder, decoder
 
 

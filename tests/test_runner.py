@@ -16,7 +16,7 @@ from runner_fixtures import model_dir, module_models, write_random_models  # noq
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-ENC, DEC = "vgg19_normalised_relu4_1.safetensors", "decoder_baseline_relu4_1.safetensors"
+ENC, DEC = "vgg19_normalised_relu4_1.safetensors", "adain_decoder_relu4_1.safetensors"
 
 
 @pytest.fixture

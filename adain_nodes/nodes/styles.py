@@ -5,7 +5,7 @@ import hashlib
 
 from .. import pipeline
 from ..errors import AdaINInputError
-from ..host.paths import STYLES_FOLDER, list_files, resolve_file, writable_path
+from ..host.paths import STYLES_FOLDER, check_relative_name, list_files, resolve_file, writable_path
 from ..presets import load_style, save_style
 from .common import CATEGORY, ENCODER, STYLE, get_runtime, to_network
 
@@ -70,7 +70,7 @@ class AdaINMixStyles:
 
 
 def _preset_name(name: str) -> str:
-    name = name.strip().replace("\\", "/")
+    name = check_relative_name(name.strip(), "name")
     stem = name.rsplit("/", 1)[-1]
     if not stem or stem.startswith("."):
         raise AdaINInputError(f"name: {name!r} does not end in a file name; give the preset a name such as "
