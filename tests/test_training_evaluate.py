@@ -65,6 +65,7 @@ def test_evaluate_random_networks(tmp_path):
     score = evaluate(tmp_path / "dec.safetensors", load_encoder(tmp_path / "enc.safetensors"), pairs, 32,
                      sheet=tmp_path / "sheet.png", thumb=32)
     assert score.pairs == 2 and np.isfinite(score.style_loss_ratio) and -1 <= score.ssim <= 1
+    assert np.isfinite(score.content_loss) and score.content_loss > 0
     assert Image.open(tmp_path / "sheet.png").height == 2 * 32 + 4
     assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
                  str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--json", str(tmp_path / "s.json")]) == 0

@@ -27,6 +27,7 @@ from PIL import Image
 from torch import Tensor
 
 from adain_nodes.core.color import luminance
+from adain_nodes.core.stats import adain, mean_std
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.networks import STYLE_LAYERS, VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder
@@ -106,6 +107,7 @@ class Score:
     style_loss_ratio: float  # geometric mean of output/content style loss; lower is better
     style_reduction: float  # 1 / style_loss_ratio: "lowers the style loss Nx"
     ssim: float  # mean greyscale SSIM of output vs content
+    content_loss: float  # the paper's content loss: MSE at relu4_1 of the output vs the AdaIN target
 
 
 def _style_loss(encoder: VGGEncoder, image: Tensor, style_feats: list[Tensor]) -> float:
@@ -131,12 +133,15 @@ def evaluate_outputs(folder: str | os.PathLike, encoder: VGGEncoder, pairs: list
 @torch.inference_mode()
 def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short_side: int, sheet: Path | None,
            thumb: int, make_output) -> Score:
-    log_ratios, ssims, rows = [], [], []
+    log_ratios, ssims, content_losses, rows = [], [], [], []
     for i, (content_path, style_path) in enumerate(pairs):
         content, style = load_image(content_path, short_side), load_image(style_path, short_side)
         output = make_output(i, content_path, content, style)
         style_feats = encoder.encode(style, STYLE_LAYERS)
         ratio = _style_loss(encoder, output, style_feats) / _style_loss(encoder, content, style_feats)
+        s_mean, s_std = mean_std(style_feats[-1])
+        target = adain(encoder.encode(content)[0], s_mean, s_std)
+        content_losses.append(float(F.mse_loss(encoder.encode(output)[0], target)))
         log_ratios.append(math.log(ratio))
         ssims.append(float(ssim(luminance(output), luminance(content))))
         if sheet is not None:
@@ -145,7 +150,8 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
     if sheet is not None:
         save_png(contact_sheet(rows), sheet)
     ratio = math.exp(sum(log_ratios) / len(log_ratios))
-    return Score(name, len(pairs), ratio, 1.0 / ratio, sum(ssims) / len(ssims))
+    return Score(name, len(pairs), ratio, 1.0 / ratio, sum(ssims) / len(ssims),
+                 sum(content_losses) / len(content_losses))
 
 
 def _thumb(image: Tensor, height: int) -> Image.Image:
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         score = score_fn(source, encoder, pairs, args.size, sheet)
         scores.append(score)
         print(f"{score.decoder}: {score.pairs} pairs, style loss ratio {score.style_loss_ratio:.4f} "
-              f"(lowers it {score.style_reduction:.2f}x), greyscale SSIM {score.ssim:.3f}"
+              f"(lowers it {score.style_reduction:.2f}x), greyscale SSIM {score.ssim:.3f}, "
+              f"content loss {score.content_loss:.3f}"
               + (f", sheet {sheet}" if sheet else ""), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(s) for s in scores], indent=2))
