@@ -120,11 +120,6 @@ def run_chunked(runtime: Runtime, count: int, bytes_per_item: int, step: Callabl
     return torch.cat(outputs)
 
 
-def _pixels(images: Tensor) -> int:
-    h, w = pad_for_encoder(images[:1, :1]).shape[-2:]
-    return int(h * w)
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """``auto`` is float32 on the CPU (exact) and float16 on accelerators (measured in bench/)."""
     if precision not in PRECISIONS:
@@ -172,8 +167,7 @@ def _encode_images(encoder: VGGEncoder, images: Tensor, runtime: Runtime, tiling
                 features = run(x)
             return reduce(features, a, b)
 
-    per_image = (min(tiling.size + 2 * tiling.overlap, height) * min(tiling.size + 2 * tiling.overlap, width)
-                 if tiled else height * width) * BYTES_PER_PIXEL
+    per_image = tiling.working_pixels(height, width) * BYTES_PER_PIXEL
     return run_chunked(runtime, images.shape[0], per_image, step, encoder)
 
 
@@ -275,8 +269,7 @@ def decode(decoder: AdaINDecoder, features: AdaINFeatures, runtime: Runtime,
                 image = run(x)
             return image[..., :h, :w].clamp(0.0, 1.0).to(out)
 
-    side = (tiling.size + 2 * tiling.overlap) if tiled else max(fh, fw) * 8
-    per_image = min(side, fh * 8) * min(side, fw * 8) * BYTES_PER_PIXEL
+    per_image = tiling.working_pixels(fh * 8, fw * 8) * BYTES_PER_PIXEL
     result = run_chunked(runtime, features.count, per_image, step, decoder)
     if not torch.isfinite(result).all():
         raise AdaINInputError("the decoder produced NaN or infinite values; the decoder file is probably "

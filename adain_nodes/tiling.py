@@ -36,6 +36,13 @@ class Tiling:
     def applies(self, height: int, width: int) -> bool:
         return bool(self.size) and max(height, width) > self.size
 
+    def working_pixels(self, height: int, width: int) -> int:
+        """Pixels processed at once for one image: a tile with its overlap, or the whole image."""
+        if not self.applies(height, width):
+            return height * width
+        side = self.size + 2 * self.overlap
+        return min(side, height) * min(side, width)
+
 
 NO_TILING = Tiling(size=0)
 
