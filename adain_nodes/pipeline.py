@@ -258,7 +258,7 @@ def decode(decoder: AdaINDecoder, features: AdaINFeatures, runtime: Runtime,
     tiled = tiling.applies(fh * 8, fw * 8)
 
     def run(x: Tensor) -> Tensor:
-        return decoder(_to_device(x, device)).float()
+        return decoder.infer(_to_device(x, device)).float()
 
     def step(a: int, b: int) -> Tensor:
         with _compute(decoder, device):

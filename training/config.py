@@ -38,6 +38,7 @@ class TrainConfig:
                              "avoids the full-size first steps of fresh Adam moments disturbing a trained decoder")
     content_weight: float = _opt(1.0, "weight of the content loss")
     style_weight: float = _opt(10.0, "weight of the style loss")
+    tv_weight: float = _opt(0.0, "weight of a total-variation penalty on the output (not in the paper)")
     # images
     resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "

@@ -2,7 +2,8 @@
 
 Content loss: MSE between the re-encoded output and the AdaIN target at relu4_1. Style loss:
 MSE of channel means plus MSE of channel stds at relu1_1..relu4_1, output vs style. The
-statistics are taken in float32 even under autocast: bf16 variances are too coarse.
+statistics are taken in float32 even under autocast: bf16 variances are too coarse. An optional
+total-variation term (not in the paper, off by default) damps the decoder's high-frequency artefacts.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from adain_nodes.models.networks import STYLE_LAYERS, VGGEncoder
 class Losses:
     content: Tensor
     style: Tensor
+    tv: Tensor
     total: Tensor
     output: Tensor
 
@@ -34,8 +36,15 @@ def style_loss(features: list[Tensor], targets: list[Tensor]) -> Tensor:
     return total
 
 
+def total_variation(image: Tensor) -> Tensor:
+    """Mean squared difference of neighbouring pixels: large for high-frequency noise, small for edges."""
+    image = image.float()
+    return ((image[..., 1:, :] - image[..., :-1, :]).pow(2).mean()
+            + (image[..., :, 1:] - image[..., :, :-1]).pow(2).mean())
+
+
 def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, style: Tensor,
-                   content_weight: float = 1.0, style_weight: float = 10.0) -> Losses:
+                   content_weight: float = 1.0, style_weight: float = 10.0, tv_weight: float = 0.0) -> Losses:
     """Forward pass of one training step; ``decoder`` may be wrapped in DistributedDataParallel."""
     with torch.no_grad():
         style_feats = encoder.encode(style, STYLE_LAYERS)
@@ -45,4 +54,6 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     out_feats = encoder.encode(output, STYLE_LAYERS)
     loss_c = F.mse_loss(out_feats[-1].float(), target)
     loss_s = style_loss(out_feats, style_feats)
-    return Losses(loss_c, loss_s, content_weight * loss_c + style_weight * loss_s, output)
+    loss_tv = total_variation(output) if tv_weight else loss_c.new_zeros(())
+    total = content_weight * loss_c + style_weight * loss_s + tv_weight * loss_tv
+    return Losses(loss_c, loss_s, loss_tv, total, output)

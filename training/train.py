@@ -280,7 +280,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                losses = compute_losses(encoder, model, content, style, cfg.content_weight, cfg.style_weight)
+                losses = compute_losses(encoder, model, content, style, cfg.content_weight, cfg.style_weight,
+                                        cfg.tv_weight)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses.total).backward()
             scaler.step(optimizer)

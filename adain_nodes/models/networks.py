@@ -5,7 +5,10 @@ files (and every file trained with the reference port) load without key remappin
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+
+from .subpixel import upsample_conv2d
 
 # Named layers exposed by the encoder: the index one past each layer's ReLU in the Sequential.
 ENCODER_LAYERS: dict[str, int] = {"relu1_1": 4, "relu2_1": 11, "relu3_1": 18, "relu4_1": 31}
@@ -83,3 +86,22 @@ class AdaINDecoder(nn.Sequential):
         super().__init__(*modules[:-1])  # the last conv has no ReLU
         self.identity = "unset"
         self.name = "unnamed"
+
+    def infer(self, features: Tensor) -> Tensor:
+        """Inference forward: equal to ``self(features)`` up to float rounding, about 2x faster in the
+        three convolutions after upsampling (see ``subpixel``); ReLUs run in place. Not for training."""
+        x = features
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.Upsample):
+                x = upsample_conv2d(x, layers[i + 2])  # Upsample, ReflectionPad2d, Conv2d
+                i += 3
+            elif isinstance(layer, nn.ReLU):
+                x = torch.relu_(x)
+                i += 1
+            else:
+                x = layer(x)
+                i += 1
+        return x
