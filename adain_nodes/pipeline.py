@@ -156,7 +156,7 @@ def _encode_images(encoder: VGGEncoder, images: Tensor, runtime: Runtime, tiling
     tiled = tiling.applies(height, width)
 
     def run(x: Tensor) -> Tensor:
-        return encoder.encode(_to_device(x, device))[0].float()
+        return encoder.encode(_to_device(x, device), fast=True)[0].float()
 
     def step(a: int, b: int) -> Tensor:
         with _compute(encoder, device):

@@ -1,4 +1,4 @@
-"""The fused upsample + convolution of the decoder's fast path equals the reference layers."""
+"""The fused layers of the inference fast path equal the reference layers."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adain_nodes.models.networks import AdaINDecoder
-from adain_nodes.models.subpixel import upsample_conv2d
+from adain_nodes.models.networks import STYLE_LAYERS, AdaINDecoder, VGGEncoder
+from adain_nodes.models.fused import reflect_conv3x3, run_fused, upsample_conv2d
 from conftest import he_init
 
 
@@ -32,11 +32,11 @@ def test_upsample_conv_equals_upsample_pad_conv(size, channels_last):
 
 def test_decoder_infer_equals_forward():
     decoder = he_init(AdaINDecoder(), seed=0, image_output=True)
-    features = torch.randn(2, 512, 5, 7).relu()
+    features = torch.randn(2, 512, 17, 16).relu()  # 136x128 output: every fusion engages
     expected = decoder(features)
     with torch.inference_mode():
         got = decoder.infer(features.contiguous(memory_format=torch.channels_last))
-    assert got.shape == (2, 3, 40, 56)
+    assert got.shape == (2, 3, 136, 128)
     scale = expected.abs().max()
     assert (got - expected).abs().max() <= 1e-5 * scale
 
@@ -48,3 +48,33 @@ def test_decoder_infer_under_bf16_autocast_stays_close():
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         got = decoder.infer(features).float()
     assert (got - expected).abs().max() <= 0.05 * expected.abs().max()
+
+
+@pytest.mark.parametrize("size", [(2, 2), (2, 9), (7, 3), (16, 16)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reflect_conv_equals_pad_then_conv(size, channels_last):
+    torch.manual_seed(sum(size))
+    conv = nn.Conv2d(4, 6, 3)
+    x = torch.randn(3, 4, *size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = conv(F.pad(x, (1, 1, 1, 1), mode="reflect"))
+    with torch.inference_mode():
+        got = reflect_conv3x3(x, conv)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_fast_path_equals_reference_at_every_layer():
+    encoder = he_init(VGGEncoder(), seed=2)
+    image = torch.rand(2, 3, 136, 128)  # large enough for the fused reflection padding at relu1_x
+    expected = encoder.encode(image, STYLE_LAYERS)
+    with torch.inference_mode():
+        got = encoder.encode(image.contiguous(memory_format=torch.channels_last), STYLE_LAYERS, fast=True)
+    for name, e, g in zip(STYLE_LAYERS, expected, got):
+        assert g.shape == e.shape, name
+        assert (g - e).abs().max() <= 1e-5 * e.abs().max(), name
+
+
+def test_fast_path_refuses_autograd():
+    with pytest.raises(RuntimeError, match="inference"):
+        run_fused(AdaINDecoder(), torch.rand(1, 512, 2, 2))
