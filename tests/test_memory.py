@@ -30,11 +30,11 @@ def test_out_of_memory_backs_off_and_gives_the_same_result(encoder, decoder):
     runtime = TightMemory(free=1 << 40, limit=2)  # the estimate allows all 7 at once; only 2 fit
     original = encoder.encode
 
-    def encode_with_limit(x, layers=("relu4_1",)):
+    def encode_with_limit(x, layers=("relu4_1",), fast=False):
         runtime.chunks.append(x.shape[0])
         if x.shape[0] > runtime.limit:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(x, layers)
+        return original(x, layers, fast)
 
     encoder.encode = encode_with_limit
     try:
@@ -52,9 +52,9 @@ def test_chunks_follow_free_memory(encoder):
     runtime = TightMemory(free=2 * per_image, limit=99)
     original = encoder.encode
 
-    def record(x, layers=("relu4_1",)):
+    def record(x, layers=("relu4_1",), fast=False):
         runtime.chunks.append(x.shape[0])
-        return original(x, layers)
+        return original(x, layers, fast)
 
     encoder.encode = record
     try:
@@ -70,7 +70,7 @@ def test_errors_that_are_not_out_of_memory_are_not_retried(encoder):
     runtime = TightMemory(free=1 << 40, limit=99)
     calls = []
 
-    def broken(x, layers=("relu4_1",)):
+    def broken(x, layers=("relu4_1",), fast=False):
         calls.append(x.shape[0])
         raise RuntimeError("something else")
 
