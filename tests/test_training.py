@@ -116,6 +116,27 @@ def test_resume_is_exact(data, tmp_path):
     assert [r["loss"] for r in _records(tmp_path / "part_run")] == [r["loss"] for r in _records(tmp_path / "full_run")]
 
 
+def test_weight_average_is_the_output_and_resumes_exactly(data, tmp_path):
+    """--ema-decay writes the running average (not the last weights), and resume carries it on."""
+    decay = 0.75
+    full = train(_config(data, tmp_path / "full.safetensors", max_iter=3, ema_decay=decay))
+    state = load_checkpoint(tmp_path / "full_run" / "checkpoint.pt")
+    out = _weights(full.out)
+    assert all(torch.equal(out[k], state["ema"][k]) for k in out)
+    assert not all(torch.equal(out[k], state["decoder"][k]) for k in out)
+    # the average after one step, by hand: start (seeded init) lerped halfway to the trained weights
+    one = train(_config(data, tmp_path / "one.safetensors", max_iter=1, ema_decay=decay))
+    raw_one = load_checkpoint(tmp_path / "one_run" / "checkpoint.pt")["decoder"]
+    start = train(_config(data, tmp_path / "zero.safetensors", max_iter=0))
+    init = _weights(start.out)
+    averaged = _weights(one.out)
+    assert all(torch.allclose(averaged[k], init[k].lerp(raw_one[k], 1 - decay)) for k in averaged)
+    train(_config(data, tmp_path / "part.safetensors", max_iter=2, ema_decay=decay))
+    resumed = train(resolve_config({"out": str(tmp_path / "part.safetensors"), "resume": "auto", "max_iter": 3}))
+    again = _weights(resumed.out)
+    assert all(torch.equal(out[k], again[k]) for k in out)
+
+
 def _cli(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--content", str(data / "content"), "--style", str(data / "style"), "--encoder",
             str(data / "encoder.safetensors"), "--out", str(out), "--crop", "32", "--resize", "48",

@@ -36,6 +36,8 @@ class TrainConfig:
     lr_decay: float = _opt(5e-5, "inverse decay: lr / (1 + lr_decay * iteration)")
     warmup_iters: int = _opt(0, "linear learning-rate warm-up over this many iterations; with --warm-start it "
                              "avoids the full-size first steps of fresh Adam moments disturbing a trained decoder")
+    ema_decay: float = _opt(0.0, "keep an exponential moving average of the decoder weights with this decay "
+                            "(e.g. 0.999) and write it as the output decoder; 0: off (reference port)")
     content_weight: float = _opt(1.0, "weight of the content loss")
     style_weight: float = _opt(10.0, "weight of the style loss")
     tv_weight: float = _opt(0.0, "weight of a total-variation penalty on the output (not in the paper)")
@@ -87,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"--precision must be one of {PRECISIONS}")
         if self.crop < 16 or self.crop % 8:
             raise ValueError(f"--crop must be a multiple of 8 and at least 16, got {self.crop}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.batch_size < 1 or self.max_iter < 0:
             raise ValueError("--batch-size must be >= 1 and --max-iter >= 0")
 

@@ -8,6 +8,7 @@ Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and the decoder
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -218,9 +219,16 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     start = 0
     state: dict[str, Any] | None = None
+    # the averaged weights smooth the step-to-step swings between content and style that a single
+    # snapshot of a small-batch run lands on; they are what the output file holds
+    ema = copy.deepcopy(decoder).eval().requires_grad_(False) if cfg.ema_decay else None
     if cfg.resume:
         state = load_checkpoint(ckpt_file)
         decoder.load_state_dict(state["decoder"])
+        if ema is not None:
+            if "ema" not in state:
+                log.info("the checkpoint has no weight average: starting it from the checkpoint's decoder")
+            ema.load_state_dict(state.get("ema", state["decoder"]))
         optimizer.load_state_dict(state["optimizer"])
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
@@ -250,12 +258,17 @@ def train(cfg: TrainConfig) -> TrainResult:
         # the loss records first: a kill after the checkpoint would otherwise leave a log that ends before
         # it, and the resumed run could never fill the gap (resume drops the records past the checkpoint)
         loss_log.flush()
+        extra = {"warm_info": warm_info}
+        if scaler.is_enabled():
+            extra["scaler"] = scaler.state_dict()
+        if ema is not None:
+            extra["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
         save_checkpoint(run_dir / CHECKPOINT_NAME, decoder, optimizer, iteration, sampler.state(iteration), cfg.to_json(),
-                        {"warm_info": warm_info, **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
+                        extra)
         recent = loss_log.records[-10:]
         final_losses = {k: sum(r[k] for r in recent) / len(recent)
                         for k in ("loss", "content_loss", "style_loss")} if recent else {}
-        save_decoder(Path(cfg.out), decoder, {**meta_base, "iterations": iteration,
+        save_decoder(Path(cfg.out), ema if ema is not None else decoder, {**meta_base, "iterations": iteration,
                                               "trained_steps": warm_info.get("warm_start_steps", 0) + iteration,
                                               "final_losses": final_losses, "complete": final and
                                               iteration >= cfg.max_iter})
@@ -286,6 +299,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             scaler.scale(losses.total).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                with torch.no_grad():
+                    for averaged, current in zip(ema.parameters(), decoder.parameters()):
+                        averaged.lerp_(current, 1.0 - cfg.ema_decay)
             iteration += 1
             if iteration == start + 2:
                 t_steady, steady_from = time.perf_counter(), iteration
