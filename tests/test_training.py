@@ -27,7 +27,7 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
 from training.losses import compute_losses
-from training.train import build_decoder, resolve_config, train
+from training.train import autocast_dtype, build_decoder, cpu_has_fast_bf16, resolve_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,8 @@ def _keep_threads():
 def _config(data: Path, out: Path, **options) -> TrainConfig:
     base = dict(content=str(data / "content"), style=str(data / "style"), encoder=str(data / "encoder.safetensors"),
                 out=str(out), batch_size=2, crop=32, resize=48, resize_mode="short", min_image_size=16,
-                workers=0, threads=1, log_every=1, sample_every=0, checkpoint_every=0, progress=False)
+                workers=0, threads=1, log_every=1, sample_every=0, checkpoint_every=0, progress=False,
+                precision="fp32")
     return TrainConfig(**{**base, **options})
 
 
@@ -141,7 +142,7 @@ def _cli(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--content", str(data / "content"), "--style", str(data / "style"), "--encoder",
             str(data / "encoder.safetensors"), "--out", str(out), "--crop", "32", "--resize", "48",
             "--resize-mode", "short", "--min-image-size", "16", "--threads", "1", "--log-every", "1",
-            "--sample-every", "0", "--no-progress", *extra]
+            "--sample-every", "0", "--no-progress", "--precision", "fp32", *extra]
 
 
 def _env() -> dict[str, str]:
@@ -277,3 +278,11 @@ def test_command_line_options():
         (1e-4, 5e-5, 10.0, 1.0, 256, 512)
     with pytest.raises(ValueError, match="--out must end"):
         TrainConfig(content="c", style="s", encoder="e", out="o.pth").validate()
+
+
+def test_automatic_precision_per_device():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        autocast_dtype("fp16", cpu)
