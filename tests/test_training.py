@@ -138,6 +138,21 @@ def test_weight_average_is_the_output_and_resumes_exactly(data, tmp_path):
     assert all(torch.equal(out[k], again[k]) for k in out)
 
 
+def test_start_removes_only_its_own_stale_temporaries(data, tmp_path):
+    """A killed run's half-written files go at the next start; other files beside the output stay."""
+    out = tmp_path / "models" / "mine.safetensors"
+    run_dir = tmp_path / "models" / "mine_run"
+    run_dir.mkdir(parents=True)
+    stale = [run_dir / ".checkpoint.pt.0123abcd.tmp", run_dir / ".tmpa1b2c3", out.parent / ".mine.safetensors.89abcdef.tmp"]
+    foreign = [out.parent / ".theirs.safetensors.89abcdef.tmp", out.parent / ".tmpa1b2c3",
+               out.parent / "notes.tmp", run_dir / "keep.txt"]
+    for path in stale + foreign:
+        path.write_bytes(b"partial")
+    train(_config(data, out, max_iter=1))
+    assert [p.name for p in stale if p.exists()] == []
+    assert all(p.exists() for p in foreign)
+
+
 def _cli(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--content", str(data / "content"), "--style", str(data / "style"), "--encoder",
             str(data / "encoder.safetensors"), "--out", str(out), "--crop", "32", "--resize", "48",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from adain_nodes.models.weights import atomic_write, save_safetensors
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# atomic_write's ".NAME.<8 hex>.tmp" and the ".tmpXXXXXX" safetensors writes through
+_TEMPORARY = re.compile(r"^\.(?:(?P<name>.+)\.[0-9a-f]{8}\.tmp|tmp\w{6})$")
 CHECKPOINT_VERSION = 1
 
 
@@ -80,3 +83,16 @@ def save_decoder(path: Path, decoder: nn.Module, metadata: dict[str, Any]) -> No
     """The decoder as ``load_decoder`` reads it, with what is needed to reproduce and trust it."""
     meta = {"format": "adain-decoder", "kind": "decoder", "adain_layer": ADAIN_LAYER, **metadata}
     save_safetensors({k: v.detach().float().cpu() for k, v in decoder.state_dict().items()}, path, meta)
+
+
+def remove_stale_temporaries(run_dir: Path, out: Path) -> None:
+    """Delete what a killed run left half-written: any temporary in its own run directory, and only the
+    output's own temporaries beside the output (that folder may be shared, e.g. a models folder)."""
+    for folder, only in ((run_dir, None), (out.parent, out.name)):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = _TEMPORARY.match(entry.name)
+            if match and entry.is_file() and (only is None or match.group("name") == only):
+                log.info("removing %s, left by an interrupted write", entry)
+                entry.unlink(missing_ok=True)
