@@ -24,13 +24,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import safe_open
 from torch import Tensor
 
 from adain_nodes.core.color import luminance
 from adain_nodes.core.stats import adain, mean_std
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.networks import STYLE_LAYERS, VGGEncoder
-from adain_nodes.models.weights import load_decoder, load_encoder
+from adain_nodes.models.weights import load_decoder, load_encoder, save_safetensors
 from adain_nodes.pipeline import stylize
 
 from .data import IMAGE_SUFFIXES
@@ -154,6 +155,18 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
                  sum(content_losses) / len(content_losses))
 
 
+def record_validation(decoder_file: str | os.PathLike, score: Score, data: str) -> None:
+    """Keep the numbers with the weights: the file's ``validation`` metadata, other entries unchanged."""
+    with safe_open(str(decoder_file), "pt") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    metadata["validation"] = json.dumps({"pairs": score.pairs, "data": data,
+                                         "style_loss_reduction": round(score.style_reduction, 3),
+                                         "grey_ssim": round(score.ssim, 4),
+                                         "content_loss": round(score.content_loss, 4)})
+    save_safetensors(tensors, decoder_file, metadata)
+
+
 def _thumb(image: Tensor, height: int) -> Image.Image:
     pil = to_pil(image[0])
     return pil.resize((max(round(pil.width * height / pil.height), 1), height), Image.BICUBIC)
@@ -182,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="short side of content and style")
     parser.add_argument("--sheet-dir", default=None, help="write <decoder>_sheet.png here")
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    parser.add_argument("--record", action="store_true",
+                        help="write the scores into each decoder file's metadata ('validation'), atomically")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     if not args.decoders and not args.outputs:
@@ -202,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(lowers it {score.style_reduction:.2f}x), greyscale SSIM {score.ssim:.3f}, "
               f"content loss {score.content_loss:.3f}"
               + (f", sheet {sheet}" if sheet else ""), flush=True)
+        if args.record and score_fn is evaluate:
+            record_validation(source, score, f"{Path(args.val).name} of the training data ({args.pairs} pairs, "
+                                             f"short side {args.size}, training.evaluate)")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(s) for s in scores], indent=2))
     return 0
