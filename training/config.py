@@ -36,8 +36,9 @@ class TrainConfig:
     lr_decay: float = _opt(5e-5, "inverse decay: lr / (1 + lr_decay * iteration)")
     warmup_iters: int = _opt(0, "linear learning-rate warm-up over this many iterations; with --warm-start it "
                              "avoids the full-size first steps of fresh Adam moments disturbing a trained decoder")
-    ema_decay: float = _opt(0.0, "keep an exponential moving average of the decoder weights with this decay "
-                            "(e.g. 0.999) and write it as the output decoder; 0: off (reference port)")
+    ema_decay: float = _opt(0.999, "the output decoder is an exponential moving average of the weights with this "
+                            "decay (ramped up as min(decay, (1+i)/(10+i)) at iteration i); 0: the last weights, "
+                            "as the reference port")
     content_weight: float = _opt(1.0, "weight of the content loss")
     style_weight: float = _opt(10.0, "weight of the style loss")
     tv_weight: float = _opt(0.0, "weight of a total-variation penalty on the output (not in the paper)")

@@ -196,6 +196,11 @@ def _stop_agreed(local: bool, ddp: Distributed, iteration: int, force: bool) -> 
     return bool(flag.item() > 0)
 
 
+def ema_decay(decay: float, iteration: int) -> float:
+    """Ramped so the average follows a fresh decoder closely at first (short runs are not stuck near init)."""
+    return min(decay, (1.0 + iteration) / (10.0 + iteration))
+
+
 def learning_rate(cfg: TrainConfig, iteration: int) -> float:
     """The reference port's inverse decay, ``lr / (1 + decay * iteration)``, after an optional linear warm-up."""
     warmup = min(1.0, (iteration + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
@@ -309,9 +314,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             scaler.step(optimizer)
             scaler.update()
             if ema is not None:
+                decay = ema_decay(cfg.ema_decay, iteration)
                 with torch.no_grad():
                     for averaged, current in zip(ema.parameters(), decoder.parameters()):
-                        averaged.lerp_(current, 1.0 - cfg.ema_decay)
+                        averaged.lerp_(current, 1.0 - decay)
             iteration += 1
             if iteration == start + 2:
                 t_steady, steady_from = time.perf_counter(), iteration
