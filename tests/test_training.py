@@ -167,18 +167,21 @@ def _env() -> dict[str, str]:
 
 
 def test_sigterm_checkpoints_and_resume_continues(data, tmp_path):
-    """A SIGTERM mid-run leaves a checkpoint and a loadable decoder; resuming matches an uninterrupted run."""
+    """A SIGTERM mid-run leaves a checkpoint and a loadable decoder; resuming matches an uninterrupted run.
+
+    The signal goes to the whole process group, data worker included, as torchrun, ``kill -- -PGID`` and
+    container stops send it: the worker must outlive it so the trainer can finish its checkpoint."""
     out = tmp_path / "run.safetensors"
     proc = subprocess.Popen([sys.executable, "-m", "training.train", *_cli(data, out, "--max-iter", "100000",
                                                                             "--batch-size", "2", "--workers", "1")],
-                            cwd=REPO, env=_env(), stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=_env(), stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen = []
     deadline = time.monotonic() + 60
     for line in proc.stderr:
         seen.append(line)
         if "] 3/100000" in line or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, rest = proc.communicate(timeout=60)
     log_text = "".join(seen) + rest
     assert proc.returncode == 0, log_text

@@ -138,9 +138,11 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def _ignore_sigint_in_worker(_worker_id: int) -> None:
-    """Workers must outlive a Ctrl-C to the process group so the main process can stop cleanly."""
+def _ignore_stop_signals_in_worker(_worker_id: int) -> None:
+    """Workers must outlive a Ctrl-C or SIGTERM to the process group (torchrun and container stops send
+    one) so the main process can finish its checkpoint; it shuts them down itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(cfg: TrainConfig, ddp: Distributed, start_step: int, pin: bool) -> tuple[DataLoader, PairSampler]:
@@ -153,7 +155,7 @@ def make_loader(cfg: TrainConfig, ddp: Distributed, start_step: int, pin: bool) 
     sampler = PairSampler(len(content), len(style), local_batch, cfg.seed, start_step, ddp.rank, ddp.world_size)
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=cfg.workers,
                         pin_memory=pin, persistent_workers=False, drop_last=True,
-                        worker_init_fn=_ignore_sigint_in_worker if cfg.workers else None)
+                        worker_init_fn=_ignore_stop_signals_in_worker if cfg.workers else None)
     return loader, sampler
 
 
