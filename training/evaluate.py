@@ -155,6 +155,14 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
                  sum(content_losses) / len(content_losses))
 
 
+def _shown(path: Path) -> str:
+    """``../shared/...`` for the shared data beside the checkout, the path as given otherwise."""
+    try:
+        return "../" + path.resolve().relative_to(Path(__file__).resolve().parents[2]).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def record_validation(decoder_file: str | os.PathLike, score: Score, data: str) -> None:
     """Keep the numbers with the weights: the file's ``validation`` metadata, other entries unchanged."""
     with safe_open(str(decoder_file), "pt") as f:
@@ -218,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
               f"content loss {score.content_loss:.3f}"
               + (f", sheet {sheet}" if sheet else ""), flush=True)
         if args.record and score_fn is evaluate:
-            record_validation(source, score, f"{Path(args.val).name} of the training data ({args.pairs} pairs, "
-                                             f"short side {args.size}, training.evaluate)")
+            record_validation(source, score, f"{_shown(Path(args.val))}: {args.pairs} pairs at short side "
+                                             f"{args.size} (training.evaluate)")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(s) for s in scores], indent=2))
     return 0

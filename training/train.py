@@ -159,6 +159,14 @@ def make_loader(cfg: TrainConfig, ddp: Distributed, start_step: int, pin: bool) 
     return loader, sampler
 
 
+def data_description(cfg: TrainConfig, dataset: PairDataset) -> str:
+    """What the decoder saw, in words, for its metadata (folders as given on the command line)."""
+    resize = {"square": f"resized to {cfg.resize}x{cfg.resize}", "short": f"short side {cfg.resize}",
+              "none": "not resized"}[cfg.resize_mode]
+    return (f"{len(dataset.content)} content images ({cfg.content}) and {len(dataset.style)} style images "
+            f"({cfg.style}), {resize}, random {cfg.crop} px crops")
+
+
 def build_decoder(cfg: TrainConfig) -> tuple[AdaINDecoder, dict[str, Any]]:
     """A fresh decoder (seeded), or one warm-started from a decoder file."""
     torch.manual_seed(cfg.seed)
@@ -266,7 +274,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     progress = Progress(cfg.max_iter, start, live=cfg.progress if ddp.main else False)
     meta_base = {"encoder": Path(cfg.encoder).name, "encoder_sha256": encoder_sha,
                  "training_options": cfg.to_json(), "precision": str(amp_dtype or torch.float32),
-                 "world_size": ddp.world_size, "trainer": "adain-nodes training.train", **warm_info}
+                 "world_size": ddp.world_size, "trainer": "adain-nodes training.train", **warm_info,
+                 "data": data_description(cfg, loader.dataset)}
 
     def write_outputs(iteration: int, final: bool) -> None:
         if not ddp.main:
