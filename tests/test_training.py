@@ -220,6 +220,22 @@ def test_two_process_gloo_ddp_matches_single_process(data, tmp_path):
     np.testing.assert_allclose(ddp_losses, single_losses, rtol=1e-4)
 
 
+def test_two_process_resume_is_exact(data, tmp_path):
+    """A DDP run stopped at 2 and resumed to 4 (data workers on) equals one run straight to 4."""
+    def ddp(out: Path, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "training.train", *_cli(data, out, "--batch-size", "4", "--workers", "1", *extra)]
+        done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-4000:]
+
+    ddp(tmp_path / "full.safetensors", "--max-iter", "4")
+    ddp(tmp_path / "part.safetensors", "--max-iter", "2")
+    ddp(tmp_path / "part.safetensors", "--max-iter", "4", "--resume")
+    a, b = _weights(tmp_path / "full.safetensors"), _weights(tmp_path / "part.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in _records(tmp_path / "part_run")] == [r["loss"] for r in _records(tmp_path / "full_run")]
+
+
 def test_ranks_split_the_global_batch():
     one = PairSampler(7, 5, local_batch=4, seed=3)
     ranks = [PairSampler(7, 5, local_batch=2, seed=3, rank=r, world_size=2) for r in range(2)]
