@@ -26,7 +26,7 @@ from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder, 
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
-from training.losses import compute_losses
+from training.losses import compute_losses, total_variation
 from training.train import autocast_dtype, build_decoder, cpu_has_fast_bf16, resolve_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,3 +322,17 @@ def test_automatic_precision_per_device():
     assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         autocast_dtype("fp16", cpu)
+
+
+def test_total_variation_option():
+    flat, checker = torch.full((1, 3, 8, 8), 0.5), (torch.arange(8)[:, None] + torch.arange(8)).remainder(2)
+    assert float(total_variation(flat)) == 0.0
+    assert float(total_variation(checker.float().expand(1, 3, 8, 8))) == 2.0  # every neighbour differs by 1
+
+
+def test_tv_weight_is_trained_and_logged(data, tmp_path):
+    train(_config(data, tmp_path / "tv.safetensors", max_iter=2, tv_weight=5.0))
+    records = _records(tmp_path / "tv_run")
+    assert all(r["tv_loss"] > 0 for r in records)
+    assert all(abs(r["loss"] - (r["content_loss"] + 10 * r["style_loss"] + 5 * r["tv_loss"])) < 1e-3 * r["loss"]
+               for r in records)

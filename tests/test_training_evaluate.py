@@ -54,12 +54,17 @@ def _images(folder: Path, seed: int) -> None:
         Image.fromarray(low).resize((48 + 8 * i, 40), Image.BICUBIC).save(folder / f"{i}.png")
 
 
-def test_evaluate_random_networks(tmp_path):
+def _random_setup(tmp_path: Path) -> None:
+    """val/content, val/style and random enc/dec .safetensors under ``tmp_path``."""
     _images(tmp_path / "val" / "content", 1)
     _images(tmp_path / "val" / "style", 2)
     torch.manual_seed(0)
     save_safetensors(VGGEncoder().state_dict(), tmp_path / "enc.safetensors", {})
     save_safetensors(AdaINDecoder().state_dict(), tmp_path / "dec.safetensors", {})
+
+
+def test_evaluate_random_networks(tmp_path):
+    _random_setup(tmp_path)
     pairs = validation_pairs(tmp_path / "val", 2)
     assert [(c.name, s.name) for c, s in pairs] == [("0.png", "0.png"), ("1.png", "1.png")]
     score = evaluate(tmp_path / "dec.safetensors", load_encoder(tmp_path / "enc.safetensors"), pairs, 32,
@@ -82,11 +87,7 @@ def test_evaluate_random_networks(tmp_path):
 
 def test_precomputed_outputs_score_like_the_decoder(tmp_path):
     """--outputs: the decoder's own outputs saved as PNGs score as the decoder does (up to 8-bit rounding)."""
-    _images(tmp_path / "val" / "content", 1)
-    _images(tmp_path / "val" / "style", 2)
-    torch.manual_seed(0)
-    save_safetensors(VGGEncoder().state_dict(), tmp_path / "enc.safetensors", {})
-    save_safetensors(AdaINDecoder().state_dict(), tmp_path / "dec.safetensors", {})
+    _random_setup(tmp_path)
     encoder, decoder = load_encoder(tmp_path / "enc.safetensors"), load_decoder(tmp_path / "dec.safetensors")
     pairs = validation_pairs(tmp_path / "val", 2)
     out = tmp_path / "peer"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,11 @@ import torch
 from torch import nn
 
 from adain_nodes.models.networks import ADAIN_LAYER
-from adain_nodes.models.weights import atomic_write, save_safetensors
+from adain_nodes.models.weights import TEMPORARY_NAME, atomic_write, save_safetensors
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# atomic_write's ".NAME.<8 hex>.tmp" and the ".tmpXXXXXX" safetensors writes through
-_TEMPORARY = re.compile(r"^\.(?:(?P<name>.+)\.[0-9a-f]{8}\.tmp|tmp\w{6})$")
 CHECKPOINT_VERSION = 1
 
 
@@ -92,7 +89,7 @@ def remove_stale_temporaries(run_dir: Path, out: Path) -> None:
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():
-            match = _TEMPORARY.match(entry.name)
+            match = TEMPORARY_NAME.match(entry.name)
             if match and entry.is_file() and (only is None or match.group("name") == only):
                 log.info("removing %s, left by an interrupted write", entry)
                 entry.unlink(missing_ok=True)

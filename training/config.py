@@ -52,8 +52,8 @@ class TrainConfig:
     seed: int = _opt(0, "seed of decoder init, data order and crops")
     # numerics and devices
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N")
-    precision: str = _opt("auto", "autocast: auto (bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX, else fp32), fp32, bf16, fp16 (CUDA)",
-                          choices=PRECISIONS)
+    precision: str = _opt("auto", "autocast: auto (bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX, else "
+                          "fp32), fp32, bf16, fp16 (CUDA)", choices=PRECISIONS)
     channels_last: Optional[bool] = _opt(None, "channels_last memory format (default: on for CUDA)")
     threads: int = _opt(0, "torch CPU threads per process (0: torch's default)")
     # monitoring and checkpoints

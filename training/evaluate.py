@@ -24,14 +24,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import safe_open
 from torch import Tensor
 
 from adain_nodes.core.color import luminance
 from adain_nodes.core.stats import adain, mean_std
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.networks import STYLE_LAYERS, VGGEncoder
-from adain_nodes.models.weights import load_decoder, load_encoder, save_safetensors
+from adain_nodes.models.weights import load_decoder, load_encoder, read_tensors, save_safetensors
 from adain_nodes.pipeline import stylize
 
 from .data import IMAGE_SUFFIXES
@@ -165,9 +164,7 @@ def _shown(path: Path) -> str:
 
 def record_validation(decoder_file: str | os.PathLike, score: Score, data: str) -> None:
     """Keep the numbers with the weights: the file's ``validation`` metadata, other entries unchanged."""
-    with safe_open(str(decoder_file), "pt") as f:
-        metadata = dict(f.metadata() or {})
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    tensors, metadata = read_tensors(decoder_file)
     metadata["validation"] = json.dumps({"pairs": score.pairs, "data": data,
                                          "style_loss_reduction": round(score.style_reduction, 3),
                                          "grey_ssim": round(score.ssim, 4),

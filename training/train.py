@@ -97,8 +97,8 @@ def pick_device(name: str, ddp: Distributed) -> torch.device:
 
 def cpu_has_fast_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 convolutions run about twice as fast as fp32 there."""
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and check() for check in checks)
+    names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch 2.x: absent means no
+    return any(getattr(torch.cpu, name, lambda: False)() for name in names)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -334,8 +334,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                 t_steady, steady_from = time.perf_counter(), iteration
 
             if iteration % cfg.log_every == 0 or iteration == cfg.max_iter:
-                last = _mean_over_ranks({"loss": losses.total.item(), "content_loss": losses.content.item(),
-                                         "style_loss": losses.style.item()}, ddp)
+                values = {"loss": losses.total.item(), "content_loss": losses.content.item(),
+                          "style_loss": losses.style.item()}
+                if cfg.tv_weight:
+                    values["tv_loss"] = losses.tv.item()
+                last = _mean_over_ranks(values, ddp)
                 if not all(math.isfinite(v) for v in last.values()):
                     raise FloatingPointError(f"loss became {last} at iteration {iteration}; lower --lr or use "
                                              "--precision fp32 (the last checkpoint is intact)")

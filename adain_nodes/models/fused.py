@@ -1,14 +1,15 @@
 """Inference fast path: the reference layers fused where the result is the same up to float rounding.
 
-Reflection padding: a zero-padded convolution (padding done inside oneDNN/cuDNN, no padded copy)
-is right everywhere except the one-pixel output border, which is recomputed from thin reflected
-strips. That pays where the padded copy costs more than the border convolutions, i.e. on large
-maps with few output channels (measured on CPU: -20% at 64 channels 512x512, +8% at 256 channels
-128x128), so it is used when the map's short side is at least twice the output channels. Nearest 2x upsampling: on a nearest-upsampled image every 3x3 window covers only 2x2 distinct source pixels, so each of
-the four output phases is a 2x2 convolution of the source: 16 instead of 36 multiply-adds per
-source pixel and channel pair, and no upsampled copy. Reflection padding by one of the upsampled
-image equals replicate padding of the source. The result equals the reference layers up to float
-rounding (the kernel taps are summed before multiplying).
+Nearest 2x upsampling + reflection-padded 3x3 conv: on a nearest-upsampled image every 3x3 window
+covers only 2x2 distinct source pixels, so each of the four output phases is a 2x2 convolution of
+the source: 16 instead of 36 multiply-adds per source pixel and channel pair, and no upsampled
+copy. Reflection padding by one of the upsampled image equals replicate padding of the source.
+
+Reflection padding alone: a zero-padded convolution (padding done inside oneDNN/cuDNN, no padded
+copy) is right everywhere except the one-pixel output border, which is recomputed from thin
+reflected strips. That pays where the padded copy costs more than the border convolutions, i.e. on
+large maps with few output channels (measured on CPU: -20% at 64 channels 512x512, +8% at 256
+channels 128x128), so it is used when the map's short side is at least twice the output channels.
 """
 from __future__ import annotations
 
@@ -47,7 +48,6 @@ def upsample_conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
 
 def reflect_conv3x3(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """``conv(reflection_pad(x, 1))`` for a 3x3 ``conv``: zero-padded conv, then the border redone."""
-    height, width = x.shape[-2:]
     out = F.conv2d(x, conv.weight, conv.bias, padding=1)
     strip = dict(weight=conv.weight, bias=conv.bias)
     out[:, :, :1] = F.conv2d(F.pad(x[:, :, :2], (1, 1, 1, 0), mode="reflect"), **strip)
@@ -76,11 +76,10 @@ def run_fused(layers: nn.Sequential, x: Tensor, stop: int | None = None,
     i = 0
     while i < len(modules):
         module, rest = modules[i], modules[i + 1:i + 3]
-        short_side = min(x.shape[-2:])
         if isinstance(module, nn.Upsample) and len(rest) == 2 and _is_padded_3x3(*rest) \
                 and module.scale_factor in (2, 2.0, (2.0, 2.0)) and module.mode == "nearest":
             x, i = upsample_conv2d(x, rest[1]), i + 3
-        elif len(rest) >= 1 and _is_padded_3x3(module, rest[0]) and short_side >= max(2, 2 * rest[0].out_channels):
+        elif rest and _is_padded_3x3(module, rest[0]) and min(x.shape[-2:]) >= max(2, 2 * rest[0].out_channels):
             x, i = reflect_conv3x3(x, rest[0]), i + 2
         elif isinstance(module, nn.ReLU):
             x, i = torch.relu_(x), i + 1

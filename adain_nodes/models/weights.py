@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -26,6 +27,9 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 FORMAT_VERSION = "1"
+# What atomic_write leaves if killed mid-write: its ".NAME.<8 hex>.tmp", or the ".tmpXXXXXX" that
+# safetensors writes through inside it.
+TEMPORARY_NAME = re.compile(r"^\.(?:(?P<name>.+)\.[0-9a-f]{8}\.tmp|tmp\w{6})$")
 
 
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
