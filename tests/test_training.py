@@ -314,6 +314,13 @@ def test_command_line_options():
         (1e-4, 5e-5, 10.0, 1.0, 256, 512)
     with pytest.raises(ValueError, match="--out must end"):
         TrainConfig(content="c", style="s", encoder="e", out="o.pth").validate()
+    files = dict(content="c", style="s", encoder="e", out="o.safetensors")
+    with pytest.raises(ValueError, match=r"--ema-decay must be in \[0, 1\)"):
+        TrainConfig(**files, ema_decay=1.0).validate()
+    with pytest.raises(ValueError, match="--tv-weight must be a number >= 0"):
+        TrainConfig(**files, tv_weight=-1.0).validate()
+    with pytest.raises(ValueError, match="--style-weight must be a number >= 0"):
+        TrainConfig(**files, style_weight=float("nan")).validate()
 
 
 def test_automatic_precision_per_device():

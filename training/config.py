@@ -92,6 +92,9 @@ class TrainConfig:
             raise ValueError(f"--crop must be a multiple of 8 and at least 16, got {self.crop}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {getattr(self, name)}")
         if self.batch_size < 1 or self.max_iter < 0:
             raise ValueError("--batch-size must be >= 1 and --max-iter >= 0")
 
