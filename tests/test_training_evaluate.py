@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 
 from adain_nodes.host.runtime import StandaloneRuntime
-from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
+from adain_nodes.models.networks import STYLE_LAYERS, AdaINDecoder, VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder, save_safetensors
 from adain_nodes.pipeline import stylize
 from training.evaluate import (evaluate, evaluate_outputs, gaussian_window, load_image, main, output_name, ssim,
                                validation_pairs)
+from training.losses import style_loss, style_loss_terms
 from training.monitor import to_pil
 
 SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
@@ -83,6 +84,36 @@ def test_evaluate_random_networks(tmp_path):
     validation = json.loads(recorded.metadata["validation"])
     assert validation["pairs"] == 1 and validation["grey_ssim"] == round(scored["ssim"], 4)
     assert all(torch.equal(before[k], v) for k, v in recorded.state_dict().items())
+
+
+def test_outliers_show_in_the_mean_layers_and_worst_pair(tmp_path):
+    """The arithmetic mean, per-layer terms and worst pair are consistent with each other and the ratio."""
+    _random_setup(tmp_path)
+    encoder = load_encoder(tmp_path / "enc.safetensors")
+    score = evaluate(tmp_path / "dec.safetensors", encoder, validation_pairs(tmp_path / "val", 2), 32)
+    assert list(score.layers) == list(STYLE_LAYERS)
+    per_layer_total = sum(v["mean"] + v["std"] for v in score.layers.values())
+    assert per_layer_total == pytest.approx(score.style_loss, rel=1e-3)
+    worst = float(score.worst_pair.rsplit("ratio ", 1)[1])
+    assert worst >= score.style_loss_ratio * 0.999  # a geometric mean is never above its largest term
+    assert score.worst_pair.split()[0] in ("00", "01")
+    args = [str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
+            str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--json", str(tmp_path / "s.json")]
+    extra = [str(tmp_path / "val" / "content" / "1.png"), str(tmp_path / "val" / "style" / "0.png")]
+    assert main(args + ["--also", *extra]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())[0]["pairs"] == 2
+    with pytest.raises(SystemExit):
+        main(args + ["--also", extra[0], str(tmp_path / "missing.png")])
+
+
+def test_style_loss_terms_add_up_to_the_style_loss():
+    torch.manual_seed(0)
+    features = [torch.randn(2, c, 8, 8) for c in (3, 5)]
+    targets = [torch.randn(2, c, 8, 8) * 2 + 1 for c in (3, 5)]
+    terms = style_loss_terms(features, targets)
+    assert len(terms) == 2 and all(m > 0 and s > 0 for m, s in terms)
+    assert float(style_loss(features, targets)) == pytest.approx(float(sum(m + s for m, s in terms)))
+    assert float(style_loss(targets, targets)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_precomputed_outputs_score_like_the_decoder(tmp_path):

