@@ -321,6 +321,32 @@ def test_command_line_options():
         TrainConfig(**files, tv_weight=-1.0).validate()
     with pytest.raises(ValueError, match="--style-weight must be a number >= 0"):
         TrainConfig(**files, style_weight=float("nan")).validate()
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"--min-scale must be in \(0, 1\]"):
+            TrainConfig(**files, min_scale=bad).validate()
+
+
+def test_min_scale_zooms_out_so_crops_can_show_the_whole_image(tmp_path):
+    """Corner blocks 40 px apart never share a 32 px crop at full scale; zoomed out by up to 2x, some crops hold both.
+    Crops stay deterministic per position, and without the zoom they are the crops of earlier versions."""
+    image = np.full((64, 64, 3), 128, np.uint8)
+    image[:12, :12] = (255, 0, 0)
+    image[-12:, -12:] = (0, 0, 255)
+    Image.fromarray(image).save(tmp_path / "corners.png")
+    files = [tmp_path / "corners.png"]
+
+    def both_corners(dataset):
+        crops = [dataset[(i, 0, 0)][0] for i in range(40)]
+        assert all(c.shape == (3, 32, 32) for c in crops)
+        return sum(bool((c[0] > 0.8).any() and (c[2] > 0.8).any()) for c in crops)
+
+    plain = PairDataset(files, files, crop=32, resize=64, resize_mode="short")
+    zoomed = PairDataset(files, files, crop=32, resize=64, resize_mode="short", min_scale=0.5)
+    assert both_corners(plain) == 0
+    assert both_corners(zoomed) > 0
+    assert torch.equal(zoomed[(7, 0, 0)][0], zoomed[(7, 0, 0)][0])
+    unzoomed = PairDataset(files, files, crop=32, resize=64, resize_mode="short", min_scale=1.0)
+    assert torch.equal(plain[(3, 0, 0)][0], unzoomed[(3, 0, 0)][0])
 
 
 def test_automatic_precision_per_device():

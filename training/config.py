@@ -47,6 +47,8 @@ class TrainConfig:
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
                             "to RESIZE keeping aspect (paper); none: no resize", choices=RESIZE_MODES)
     crop: int = _opt(256, "random crop size")
+    min_scale: float = _opt(1.0, "also scale each resized image by a random factor in [MIN_SCALE, 1] (never "
+                            "below the crop), so crops also show whole-image views at smaller scales")
     min_image_size: int = _opt(64, "skip images whose short side is below this many pixels")
     workers: int = _opt(2, "data loading worker processes (0: load in the training process)")
     seed: int = _opt(0, "seed of decoder init, data order and crops")
@@ -90,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"--precision must be one of {PRECISIONS}")
         if self.crop < 16 or self.crop % 8:
             raise ValueError(f"--crop must be a multiple of 8 and at least 16, got {self.crop}")
+        if not 0.0 < self.min_scale <= 1.0:
+            raise ValueError(f"--min-scale must be in (0, 1], got {self.min_scale}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         for name in ("content_weight", "style_weight", "tv_weight"):

@@ -115,9 +115,10 @@ class PairDataset(Dataset):
     """Content and style crops for a sampler item; a file that fails to decode is replaced by the next one."""
 
     def __init__(self, content: list[Path], style: list[Path], crop: int, resize: int = 512,
-                 resize_mode: str = "square", seed: int = 0) -> None:
+                 resize_mode: str = "square", seed: int = 0, min_scale: float = 1.0) -> None:
         self.content, self.style = content, style
         self.crop, self.resize, self.resize_mode, self.seed = crop, resize, resize_mode, seed
+        self.min_scale = min_scale
         self._bad: set[Path] = set()
 
     def __len__(self) -> int:
@@ -144,7 +145,9 @@ class PairDataset(Dataset):
         raise RuntimeError(f"none of the {len(files)} images could be decoded")
 
     def _crop(self, img: Image.Image, rng: random.Random) -> Tensor:
-        """Resize as configured (never below the crop), then a random ``crop x crop`` window."""
+        """Resize as configured, zoom out by a random factor in [min_scale, 1], never below the crop, then
+        a random ``crop x crop`` window. Evaluation and the nodes see whole images at smaller scales than
+        the crops of training; without the zoom the decoder never learns them (relu2_1 texture overshoot)."""
         w, h = img.size
         if self.resize_mode == "square":
             size = (self.resize, self.resize)
@@ -153,6 +156,9 @@ class PairDataset(Dataset):
             size = (max(round(w * scale), 1), max(round(h * scale), 1))
         else:
             size = (w, h)
+        if self.min_scale < 1.0:  # no draw otherwise: the crops of runs without it stay as they were
+            zoom = rng.uniform(self.min_scale, 1.0)
+            size = (max(round(size[0] * zoom), 1), max(round(size[1] * zoom), 1))
         if min(size) < self.crop:
             scale = self.crop / min(size)
             size = (max(round(size[0] * scale), self.crop), max(round(size[1] * scale), self.crop))
