@@ -279,7 +279,8 @@ def test_output_loads_in_decoder_node(data, tmp_path, monkeypatch):
     assert meta["encoder"] == "encoder.safetensors"
     assert meta["encoder_sha256"] == file_sha256(data / "encoder.safetensors")
     assert meta["iterations"] == "2" and meta["complete"] == "true"
-    assert meta["data"].endswith("short side 48, random 32 px crops") and "content images" in meta["data"]
+    assert meta["data"].endswith("short side 48, zoomed out by a random factor in [0.6, 1], random 32 px crops")
+    assert "content images" in meta["data"]
     assert set(json.loads(meta["final_losses"])) == {"loss", "content_loss", "style_loss"}
     assert TrainConfig(**json.loads(meta["training_options"])).crop == 32
     saved = load_checkpoint(result.checkpoint)["ema"]  # the output is the weight average (default)
