@@ -93,6 +93,10 @@ def test_outliers_show_in_the_mean_layers_and_worst_pair(tmp_path):
     score = evaluate(tmp_path / "dec.safetensors", encoder, validation_pairs(tmp_path / "val", 2), 32)
     assert list(score.layers) == list(STYLE_LAYERS)
     per_layer_total = sum(v["mean"] + v["std"] for v in score.layers.values())
+    for layer, channels in zip(STYLE_LAYERS, (64, 128, 256, 512)):
+        top = score.layers[layer]
+        assert 0 <= top["top_std_channel"] < channels
+        assert 1 / channels - 1e-9 <= top["top_std_channel_share"] <= 1  # the largest share is at least the mean
     assert per_layer_total == pytest.approx(score.style_loss, rel=1e-3)
     worst = float(score.worst_pair.rsplit("ratio ", 1)[1])
     assert worst >= score.style_loss_ratio * 0.999  # a geometric mean is never above its largest term

@@ -113,7 +113,8 @@ class Score:
     content_loss: float  # the paper's content loss: MSE at relu4_1 of the output vs the AdaIN target
     style_loss: float  # arithmetic mean of the output's style loss: what training minimises, outliers count
     worst_pair: str  # the pair with the highest output/content style loss ratio, and that ratio
-    layers: dict[str, dict[str, float]]  # per layer, mean over pairs of the mean and std terms
+    layers: dict[str, dict[str, float]]  # per layer: mean and std terms (mean over pairs), and the channel
+    # with the largest share of the std term: one high-gain channel can dominate it (colour outliers)
 
 
 def evaluate(decoder_file: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
@@ -137,13 +138,16 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
            thumb: int, make_output) -> Score:
     log_ratios, ssims, content_losses, style_losses, rows = [], [], [], [], []
     layer_sums = torch.zeros(len(STYLE_LAYERS), 2, dtype=torch.float64)
+    channel_errors: list[Tensor] = [torch.zeros(())] * len(STYLE_LAYERS)  # squared std error per channel
     worst = (0.0, "")
     for i, (content_path, style_path) in enumerate(pairs):
         content, style = load_image(content_path, short_side), load_image(style_path, short_side)
         output = make_output(i, content_path, content, style)
         style_feats = encoder.encode(style, STYLE_LAYERS)
-        terms = torch.tensor([[float(m), float(s)]
-                              for m, s in style_loss_terms(encoder.encode(output, STYLE_LAYERS), style_feats)])
+        output_feats = encoder.encode(output, STYLE_LAYERS)
+        terms = torch.tensor([[float(m), float(s)] for m, s in style_loss_terms(output_feats, style_feats)])
+        for k, (feat, target) in enumerate(zip(output_feats, style_feats)):
+            channel_errors[k] = channel_errors[k] + (mean_std(feat)[1] - mean_std(target)[1]).flatten().double() ** 2
         layer_sums += terms
         style_losses.append(float(terms.sum()))
         ratio = style_losses[-1] / float(style_loss(encoder.encode(content, STYLE_LAYERS), style_feats))
@@ -160,8 +164,9 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
         save_png(contact_sheet(rows), sheet)
     ratio = math.exp(sum(log_ratios) / len(log_ratios))
     layer_means = layer_sums / len(pairs)
-    layers = {layer: {"mean": float(m), "std": float(s)}
-              for layer, (m, s) in zip(STYLE_LAYERS, layer_means)}
+    layers = {layer: {"mean": float(m), "std": float(s), "top_std_channel": int(errors.argmax()),
+                      "top_std_channel_share": float(errors.max() / errors.sum().clamp_min(1e-30))}
+              for layer, (m, s), errors in zip(STYLE_LAYERS, layer_means, channel_errors)}
     return Score(name, len(pairs), ratio, 1.0 / ratio, sum(ssims) / len(ssims),
                  sum(content_losses) / len(content_losses), sum(style_losses) / len(style_losses),
                  f"{worst[1]}: ratio {worst[0]:.3f}", layers)
@@ -241,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(lowers it {score.style_reduction:.2f}x), greyscale SSIM {score.ssim:.3f}, "
               f"content loss {score.content_loss:.3f}, mean style loss {score.style_loss:.3f}"
               + (f", sheet {sheet}" if sheet else ""), flush=True)
-        print("  per layer (mean term / std term): "
-              + ", ".join(f"{k} {v['mean']:.3f}/{v['std']:.3f}" for k, v in score.layers.items())
+        print("  per layer, mean term / std term (the channel with most of the std term): "
+              + ", ".join(f"{k} {v['mean']:.3f}/{v['std']:.3f} (#{v['top_std_channel']}: "
+                          f"{v['top_std_channel_share']:.0%})" for k, v in score.layers.items())
               + f"; worst pair {score.worst_pair}", flush=True)
         if args.record and score_fn is evaluate:
             extra = "".join(f" + {Path(c).name}/{Path(s).name}" for c, s in args.also)
