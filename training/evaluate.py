@@ -32,7 +32,7 @@ from torch import Tensor
 from adain_nodes.core.color import luminance
 from adain_nodes.core.stats import adain, mean_std
 from adain_nodes.host.runtime import StandaloneRuntime
-from adain_nodes.models.networks import STYLE_LAYERS, VGGEncoder
+from adain_nodes.models.networks import ADAIN_LAYER, STYLE_LAYERS, VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder, read_tensors, save_safetensors
 from adain_nodes.pipeline import stylize
 
@@ -112,7 +112,8 @@ class Score:
     ssim: float  # mean greyscale SSIM of output vs content
     content_loss: float  # the paper's content loss: MSE at relu4_1 of the output vs the AdaIN target
     style_loss: float  # arithmetic mean of the output's style loss: what training minimises, outliers count
-    worst_pair: str  # the pair with the highest output/content style loss ratio, and that ratio
+    worst_pair: str  # the pair with the highest output/content style loss ratio
+    worst_ratio: float  # that pair's ratio
     layers: dict[str, dict[str, float]]  # per layer: mean and std terms (mean over pairs), and the channel
     # with the largest share of the std term: one high-gain channel can dominate it (colour outliers)
 
@@ -140,21 +141,21 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
     layer_sums = torch.zeros(len(STYLE_LAYERS), 2, dtype=torch.float64)
     channel_errors: list[Tensor] = [torch.zeros(())] * len(STYLE_LAYERS)  # squared std error per channel
     worst = (0.0, "")
+    at = STYLE_LAYERS.index(ADAIN_LAYER)  # the content loss reuses the style features there
     for i, (content_path, style_path) in enumerate(pairs):
         content, style = load_image(content_path, short_side), load_image(style_path, short_side)
         output = make_output(i, content_path, content, style)
-        style_feats = encoder.encode(style, STYLE_LAYERS)
-        output_feats = encoder.encode(output, STYLE_LAYERS)
+        style_feats, output_feats, content_feats = (encoder.encode(x, STYLE_LAYERS) for x in (style, output, content))
         terms = torch.tensor([[float(m), float(s)] for m, s in style_loss_terms(output_feats, style_feats)])
-        for k, (feat, target) in enumerate(zip(output_feats, style_feats)):
-            channel_errors[k] = channel_errors[k] + (mean_std(feat)[1] - mean_std(target)[1]).flatten().double() ** 2
+        for k, (out_feat, style_feat) in enumerate(zip(output_feats, style_feats)):
+            std_error = mean_std(out_feat)[1] - mean_std(style_feat)[1]
+            channel_errors[k] = channel_errors[k] + std_error.flatten().double() ** 2
         layer_sums += terms
         style_losses.append(float(terms.sum()))
-        ratio = style_losses[-1] / float(style_loss(encoder.encode(content, STYLE_LAYERS), style_feats))
+        ratio = style_losses[-1] / float(style_loss(content_feats, style_feats))
         worst = max(worst, (ratio, f"{i:02d} {content_path.name} + {style_path.name}"))
-        s_mean, s_std = mean_std(style_feats[-1])
-        target = adain(encoder.encode(content)[0], s_mean, s_std)
-        content_losses.append(float(F.mse_loss(encoder.encode(output)[0], target)))
+        target = adain(content_feats[at], *mean_std(style_feats[at]))
+        content_losses.append(float(F.mse_loss(output_feats[at], target)))
         log_ratios.append(math.log(ratio))
         ssims.append(float(ssim(luminance(output), luminance(content))))
         if sheet is not None:
@@ -169,7 +170,7 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
               for layer, (m, s), errors in zip(STYLE_LAYERS, layer_means, channel_errors)}
     return Score(name, len(pairs), ratio, 1.0 / ratio, sum(ssims) / len(ssims),
                  sum(content_losses) / len(content_losses), sum(style_losses) / len(style_losses),
-                 f"{worst[1]}: ratio {worst[0]:.3f}", layers)
+                 worst[1], worst[0], layers)
 
 
 def _shown(path: Path) -> str:
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  per layer, mean term / std term (the channel with most of the std term): "
               + ", ".join(f"{k} {v['mean']:.3f}/{v['std']:.3f} (#{v['top_std_channel']}: "
                           f"{v['top_std_channel_share']:.0%})" for k, v in score.layers.items())
-              + f"; worst pair {score.worst_pair}", flush=True)
+              + f"; worst pair {score.worst_pair} (ratio {score.worst_ratio:.3f})", flush=True)
         if args.record and score_fn is evaluate:
             extra = "".join(f" + {Path(c).name}/{Path(s).name}" for c, s in args.also)
             record_validation(source, score, f"{_shown(Path(args.val))}: {args.pairs} pairs{extra} at short "
