@@ -26,7 +26,7 @@ from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder, 
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
-from training.losses import compute_losses, total_variation
+from training.losses import LossWeights, compute_losses, total_variation
 from training.train import autocast_dtype, build_decoder, cpu_has_fast_bf16, resolve_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -370,3 +370,52 @@ def test_tv_weight_is_trained_and_logged(data, tmp_path):
     assert all(r["tv_loss"] > 0 for r in records)
     assert all(abs(r["loss"] - (r["content_loss"] + 10 * r["style_loss"] + 5 * r["tv_loss"])) < 1e-3 * r["loss"]
                for r in records)
+
+
+def test_identity_terms_are_the_reconstruction_errors(data):
+    """The identity terms equal an independent reconstruction error; the paper's terms do not change."""
+    encoder = load_encoder(data / "encoder.safetensors")
+    torch.manual_seed(3)
+    decoder = AdaINDecoder()
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    weights = LossWeights(identity_pixel=50.0, identity_feature=1.0)
+    with torch.no_grad():
+        both = compute_losses(encoder, decoder, content, style, weights)
+        paper = compute_losses(encoder, decoder, content, style)
+        layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+        reconstruction = decoder(encoder.encode(content)[0])
+        expected_pixel = ((reconstruction - content) ** 2).mean()
+        expected_feature = sum(((a - b) ** 2).mean() for a, b in
+                               zip(encoder.encode(reconstruction, layers), encoder.encode(content, layers)))
+    torch.testing.assert_close(both.identity_pixel, expected_pixel, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(both.identity_feature, expected_feature, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(both.content, paper.content, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(both.style, paper.style, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(both.total, paper.total + 50 * expected_pixel + expected_feature, rtol=1e-4, atol=1e-5)
+    assert float(paper.identity_pixel) == 0.0 and float(paper.identity_feature) == 0.0
+
+
+def test_identity_loss_teaches_reconstruction(data, tmp_path):
+    """Trained on the identity terms alone, the decoder gives the content back better than at the start."""
+    cfg = _config(data, tmp_path / "id.safetensors", max_iter=40, content_weight=0.0, style_weight=0.0,
+                  identity_pixel_weight=50.0, identity_feature_weight=1.0, ema_decay=0.0, lr=1e-3)
+    encoder = load_encoder(data / "encoder.safetensors")
+    files = scan_images(data / "content", 16)
+    dataset = PairDataset(files, files, crop=32, resize=48, resize_mode="short")
+    content = torch.stack([dataset[(i, i, i)][0] for i in range(4)])
+
+    def error(decoder) -> float:
+        with torch.no_grad():
+            return float(((decoder(encoder.encode(content)[0]) - content) ** 2).mean())
+
+    before = error(build_decoder(cfg)[0])
+    train(cfg)
+    records = _records(tmp_path / "id_run")
+    assert all(abs(r["loss"] - (50 * r["identity_pixel_loss"] + r["identity_feature_loss"])) < 1e-3 * r["loss"]
+               for r in records)
+    assert error(load_decoder(cfg.out)) < 0.5 * before
+
+
+def test_identity_weights_are_checked(data, tmp_path):
+    with pytest.raises(ValueError, match="--identity-pixel-weight"):
+        _config(data, tmp_path / "x.safetensors", identity_pixel_weight=float("nan")).validate()

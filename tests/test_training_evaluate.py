@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from adain_nodes.core.color import luminance
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.networks import STYLE_LAYERS, AdaINDecoder, VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder, save_safetensors
@@ -73,6 +74,12 @@ def test_evaluate_random_networks(tmp_path):
     assert score.pairs == 2 and np.isfinite(score.style_loss_ratio) and -1 <= score.ssim <= 1
     assert np.isfinite(score.content_loss) and score.content_loss > 0
     assert Image.open(tmp_path / "sheet.png").height == 2 * 32 + 4
+    encoder, decoder = load_encoder(tmp_path / "enc.safetensors"), load_decoder(tmp_path / "dec.safetensors")
+    with torch.no_grad():  # alpha 0 decodes the content's own features: the decoder as an inverse of the encoder
+        contents = [load_image(c, 32) for c, _ in pairs]
+        reconstructions = [decoder(encoder.encode(c)[0])[..., :c.shape[-2], :c.shape[-1]].clamp(0, 1) for c in contents]
+    expected = sum(float(ssim(luminance(r), luminance(c))) for r, c in zip(reconstructions, contents)) / 2
+    assert score.reconstruction_ssim == pytest.approx(expected, abs=1e-3)
     assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
                  str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())[0]["pairs"] == 1
@@ -83,6 +90,7 @@ def test_evaluate_random_networks(tmp_path):
     scored = json.loads((tmp_path / "s.json").read_text())[0]
     validation = json.loads(recorded.metadata["validation"])
     assert validation["pairs"] == 1 and validation["grey_ssim"] == round(scored["ssim"], 4)
+    assert validation["reconstruction_ssim"] == round(scored["reconstruction_ssim"], 4)
     assert all(torch.equal(before[k], v) for k, v in recorded.state_dict().items())
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
+from .losses import LossWeights
+
 RESIZE_MODES = ("square", "short", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -44,6 +46,10 @@ class TrainConfig:
     content_weight: float = _opt(1.0, "weight of the content loss")
     style_weight: float = _opt(10.0, "weight of the style loss")
     tv_weight: float = _opt(0.0, "weight of a total-variation penalty on the output (not in the paper)")
+    identity_pixel_weight: float = _opt(0.0, "weight of the identity loss in pixels: MSE between the content and "
+                                        "the decoded content features (SANet uses 50; not in the AdaIN paper)")
+    identity_feature_weight: float = _opt(0.0, "weight of the identity loss in features: MSE at relu1_1..relu4_1 "
+                                          "between the content and its reconstruction (SANet uses 1)")
     # images
     resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
@@ -75,6 +81,11 @@ class TrainConfig:
         out = Path(self.out or "decoder.safetensors")
         return out.with_name(out.stem + "_run")
 
+    @property
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
+                           self.identity_feature_weight)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -98,7 +109,8 @@ class TrainConfig:
             raise ValueError(f"--min-scale must be in (0, 1], got {self.min_scale}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
+                     "identity_feature_weight"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {getattr(self, name)}")
         if self.batch_size < 1 or self.max_iter < 0:

@@ -116,14 +116,22 @@ class Score:
     worst_ratio: float  # that pair's ratio
     layers: dict[str, dict[str, float]]  # per layer: mean and std terms (mean over pairs), and the channel
     # with the largest share of the std term: one high-gain channel can dominate it (colour outliers)
+    reconstruction_ssim: float | None = None  # SSIM of the decoded content features (alpha 0) to the content:
+    # how well the decoder inverts the encoder; None for precomputed outputs
 
 
 def evaluate(decoder_file: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
              short_side: int = 256, sheet: Path | None = None, thumb: int = 160) -> Score:
     """Score one decoder; ``sheet`` also saves rows of content | style | output."""
     decoder, runtime = load_decoder(decoder_file), StandaloneRuntime(torch.device("cpu"))
-    return _score(Path(decoder_file).name, encoder, pairs, short_side, sheet, thumb,
-                  lambda i, content_path, content, style: stylize(encoder, decoder, content, style, runtime))
+    score = _score(Path(decoder_file).name, encoder, pairs, short_side, sheet, thumb,
+                   lambda i, content_path, content, style: stylize(encoder, decoder, content, style, runtime))
+    with torch.inference_mode():
+        contents = [load_image(content_path, short_side) for content_path, _ in pairs]
+        score.reconstruction_ssim = sum(
+            float(ssim(luminance(stylize(encoder, decoder, c, c, runtime, alpha=0.0)), luminance(c)))
+            for c in contents) / len(contents)
+    return score
 
 
 def evaluate_outputs(folder: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
@@ -188,7 +196,8 @@ def record_validation(decoder_file: str | os.PathLike, score: Score, data: str) 
                                          "style_loss_reduction": round(score.style_reduction, 3),
                                          "grey_ssim": round(score.ssim, 4),
                                          "content_loss": round(score.content_loss, 4),
-                                         "mean_style_loss": round(score.style_loss, 4)})
+                                         "mean_style_loss": round(score.style_loss, 4),
+                                         "reconstruction_ssim": round(score.reconstruction_ssim or 0.0, 4)})
     save_safetensors(tensors, decoder_file, metadata)
 
 
@@ -246,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{score.decoder}: {score.pairs} pairs, style loss ratio {score.style_loss_ratio:.4f} "
               f"(lowers it {score.style_reduction:.2f}x), greyscale SSIM {score.ssim:.3f}, "
               f"content loss {score.content_loss:.3f}, mean style loss {score.style_loss:.3f}"
+              + (f", reconstruction SSIM {score.reconstruction_ssim:.3f}"
+                 if score.reconstruction_ssim is not None else "")
               + (f", sheet {sheet}" if sheet else ""), flush=True)
         print("  per layer, mean term / std term (the channel with most of the std term): "
               + ", ".join(f"{k} {v['mean']:.3f}/{v['std']:.3f} (#{v['top_std_channel']}: "

@@ -24,7 +24,8 @@ from adain_nodes.models.weights import atomic_write
 
 log = logging.getLogger(__name__)
 
-LOG_FIELDS = ("iteration", "loss", "content_loss", "style_loss", "lr", "images_per_s", "elapsed_s")
+LOG_FIELDS = ("iteration", "loss", "content_loss", "style_loss", "tv_loss", "identity_pixel_loss",
+              "identity_feature_loss", "lr", "images_per_s", "elapsed_s")
 
 
 def write_text(path: Path, text: str) -> None:

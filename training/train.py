@@ -319,8 +319,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                losses = compute_losses(encoder, model, content, style, cfg.content_weight, cfg.style_weight,
-                                        cfg.tv_weight)
+                losses = compute_losses(encoder, model, content, style, cfg.loss_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses.total).backward()
             scaler.step(optimizer)
@@ -339,6 +338,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                           "style_loss": losses.style.item()}
                 if cfg.tv_weight:
                     values["tv_loss"] = losses.tv.item()
+                if cfg.loss_weights.identity:
+                    values["identity_pixel_loss"] = losses.identity_pixel.item()
+                    values["identity_feature_loss"] = losses.identity_feature.item()
                 last = _mean_over_ranks(values, ddp)
                 if not all(math.isfinite(v) for v in last.values()):
                     raise FloatingPointError(f"loss became {last} at iteration {iteration}; lower --lr or use "
