@@ -21,8 +21,9 @@ from .core.image import batch_index, mask_to_weight, pad_for_encoder
 from .core.stats import adain, masked_mean_std, mean_std, mix_statistics
 from .errors import AdaINInputError
 from .host.runtime import Runtime
-from .models.networks import ADAIN_LAYER, AdaINDecoder, VGGEncoder
-from .tiling import Tiling, decode_tiled, encode_tiled
+from .core.layers import ADAIN_LAYER
+from .models.networks import AdaINDecoder, VGGEncoder
+from .tiling import GRID, Tiling, decode_tiled, encode_tiled
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def _encode_images(encoder: VGGEncoder, images: Tensor, runtime: Runtime, tiling
 
 
 def encode(encoder: VGGEncoder, images: Tensor, runtime: Runtime, tiling: Tiling = DEFAULT_TILING) -> AdaINFeatures:
-    """Encode RGB ``[B, 3, H, W]`` images to relu4_1 features (padded to a multiple of 8)."""
+    """Encode RGB ``[B, 3, H, W]`` images to ADAIN_LAYER features (padded to a multiple of SIZE_MULTIPLE)."""
     out = runtime.output_device()
     features = _encode_images(encoder, images, runtime, tiling, lambda f, a, b: f.to(out))
     return AdaINFeatures(features, features, tuple(images.shape[-2:]), encoder.identity, encoder.name)
@@ -255,7 +256,7 @@ def decode(decoder: AdaINDecoder, features: AdaINFeatures, runtime: Runtime,
     h, w = features.image_size
     device, out = runtime.compute_device(), runtime.output_device()
     fh, fw = features.features.shape[-2:]
-    tiled = tiling.applies(fh * 8, fw * 8)
+    tiled = tiling.applies(fh * GRID, fw * GRID)
 
     def run(x: Tensor) -> Tensor:
         return decoder.infer(_to_device(x, device)).float()
@@ -269,7 +270,7 @@ def decode(decoder: AdaINDecoder, features: AdaINFeatures, runtime: Runtime,
                 image = run(x)
             return image[..., :h, :w].clamp(0.0, 1.0).to(out)
 
-    per_image = tiling.working_pixels(fh * 8, fw * 8) * BYTES_PER_PIXEL
+    per_image = tiling.working_pixels(fh * GRID, fw * GRID) * BYTES_PER_PIXEL
     result = run_chunked(runtime, features.count, per_image, step, decoder)
     if not torch.isfinite(result).all():
         raise AdaINInputError("the decoder produced NaN or infinite values; the decoder file is probably "

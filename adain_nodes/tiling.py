@@ -13,9 +13,10 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from .core.layers import ADAIN_LAYER, ENCODER_LAYERS
 from .errors import AdaINInputError
 
-GRID = 8  # pixels per feature at relu4_1
+GRID = ENCODER_LAYERS[ADAIN_LAYER].stride  # image pixels per feature pixel of the tiled features
 MAX_OVERLAP = 1024
 
 
@@ -65,15 +66,14 @@ def tile_count(height: int, width: int, tiling: Tiling) -> int:
     return sum(1 for _ in _tiles(height // GRID, width // GRID, tiling))
 
 
-def encode_tiled(encode: Callable[[Tensor], Tensor], image: Tensor, tiling: Tiling, out_device: torch.device,
-                 channels: int = 512) -> Tensor:
-    """Features of one padded image ``[1, 3, H, W]`` (H, W multiples of 8), computed tile by tile."""
+def encode_tiled(encode: Callable[[Tensor], Tensor], image: Tensor, tiling: Tiling, out_device: torch.device) -> Tensor:
+    """Features of one padded image ``[1, 3, H, W]`` (H, W multiples of GRID), computed tile by tile."""
     h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
     features: Tensor | None = None
     for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
         part = encode(image[..., ya * GRID:yb * GRID, xa * GRID:xb * GRID])
         if features is None:
-            features = torch.empty(1, channels, h, w, dtype=part.dtype, device=out_device)
+            features = torch.empty(1, part.shape[1], h, w, dtype=part.dtype, device=out_device)
         features[..., y0:y1, x0:x1] = part[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa].to(out_device)
     assert features is not None
     return features

@@ -27,7 +27,8 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adain_nodes.core.stats import adain, mean_std  # noqa: E402
-from adain_nodes.models.networks import STYLE_LAYERS, AdaINDecoder, VGGEncoder  # noqa: E402
+from adain_nodes.core.layers import STYLE_LAYERS  # noqa: E402
+from adain_nodes.models.networks import AdaINDecoder, VGGEncoder  # noqa: E402
 from adain_nodes.models.weights import load_encoder, save_safetensors  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.train import train  # noqa: E402

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adain_nodes.models.networks import STYLE_LAYERS, AdaINDecoder, VGGEncoder
+from adain_nodes.core.layers import STYLE_LAYERS
+from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
 from adain_nodes.models.fused import reflect_conv3x3, run_fused, upsample_conv2d
 from conftest import he_init
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from adain_nodes.core.color import luminance
 from adain_nodes.host.runtime import StandaloneRuntime
-from adain_nodes.models.networks import STYLE_LAYERS, AdaINDecoder, VGGEncoder
+from adain_nodes.core.layers import STYLE_LAYERS
+from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder, save_safetensors
 from adain_nodes.pipeline import stylize
 from training.evaluate import (evaluate, evaluate_outputs, gaussian_window, load_image, main, output_name, ssim,

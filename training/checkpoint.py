@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adain_nodes.models.networks import ADAIN_LAYER
+from adain_nodes.core.layers import ADAIN_LAYER
 from adain_nodes.models.weights import TEMPORARY_NAME, atomic_write, save_safetensors
 
 log = logging.getLogger(__name__)

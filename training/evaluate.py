@@ -32,7 +32,8 @@ from torch import Tensor
 from adain_nodes.core.color import luminance
 from adain_nodes.core.stats import adain, mean_std
 from adain_nodes.host.runtime import StandaloneRuntime
-from adain_nodes.models.networks import ADAIN_LAYER, STYLE_LAYERS, VGGEncoder
+from adain_nodes.core.layers import ADAIN_LAYER, STYLE_LAYERS
+from adain_nodes.models.networks import VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder, read_tensors, save_safetensors
 from adain_nodes.pipeline import stylize
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adain_nodes.core.stats import adain, mean_std
-from adain_nodes.models.networks import ADAIN_LAYER, STYLE_LAYERS, VGGEncoder
+from adain_nodes.core.layers import ADAIN_LAYER, STYLE_LAYERS
+from adain_nodes.models.networks import VGGEncoder
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import AdaINInputError
+from .layers import SIZE_MULTIPLE
 
 log = logging.getLogger(__name__)
 
-# The encoder downsamples three times; images are padded to this multiple so the decoder
-# output aligns pixel for pixel with the input and can be cropped back to its size.
-SIZE_MULTIPLE = 8
 # Below 2x2 features the decoder's reflection padding is undefined.
 MIN_SIZE = 16
 
@@ -59,7 +57,7 @@ def nchw_to_image(tensor: Tensor) -> Tensor:
 
 
 def pad_for_encoder(image: Tensor) -> Tensor:
-    """Pad ``[B, C, H, W]`` at the bottom/right to a multiple of 8 (at least 16) for the encoder.
+    """Pad ``[B, C, H, W]`` at the bottom/right to a multiple of SIZE_MULTIPLE (at least MIN_SIZE) for the encoder.
 
     Reflection keeps edges natural; replication is used where the image is too small to reflect.
     """

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..core.layers import ADAIN_LAYER, ENCODER_LAYERS
 from .fused import run_fused
-
-# Named layers exposed by the encoder: the index one past each layer's ReLU in the Sequential.
-ENCODER_LAYERS: dict[str, int] = {"relu1_1": 4, "relu2_1": 11, "relu3_1": 18, "relu4_1": 31}
-ADAIN_LAYER = "relu4_1"
-STYLE_LAYERS = tuple(ENCODER_LAYERS)
 
 # Convolution channels of VGG19 up to relu5_4, "M" for 2x2 max-pooling.
 _VGG19_CONVS: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
@@ -28,7 +24,7 @@ def _conv3x3(cin: int, cout: int) -> list[nn.Module]:
     return [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
 
 
-def vgg19_modules(count: int = ENCODER_LAYERS[ADAIN_LAYER]) -> list[nn.Module]:
+def vgg19_modules(count: int = ENCODER_LAYERS[ADAIN_LAYER].end) -> list[nn.Module]:
     """The first ``count`` modules of the reference port's normalised VGG19 Sequential."""
     modules: list[nn.Module] = [nn.Conv2d(3, 3, 1)]  # fixed RGB [0,1] -> mean-subtracted BGR 0..255
     cin = 3
@@ -61,11 +57,11 @@ class VGGEncoder(nn.Sequential):
         unknown = [name for name in layers if name not in ENCODER_LAYERS]
         if unknown:
             raise ValueError(f"unknown encoder layers {unknown}; choose from {list(ENCODER_LAYERS)}")
-        stop = max(ENCODER_LAYERS[name] for name in layers)
-        wanted = {ENCODER_LAYERS[name]: name for name in layers}
+        stop = max(ENCODER_LAYERS[name].end for name in layers)
+        wanted = {ENCODER_LAYERS[name].end: name for name in layers}
         if fast:
             taps = run_fused(self, image, stop, tuple(wanted))[1]
-            return [taps[ENCODER_LAYERS[name]] for name in layers]
+            return [taps[ENCODER_LAYERS[name].end] for name in layers]
         found: dict[str, Tensor] = {}
         x = image
         for index, module in enumerate(self):

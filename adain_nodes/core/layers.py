@@ -1,0 +1,31 @@
+"""The encoder's named layers in one table: where each one is, how wide, and how far downsampled.
+
+Networks, pipeline, tiling, image padding, presets and training read this table instead of spelling
+"relu4_1", 512 channels or a factor of 8 themselves, so a decoder fed at other levels needs no
+second copy of these facts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EncoderLayer:
+    name: str
+    end: int  # index one past the layer's ReLU in the reference port's VGG19 nn.Sequential
+    channels: int
+    stride: int  # image pixels per feature pixel: 2 to the number of max-pools before the layer
+
+
+ENCODER_LAYERS: dict[str, EncoderLayer] = {layer.name: layer for layer in (
+    EncoderLayer("relu1_1", 4, 64, 1),
+    EncoderLayer("relu2_1", 11, 128, 2),
+    EncoderLayer("relu3_1", 18, 256, 4),
+    EncoderLayer("relu4_1", 31, 512, 8),
+)}
+# The layer whose statistics AdaIN transfers and the decoder inverts (the paper's choice).
+ADAIN_LAYER = "relu4_1"
+# The layers of the paper's style loss.
+STYLE_LAYERS = tuple(ENCODER_LAYERS)
+# Images are padded to a multiple of the deepest stride, so decoded pixels align with the input's.
+SIZE_MULTIPLE = ENCODER_LAYERS[ADAIN_LAYER].stride
