@@ -41,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="image-loading worker processes per rank (default %(default)s)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
                         help="CPU threads per rank; 0: the cores split between the ranks of a machine")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="try the outputs the manifest lists as failed again (after fixing their files)")
     parser.set_defaults(handler=_run)
 
 
@@ -55,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     settings = Settings(args.content, args.style, args.out, args.styles_per_image, args.alpha, args.content_size,
                         args.style_size, args.seed, args.encoder, args.decoder, args.precision, args.workers,
-                        args.threads)
+                        args.threads, args.retry_failed)
     try:
         counts = stylize_dataset(settings)
     except (AdaINInputError, WeightFileError, FileNotFoundError, ValueError) as exc:

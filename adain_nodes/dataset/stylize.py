@@ -6,6 +6,11 @@ image once, blend it with its styles and decode them as one batch. Images are de
 DataLoader workers while the device computes; outputs are encoded and written atomically by a
 writer thread. Large images go through the pipeline's tiled path and batches halve on
 out-of-memory, so no image is ever skipped for memory.
+
+On a CPU each image is computed by one thread, and a rank's cores work on different images: oneDNN's
+results depend on the number of threads in the last bits (a pixel's rounding flips), so this is what
+makes one process give the same files as any number of torchrun processes. On a GPU cuDNN is kept
+deterministic for the same reason.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 from torch import Tensor
@@ -29,7 +34,7 @@ from ..host.runtime import StandaloneRuntime
 from ..models.networks import AdaINDecoder, VGGEncoder
 from ..models.weights import TEMPORARY_NAME, atomic_write, load_decoder, load_encoder
 from .files import IMAGE_ERRORS, IMAGE_SUFFIXES, encode_image, list_images, load_rgb
-from .manifest import (OK, PartWriter, check_config, failed_record, merge_manifest, ok_record, read_records,
+from .manifest import (FAILED, OK, PartWriter, check_config, failed_record, merge_manifest, ok_record, read_records,
                        record_from_file)
 from .plan import Job, plan_jobs, shard
 from .progress import Progress
@@ -41,6 +46,7 @@ DEFAULT_ENCODER = "vgg19_normalised_relu4_1.safetensors"
 DEFAULT_DECODER = "adain_decoder_relu4_1.safetensors"
 # Outputs waiting for the writer thread; bounds the memory held by decoded images.
 MAX_PENDING_WRITES = 8
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Settings:
     precision: str = "auto"
     workers: int = 2
     threads: int = 0
+    retry_failed: bool = False
 
 
 class ImageFiles(Dataset):
@@ -91,7 +98,9 @@ def _load_models(settings: Settings) -> tuple[VGGEncoder, AdaINDecoder]:
     encoder = load_encoder(_model_path(settings.encoder))
     decoder = load_decoder(_model_path(settings.decoder))
     encoder.precision = decoder.precision = settings.precision
-    return encoder, decoder
+    # the layout the pipeline computes in, set once here: converting while another thread computes would
+    # swap a weight's storage under a running convolution
+    return encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)
 
 
 def _run_config(settings: Settings, styles: list[str], encoder: VGGEncoder, decoder: AdaINDecoder) -> dict[str, Any]:
@@ -100,6 +109,28 @@ def _run_config(settings: Settings, styles: list[str], encoder: VGGEncoder, deco
             "content_size": settings.content_size, "style_size": settings.style_size,
             "precision": settings.precision, "encoder": encoder.identity, "decoder": decoder.identity,
             "styles": hashlib.sha256("\n".join(styles).encode()).hexdigest()}
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``parallel`` threads, in order, with at most ``2 * parallel`` items in flight."""
+    if parallel <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="adain-compute") as pool:
+        running: deque[Future] = deque()
+        for item in items:
+            running.append(pool.submit(fn, item))
+            if len(running) >= 2 * parallel:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
+
+
+class DatasetRuntime(StandaloneRuntime):
+    """The standalone runtime with cuDNN's autotuner off: it may pick other kernels in another process."""
+
+    def load(self, model: torch.nn.Module, working_bytes: int) -> torch.nn.Module:
+        return model.to(self.device)
 
 
 def _remove_temporaries(out: Path) -> None:
@@ -115,26 +146,30 @@ class Stylizer:
     """One rank's work: its pending outputs, the style statistics they need, the outputs themselves."""
 
     def __init__(self, settings: Settings, rank: Rank, encoder: VGGEncoder, decoder: AdaINDecoder,
-                 runtime: StandaloneRuntime) -> None:
-        self.s, self.rank = settings, rank
+                 runtime: StandaloneRuntime, parallel: int) -> None:
+        self.s, self.rank, self.parallel = settings, rank, parallel
         self.encoder, self.decoder, self.runtime = encoder, decoder, runtime
         self.records = PartWriter(settings.out, rank.rank)
-        self.counts = {"written": 0, "failed": 0, "recovered": 0, "present": 0}
+        self.counts = {"written": 0, "failed": 0, "recovered": 0, "present": 0, "failed_before": 0}
         self.label = f"rank {rank.rank}/{rank.world_size}"
 
     def pending(self, share: list[list[Job]]) -> list[list[Job]]:
-        """The jobs whose output is missing; an output a killed run wrote but did not record gets its record."""
+        """The jobs whose output is missing and not recorded as failed (unless retried); an output a killed run
+        wrote but did not record gets its record."""
         wanted = {job.output for jobs in share for job in jobs}
         known = read_records(self.s.out, wanted)
         todo = []
         for jobs in share:
             missing = []
             for job in jobs:
-                path = self.s.out / job.output
+                path, status = self.s.out / job.output, known.get(job.output, {}).get("status")
                 if not path.is_file():
-                    missing.append(job)
+                    if status == FAILED and not self.s.retry_failed:
+                        self.counts["failed_before"] += 1
+                    else:
+                        missing.append(job)
                     continue
-                if known.get(job.output, {}).get("status") == OK:
+                if status == OK:
                     self.counts["present"] += 1
                     continue
                 try:
@@ -157,13 +192,20 @@ class Stylizer:
         stats: dict[str, tuple[Tensor, Tensor]] = {}
         errors: dict[str, str] = {}
         progress = Progress(len(names), "styles", self.label)
-        for name, image in self._loader(self.s.style, names, self.s.style_size):
+
+        def compute(item: tuple[str, Tensor | str]) -> tuple[str, Tensor | str]:
+            name, image = item
             if isinstance(image, str):
-                log.warning("style image %s cannot be read: %s", name, image)
-                errors[name] = f"style image unreadable: {image}"
+                return name, image
+            style = pipeline.style_statistics(self.encoder, image[None].float().div_(255.0), self.runtime)
+            return name, torch.stack([style.mean[0], style.std[0]])
+
+        for name, result in ordered_map(compute, self._loader(self.s.style, names, self.s.style_size), self.parallel):
+            if isinstance(result, str):
+                log.warning("style image %s cannot be read: %s", name, result)
+                errors[name] = f"style image unreadable: {result}"
             else:
-                style = pipeline.style_statistics(self.encoder, image[None].float().div_(255.0), self.runtime)
-                stats[name] = (style.mean[0], style.std[0])
+                stats[name] = (result[0], result[1])
             progress.update()
         return stats, errors
 
@@ -189,27 +231,31 @@ class Stylizer:
         self.records.write(failed_record(job, self.s.alpha, self.s.seed, reason))
         self.counts["failed"] += 1
 
+    def _compute(self, item: tuple[tuple[str, Tensor | str], list[Job]], stats: dict[str, tuple[Tensor, Tensor]],
+                 style_errors: dict[str, str]) -> tuple[list[tuple[Job, Tensor]], list[tuple[Job, str]]]:
+        """The outputs of one content image, and the jobs that failed with their reasons."""
+        (name, image), jobs = item
+        if isinstance(image, str):
+            log.warning("content image %s cannot be read: %s", name, image)
+            return [], [(job, f"content image unreadable: {image}") for job in jobs]
+        failures = [(job, style_errors[job.style]) for job in jobs if job.style in style_errors]
+        ready = [job for job in jobs if job.style in stats]
+        outputs = self.stylize_one(image, [stats[job.style] for job in ready]).cpu() if ready else []
+        return list(zip(ready, outputs)), failures
+
     def run(self, todo: list[list[Job]], stats: dict[str, tuple[Tensor, Tensor]], style_errors: dict[str, str]) -> None:
         progress = Progress(sum(len(jobs) for jobs in todo), "images", self.label)
         writes: deque[Future] = deque()
+        loader = self._loader(self.s.content, [jobs[0].content for jobs in todo], self.s.content_size)
         # One writer thread: it alone appends records, and encoding/writing overlaps the next image's compute.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adain-writer") as writer:
-            loader = self._loader(self.s.content, [jobs[0].content for jobs in todo], self.s.content_size)
-            for (name, image), jobs in zip(loader, todo):
-                ready = [job for job in jobs if job.style in stats]
-                failures = [(job, style_errors[job.style]) for job in jobs if job.style in style_errors]
-                if isinstance(image, str):
-                    log.warning("content image %s cannot be read: %s", name, image)
-                    failures = [(job, f"content image unreadable: {image}") for job in jobs]
-                    ready = []
-                for job, reason in failures:
-                    writes.append(writer.submit(self._fail, job, reason))
-                if ready:
-                    outputs = self.stylize_one(image, [stats[job.style] for job in ready]).cpu()
-                    writes.extend(writer.submit(self._save, job, out) for job, out in zip(ready, outputs))
+            compute = lambda item: self._compute(item, stats, style_errors)  # noqa: E731
+            for outputs, failures in ordered_map(compute, zip(loader, todo), self.parallel):
+                writes.extend(writer.submit(self._fail, job, reason) for job, reason in failures)
+                writes.extend(writer.submit(self._save, job, image) for job, image in outputs)
                 while len(writes) > MAX_PENDING_WRITES:
                     writes.popleft().result()
-                progress.update(len(jobs))
+                progress.update(len(outputs) + len(failures))
             for future in writes:
                 future.result()
         self.records.close()
@@ -219,8 +265,12 @@ def stylize_dataset(settings: Settings) -> dict[str, int]:
     """Run this process's share; the main process then merges the manifest. Returns counts of outputs."""
     rank = join()
     try:
-        torch.set_num_threads(cpu_threads(rank, settings.threads))
-        runtime = StandaloneRuntime(rank_device(rank))
+        device, cores = rank_device(rank), cpu_threads(rank, settings.threads)
+        on_cpu = device.type == "cpu"
+        torch.set_num_threads(1 if on_cpu else cores)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+        runtime = DatasetRuntime(device)
         encoder, decoder = _load_models(settings)
         contents, styles = list_images(settings.content), list_images(settings.style)
         if not contents or not styles:
@@ -231,7 +281,7 @@ def stylize_dataset(settings: Settings) -> dict[str, int]:
         if rank.main:
             _remove_temporaries(settings.out)
         rank.barrier()  # nobody writes before the leftovers of a killed run are gone
-        stylizer = Stylizer(settings, rank, encoder, decoder, runtime)
+        stylizer = Stylizer(settings, rank, encoder, decoder, runtime, cores if on_cpu else 1)
         todo = stylizer.pending(shard(plan, rank.rank, rank.world_size))
         log.info("%s on %s: %d content images, %d styles; %d outputs to make", stylizer.label,
                  runtime.compute_device(), len(contents), len(styles), sum(len(jobs) for jobs in todo))
