@@ -438,6 +438,57 @@ def ex_use_preset() -> Graph:
     return g
 
 
+def ex_image_statistics() -> Graph:
+    g = Graph()
+    g.note("AdaIN on pixels, no model: each RGB channel of the photo takes the mean and standard deviation of the "
+           "reference's (here the coffee photo's warm tones). Use it to keep colours consistent across img2img "
+           "passes, or to give a picture a reference's look.\n\nLeft: the whole picture at strength 1. Right: "
+           "only the cat (the mask), at strength 0.8; statistics are taken inside the mask and the result blends "
+           "by it.", 0, 60, 680, 200)
+    photo = image(g, "chelsea.jpg", "Photo", 0, 330)
+    reference = image(g, "coffee.jpg", "Reference colours", 0, 710)
+    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 1090)
+    g.group("Images", [photo, reference, mask], GROUP_COLORS["inputs"])
+    nodes = []
+    for i, (strength, masked) in enumerate(((1.0, False), (0.8, True))):
+        a = g.add("AdaINImage", 1 + i, 330, title="AdaIN Image (masked)" if masked else None, strength=strength)
+        g.connect(photo, "IMAGE", a, "image")
+        g.connect(reference, "IMAGE", a, "reference")
+        if masked:
+            g.connect(mask, "MASK", a, "mask")
+        save = g.add("SaveImage", 1 + i, 560, filename_prefix="adain/10_image_" + ("masked" if masked else "whole"))
+        g.connect(a, 0, save, "images")
+        nodes += [a, save]
+    g.group("Whole picture | inside the mask", nodes, GROUP_COLORS["transfer"])
+    return g
+
+
+def ex_latent_statistics() -> Graph:
+    g = Graph()
+    g.note("AdaIN in latent space, no model: each latent channel takes the mean and standard deviation of the "
+           "reference latent's. Works for any channel count (4 for SD1.x/SDXL, 16 for SD3/Flux); every other "
+           "entry of the LATENT (noise_mask, batch_index, ...) is kept.\n\nThe two .latent files are stand-ins made "
+           "without a VAE by examples/make_inputs.py; in practice connect VAE Encode or a sampler's output, and "
+           "decode the result. Save Latent writes output/adain/11_*.latent (Load Latent reads .latent files from "
+           "ComfyUI/input). The mask is at image resolution and is resized to the latent.", 0, 60, 680, 240)
+    latent = g.add("LoadLatent", 0, 370, title="Latent to adjust", latent="chelsea.latent")
+    reference = g.add("LoadLatent", 0, 560, title="Reference latent", latent="style_waves.latent")
+    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 750)
+    g.group("Latents and mask", [latent, reference, mask], GROUP_COLORS["inputs"])
+    nodes = []
+    for i, (strength, masked) in enumerate(((1.0, False), (0.8, True))):
+        a = g.add("AdaINLatent", 1 + i, 370, title="AdaIN Latent (masked)" if masked else None, strength=strength)
+        g.connect(latent, "LATENT", a, "latent")
+        g.connect(reference, "LATENT", a, "reference")
+        if masked:
+            g.connect(mask, "MASK", a, "mask")
+        save = g.add("SaveLatent", 1 + i, 560, filename_prefix="adain/11_latent_" + ("masked" if masked else "whole"))
+        g.connect(a, 0, save, "samples")
+        nodes += [a, save]
+    g.group("Whole latent | inside the mask", nodes, GROUP_COLORS["transfer"])
+    return g
+
+
 EXAMPLES = {
     "01_style_transfer": ex_style_transfer,
     "02_modular_graph": ex_modular,
@@ -448,6 +499,8 @@ EXAMPLES = {
     "07_video_frames": ex_frames,
     "08_style_preset_save": ex_save_preset,
     "09_style_preset_use": ex_use_preset,
+    "10_image_statistics": ex_image_statistics,
+    "11_latent_statistics": ex_latent_statistics,
 }
 
 
