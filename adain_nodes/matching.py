@@ -59,4 +59,9 @@ def match_statistics(x: Tensor, reference: Tensor, strength: float, weight: Tens
         own_mean, own_std = masked_mean_std(work, region)
         amount = region * strength
     target = adain(work, ref_mean[index], ref_std[index], own_mean, own_std)
-    return torch.lerp(work, target, amount).reshape(x.shape).to(x.dtype)
+    result = torch.lerp(work, target, amount).reshape(x.shape).to(x.dtype)
+    if not torch.isfinite(result).all():
+        raise AdaINInputError(f"the result overflows {str(x.dtype).removeprefix('torch.')}: the {ref_name}'s or the "
+                              f"{name}'s values are too large (largest |value| {float(reference.abs().max()):.3g} "
+                              f"and {float(x.abs().max()):.3g}); scale them down")
+    return result
