@@ -438,6 +438,24 @@ def ex_use_preset() -> Graph:
     return g
 
 
+def _whole_and_masked(g: Graph, class_type: str, source: Node, reference: Node, mask: Node, save_type: str,
+                      prefix: str, what: str) -> None:
+    """Two statistics-matching nodes side by side: the whole input at strength 1, the masked part at 0.8."""
+    nodes = []
+    input_name, save_input = ("image", "images") if save_type == "SaveImage" else ("latent", "samples")
+    for i, (strength, masked) in enumerate(((1.0, False), (0.8, True))):
+        a = g.add(class_type, 1 + i, 370, title=f"{TITLES[class_type]} (masked)" if masked else None,
+                  strength=strength)
+        g.connect(source, 0, a, input_name)
+        g.connect(reference, 0, a, "reference")
+        if masked:
+            g.connect(mask, "MASK", a, "mask")
+        save = g.add(save_type, 1 + i, 600, filename_prefix=f"{prefix}_{'masked' if masked else 'whole'}")
+        g.connect(a, 0, save, save_input)
+        nodes += [a, save]
+    g.group(f"Whole {what} | inside the mask", nodes, GROUP_COLORS["transfer"])
+
+
 def ex_image_statistics() -> Graph:
     g = Graph()
     g.note("AdaIN on pixels, no model: each RGB channel of the photo takes the mean and standard deviation of the "
@@ -445,21 +463,11 @@ def ex_image_statistics() -> Graph:
            "passes, or to give a picture a reference's look.\n\nLeft: the whole picture at strength 1. Right: "
            "only the cat (the mask), at strength 0.8; statistics are taken inside the mask and the result blends "
            "by it.", 0, 60, 680, 200)
-    photo = image(g, "chelsea.jpg", "Photo", 0, 330)
-    reference = image(g, "coffee.jpg", "Reference colours", 0, 710)
-    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 1090)
+    photo = image(g, "chelsea.jpg", "Photo", 0, 370)
+    reference = image(g, "coffee.jpg", "Reference colours", 0, 750)
+    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 1130)
     g.group("Images", [photo, reference, mask], GROUP_COLORS["inputs"])
-    nodes = []
-    for i, (strength, masked) in enumerate(((1.0, False), (0.8, True))):
-        a = g.add("AdaINImage", 1 + i, 330, title="AdaIN Image (masked)" if masked else None, strength=strength)
-        g.connect(photo, "IMAGE", a, "image")
-        g.connect(reference, "IMAGE", a, "reference")
-        if masked:
-            g.connect(mask, "MASK", a, "mask")
-        save = g.add("SaveImage", 1 + i, 560, filename_prefix="adain/10_image_" + ("masked" if masked else "whole"))
-        g.connect(a, 0, save, "images")
-        nodes += [a, save]
-    g.group("Whole picture | inside the mask", nodes, GROUP_COLORS["transfer"])
+    _whole_and_masked(g, "AdaINImage", photo, reference, mask, "SaveImage", "adain/10_image", "picture")
     return g
 
 
@@ -475,17 +483,7 @@ def ex_latent_statistics() -> Graph:
     reference = g.add("LoadLatent", 0, 560, title="Reference latent", latent="style_waves.latent")
     mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 750)
     g.group("Latents and mask", [latent, reference, mask], GROUP_COLORS["inputs"])
-    nodes = []
-    for i, (strength, masked) in enumerate(((1.0, False), (0.8, True))):
-        a = g.add("AdaINLatent", 1 + i, 370, title="AdaIN Latent (masked)" if masked else None, strength=strength)
-        g.connect(latent, "LATENT", a, "latent")
-        g.connect(reference, "LATENT", a, "reference")
-        if masked:
-            g.connect(mask, "MASK", a, "mask")
-        save = g.add("SaveLatent", 1 + i, 560, filename_prefix="adain/11_latent_" + ("masked" if masked else "whole"))
-        g.connect(a, 0, save, "samples")
-        nodes += [a, save]
-    g.group("Whole latent | inside the mask", nodes, GROUP_COLORS["transfer"])
+    _whole_and_masked(g, "AdaINLatent", latent, reference, mask, "SaveLatent", "adain/11_latent", "latent")
     return g
 
 
