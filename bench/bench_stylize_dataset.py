@@ -118,7 +118,8 @@ def main() -> None:
         root = Path(tmp)
         make_dataset(root, args.images, args.styles)
         encoder, decoder, which = model_files(root)
-        print(f"models: {which}; {cores} CPU cores; torch {torch.__version__}")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"models: {which}; {cores} CPU cores (load average {load:.1f} at the start); torch {torch.__version__}")
         one, wall_one = run(root, "out1", 1, "cpu", encoder, decoder)
         two, wall_two = run(root, "out2", 2, "cpu", encoder, decoder)
         same = digest(root / "out1") == digest(root / "out2")
@@ -133,7 +134,8 @@ def main() -> None:
                   f"(whole command {wall_gpu:.1f} s)")
     content_macs = multiply_adds(*IMAGENET_SIZE)
     style_macs = multiply_adds(STYLE_SIZE * 4 // 3, STYLE_SIZE, with_decoder=False)
-    print(f"multiply-adds per content image {IMAGENET_SIZE[0]}x{IMAGENET_SIZE[1]} (encode + decode): "
+    print(f"multiply-adds (plain layers; the fused decoder does fewer) per content image "
+          f"{IMAGENET_SIZE[0]}x{IMAGENET_SIZE[1]} (encode + decode): "
           f"{content_macs / 1e9:.1f} G; per style ({STYLE_SIZE * 4 // 3}x{STYLE_SIZE}, encode): {style_macs / 1e9:.1f} G")
     print(f"CPU achieved: {one * content_macs * 2 / 1e9:.1f} GFLOP/s (1 process), {two * content_macs * 2 / 1e9:.1f} "
           "GFLOP/s (2 processes)")

@@ -215,3 +215,23 @@ def test_retry_failed_and_changed_settings(dataset, tmp_path):
     result = subprocess.run([sys.executable, "-m", "adain_nodes", *_args(dataset, out, "--alpha", "0.5")],
                             env=_env(dataset), capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "alpha: 1.0 then, 0.5 now" in result.stderr
+
+
+def test_a_large_image_goes_through_the_tiled_path_in_process(dataset, tmp_path, monkeypatch):
+    """A side above the tile size (1024 px) is encoded and decoded tile by tile, never skipped; in this
+    process, so the run's thread setting is put back afterwards."""
+    from adain_nodes.dataset.stylize import Settings, stylize_dataset
+    from adain_nodes.pipeline import DEFAULT_TILING
+
+    content = tmp_path / "content"
+    _save(random_image(1, 40, 1090, seed=5), content / "wide.png")
+    assert DEFAULT_TILING.applies(40, 1090)
+    monkeypatch.setenv("ADAIN_MODELS_DIR", str(dataset / "models"))
+    threads = torch.get_num_threads()
+    try:
+        counts = stylize_dataset(Settings(content, dataset / "style", tmp_path / "out", style_size=0, workers=0))
+    finally:
+        torch.set_num_threads(threads)
+    assert counts["written"] == 1 and counts["manifest_ok"] == 1
+    out = next((tmp_path / "out").glob("wide-stylized-*.png"))
+    assert Image.open(out).size == (1090, 40)

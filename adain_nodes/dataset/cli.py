@@ -40,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=DEFAULTS.workers,
                         help="image-loading worker processes per rank (default %(default)s)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
-                        help="CPU threads per rank; 0: the cores split between the ranks of a machine")
+                        help="CPU threads per rank, each stylizing its own image; 0: the cores split between the ranks "
+                             "of a machine")
     parser.add_argument("--retry-failed", action="store_true",
                         help="try the outputs the manifest lists as failed again (after fixing their files)")
     parser.set_defaults(handler=_run)
