@@ -78,7 +78,14 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     add_parser(subparsers)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert, _add_download, _add_run]
+def _add_stylize_dataset(subparsers: argparse._SubParsersAction) -> None:
+    from .dataset.cli import add_parser
+
+    add_parser(subparsers)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert, _add_download, _add_run,
+                                                                    _add_stylize_dataset]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,12 +10,17 @@ photo), resized and re-encoded; they are only regenerated when scikit-image is i
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 OUT = Path(__file__).resolve().parent / "input"
+sys.path.insert(0, str(OUT.parents[1]))
+
+from adain_nodes.runner.latent_nodes import save_latent_file  # noqa: E402
 STYLE_SIZE = 384
 JPEG = {"quality": 90, "optimize": True}
 
@@ -131,6 +136,25 @@ def photos() -> None:
                    quality=80, method=6)
 
 
+# Stand-in for a VAE: luminance, two colour differences and fine texture, at about an SD latent's scale.
+LATENT_MIX = np.array([[1.6, 1.9, 0.7], [2.2, -1.1, -1.1], [0.0, 1.5, -1.5], [0.0, 0.0, 0.0]], np.float32)
+LATENT_OFFSET = np.array([-1.8, 0.1, 0.3, 0.0], np.float32)
+
+
+def stand_in_latent(image: Path, latent: Path) -> None:
+    """A 4-channel latent-like tensor of ``image`` at 1/8 of its size, for example workflows without a VAE
+    (the project has none): its channels keep the picture's layout and differ in mean and spread, as
+    the channels of a real SD latent do. Real workflows get latents from VAE Encode."""
+    with Image.open(image) as img:
+        rgb = img.convert("RGB")
+        small = np.asarray(rgb.resize((rgb.width // 8, rgb.height // 8), Image.Resampling.BOX), np.float32) / 255.0
+    channels = np.einsum("cj,hwj->chw", LATENT_MIX, small) + LATENT_OFFSET[:, None, None]
+    luma = Image.fromarray(small.mean(axis=2))  # the detail lost at half this size: a band of the Laplacian pyramid
+    coarse = luma.resize((luma.width // 2, luma.height // 2), Image.Resampling.BOX).resize(luma.size, Image.BILINEAR)
+    channels[3] = 4.0 * (np.asarray(luma, np.float32) - np.asarray(coarse, np.float32))
+    save_latent_file(torch.from_numpy(np.ascontiguousarray(channels))[None], latent, {})
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, paint in (("style_brushstrokes", brushstrokes), ("style_mosaic", mosaic), ("style_waves", waves),
@@ -143,6 +167,8 @@ def main() -> None:
     cat = ellipse_mask(width, height, centre=(0.44, 0.58), radii=(0.36, 0.55))
     save_mask(cat, OUT / "chelsea_mask_cat.png")
     save_mask(1 - cat, OUT / "chelsea_mask_background.png")
+    stand_in_latent(OUT / "chelsea.jpg", OUT / "chelsea.latent")
+    stand_in_latent(OUT / "style_waves.jpg", OUT / "style_waves.latent")
     total = sum(f.stat().st_size for f in OUT.iterdir() if f.is_file())
     print(f"wrote {OUT} ({total / 1024:.0f} KiB)")
 

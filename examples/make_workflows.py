@@ -438,6 +438,55 @@ def ex_use_preset() -> Graph:
     return g
 
 
+def _whole_and_masked(g: Graph, class_type: str, source: Node, reference: Node, mask: Node, save_type: str,
+                      prefix: str, what: str) -> None:
+    """Two statistics-matching nodes side by side: the whole input at strength 1, the masked part at 0.8."""
+    nodes = []
+    input_name, save_input = ("image", "images") if save_type == "SaveImage" else ("latent", "samples")
+    for i, (strength, masked) in enumerate(((1.0, False), (0.8, True))):
+        a = g.add(class_type, 1 + i, 370, title=f"{TITLES[class_type]} (masked)" if masked else None,
+                  strength=strength)
+        g.connect(source, 0, a, input_name)
+        g.connect(reference, 0, a, "reference")
+        if masked:
+            g.connect(mask, "MASK", a, "mask")
+        save = g.add(save_type, 1 + i, 600, filename_prefix=f"{prefix}_{'masked' if masked else 'whole'}")
+        g.connect(a, 0, save, save_input)
+        nodes += [a, save]
+    g.group(f"Whole {what} | inside the mask", nodes, GROUP_COLORS["transfer"])
+
+
+def ex_image_statistics() -> Graph:
+    g = Graph()
+    g.note("AdaIN on pixels, no model: each RGB channel of the photo takes the mean and standard deviation of the "
+           "reference's (here the coffee photo's warm tones). Use it to keep colours consistent across img2img "
+           "passes, or to give a picture a reference's look.\n\nLeft: the whole picture at strength 1. Right: "
+           "only the cat (the mask), at strength 0.8; statistics are taken inside the mask and the result blends "
+           "by it.", 0, 60, 680, 200)
+    photo = image(g, "chelsea.jpg", "Photo", 0, 370)
+    reference = image(g, "coffee.jpg", "Reference colours", 0, 750)
+    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 1130)
+    g.group("Images", [photo, reference, mask], GROUP_COLORS["inputs"])
+    _whole_and_masked(g, "AdaINImage", photo, reference, mask, "SaveImage", "adain/10_image", "picture")
+    return g
+
+
+def ex_latent_statistics() -> Graph:
+    g = Graph()
+    g.note("AdaIN in latent space, no model: each latent channel takes the mean and standard deviation of the "
+           "reference latent's. Works for any channel count (4 for SD1.x/SDXL, 16 for SD3/Flux); every other "
+           "entry of the LATENT (noise_mask, batch_index, ...) is kept.\n\nThe two .latent files are stand-ins made "
+           "without a VAE by examples/make_inputs.py; in practice connect VAE Encode or a sampler's output, and "
+           "decode the result. Save Latent writes output/adain/11_*.latent (Load Latent reads .latent files from "
+           "ComfyUI/input). The mask is at image resolution and is resized to the latent.", 0, 60, 680, 240)
+    latent = g.add("LoadLatent", 0, 370, title="Latent to adjust", latent="chelsea.latent")
+    reference = g.add("LoadLatent", 0, 560, title="Reference latent", latent="style_waves.latent")
+    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 750)
+    g.group("Latents and mask", [latent, reference, mask], GROUP_COLORS["inputs"])
+    _whole_and_masked(g, "AdaINLatent", latent, reference, mask, "SaveLatent", "adain/11_latent", "latent")
+    return g
+
+
 EXAMPLES = {
     "01_style_transfer": ex_style_transfer,
     "02_modular_graph": ex_modular,
@@ -448,6 +497,8 @@ EXAMPLES = {
     "07_video_frames": ex_frames,
     "08_style_preset_save": ex_save_preset,
     "09_style_preset_use": ex_use_preset,
+    "10_image_statistics": ex_image_statistics,
+    "11_latent_statistics": ex_latent_statistics,
 }
 
 

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, ImageSequence
 
 from adain_nodes.cli import main
 from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
+from adain_nodes.runner.latent_nodes import load_latent_file
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
 from runner_fixtures import model_dir, module_models  # noqa: F401
 
@@ -16,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 UI_FILES = sorted(EXAMPLES.glob("[0-9][0-9]_*.json"))
 NAMES = [p.stem for p in UI_FILES]
-ALLOWED_CORE = {"LoadImage", "SaveImage", "PreviewImage", "Note", "MarkdownNote"}
+ALLOWED_CORE = {"LoadImage", "SaveImage", "PreviewImage", "LoadLatent", "SaveLatent", "Note", "MarkdownNote"}
 SMALL = 48
 
 
@@ -34,6 +37,8 @@ def small_inputs(tmp_path) -> Path:
     folder = tmp_path / "input"
     folder.mkdir()
     for src in (EXAMPLES / "input").iterdir():
+        if src.suffix == ".latent":
+            shutil.copy(src, folder / src.name)
         if src.suffix.lower() not in (".jpg", ".png", ".webp"):
             continue
         with Image.open(src) as img:
@@ -47,7 +52,7 @@ def small_inputs(tmp_path) -> Path:
 def test_there_is_one_example_per_capability():
     assert NAMES == ["01_style_transfer", "02_modular_graph", "03_content_style_tradeoff", "04_style_interpolation",
                      "05_spatial_control", "06_preserve_color", "07_video_frames", "08_style_preset_save",
-                     "09_style_preset_use"]
+                     "09_style_preset_use", "10_image_statistics", "11_latent_statistics"]
     for name in NAMES:
         assert (EXAMPLES / "api" / f"{name}_api.json").is_file()
 
@@ -96,8 +101,16 @@ def test_every_example_runs_end_to_end(model_dir, small_inputs, tmp_path, capsys
                      "--output-dir", str(out)]) == 0, capsys.readouterr().out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     saved = [p for p in written if p.startswith("adain/")]
-    assert len(saved) == 1 + 1 + 4 + 1 + 1 + 3 + 3 + 1  # 07 saves one PNG per frame (3 here)
+    assert len(saved) == 1 + 1 + 4 + 1 + 1 + 3 + 3 + 1 + 2  # 07 saves one PNG per frame (3 here)
     assert "adain/07_frame_00003_.png" in saved
+    latents = {p.name: load_latent_file(p)["samples"] for p in (out / "adain").glob("11_*.latent")}
+    given, reference = (load_latent_file(EXAMPLES / "input" / n)["samples"] for n in ("chelsea.latent",
+                                                                                          "style_waves.latent"))
+    whole, masked = latents["11_latent_whole_00001_.latent"], latents["11_latent_masked_00001_.latent"]
+    assert whole.shape == masked.shape == given.shape
+    assert torch.allclose(whole.mean(dim=(2, 3)), reference.mean(dim=(2, 3)), atol=1e-4)
+    assert torch.equal(masked[..., -1:], given[..., -1:])  # the mask (the cat) leaves the right edge untouched
+    assert not torch.equal(masked, given)
     assert (tmp_path / "styles" / "adain_example_mosaic.safetensors").is_file()
     with Image.open(out / "adain/01_style_transfer_00001_.png") as img:
         assert img.size == Image.open(small_inputs / "chelsea.jpg").size

@@ -235,6 +235,51 @@ def test_match_color(m, image, reference):
         assert_image(out, *image.shape[:3])
 
 
+@CHEAP
+@given(image=images(max_side=40, max_batch=3), reference=images(max_side=40, max_batch=3), strength=alphas,
+       mask=st.none() | masks())
+def test_adain_image(image, reference, strength, mask):
+    out = clear(lambda: N["AdaINImage"]().match(image, reference, strength, mask)[0], "image", "reference",
+                "strength", "mask")
+    if out is not None:
+        assert_image(out, *image.shape[:3])
+
+
+@st.composite
+def latents(draw):
+    """LATENT dicts: 4/16/other channels, video latents, odd values and dtypes, broken layouts."""
+    usable = draw(st.sampled_from([True, True, True, False]))
+    b, c = draw(st.integers(1 if usable else 0, 3)), draw(st.sampled_from([4, 16, 4, 1, 128]))
+    shape = (b, c, draw(st.integers(1, 3)), draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    shape = shape if draw(st.booleans()) else shape[:2] + shape[3:]
+    if not usable:
+        shape = draw(st.sampled_from([shape, shape[:3], (c,)]))
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(draw(st.integers(0, 2 ** 16))))
+    kind = draw(st.sampled_from(["normal", "normal", "constant", "huge", "large"] + ([] if usable else ["nan", "inf"])))
+    if kind == "constant":
+        x.fill_(draw(st.sampled_from([0.0, 3.0])))
+    elif kind in ("huge", "large"):
+        x = x * (1e30 if kind == "huge" else 1e5)  # beyond float32's or float16's range once squared or scaled
+    elif kind in ("nan", "inf") and x.numel():
+        x.view(-1)[0] = float(kind)
+    latent = {"samples": x.to(draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16])))}
+    if draw(st.booleans()):
+        latent["noise_mask"], latent["batch_index"] = torch.ones(1, 1, 8, 8), list(range(max(b, 1)))
+    return latent if usable or draw(st.booleans()) else draw(st.sampled_from([x, {"latent": x}, None]))
+
+
+@CHEAP
+@given(latent=latents(), reference=latents(), strength=alphas, mask=st.none() | masks())
+def test_adain_latent(latent, reference, strength, mask):
+    out = clear(lambda: N["AdaINLatent"]().match(latent, reference, strength, mask)[0], "latent", "reference",
+                "strength", "mask")
+    if out is not None:
+        samples = out["samples"]
+        assert samples.shape == latent["samples"].shape and samples.dtype == latent["samples"].dtype
+        assert set(out) == set(latent) and all(out[k] is latent[k] for k in latent if k != "samples")
+        assert torch.isfinite(samples).all(), "NaN or Inf in an output latent"
+
+
 names = st.one_of(st.sampled_from(["calm", "moods/calm", " spaced ", "x.safetensors", "..", ".", "a/./b", "../up",
                                    "/abs", "C:\\win", "sub\\..\\..\\x", "", "  ", "a\x00b", "ü/ñ", "a" * 200]),
                   st.text(max_size=12))

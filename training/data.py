@@ -15,15 +15,14 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from adain_nodes.dataset.files import IMAGE_ERRORS, IMAGE_SUFFIXES
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-# Decode failures that mean "bad file", not "bug": PIL raises all of these on corrupt data.
-IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 # Distinct seed streams for content order, style order and crops.
 _CONTENT, _STYLE, _CROP = 1, 2, 3
 

@@ -81,12 +81,12 @@ def batch_index(count: int, other: int, name: str, other_name: str) -> list[int]
                           f"a batch of 1 (applied to every item) or exactly {count} (paired in order)")
 
 
-def mask_to_weight(mask: Tensor, count: int, image_size: tuple[int, int], feature_size: tuple[int, int],
-                   name: str = "mask") -> Tensor:
-    """A host MASK ``[B, H, W]`` (or ``[H, W]``) as soft weights ``[count, 1, h, w]`` on the feature grid.
+def mask_to_size(mask: Tensor, count: int, size: tuple[int, int], name: str = "mask", area: bool = False) -> Tensor:
+    """A host MASK ``[B, H, W]`` (or ``[H, W]``) as soft weights ``[count, 1, *size]`` in 0..1.
 
-    The mask is stretched to the encoded image's size, padded like the image, then reduced to
-    the feature grid, so region boundaries land where they are in the picture.
+    A batch of 1 applies to every item, an equal batch pairs up. Another size is stretched
+    bilinearly, or with ``area`` as the covered fraction of each target cell (an image mask on a
+    latent grid: cells wholly outside the mask stay exactly 0).
     """
     if not isinstance(mask, torch.Tensor):
         raise AdaINInputError(f"{name}: expected a MASK tensor, got {type(mask).__name__}")
@@ -102,8 +102,20 @@ def mask_to_weight(mask: Tensor, count: int, image_size: tuple[int, int], featur
     mask = mask.clamp(0.0, 1.0)
     index = batch_index(count, mask.shape[0], "the images", name)
     weight = mask.unsqueeze(1)
-    if tuple(weight.shape[-2:]) != tuple(image_size):
-        weight = F.interpolate(weight, size=image_size, mode="bilinear", align_corners=False, antialias=True)
-    weight = pad_for_encoder(weight)
-    weight = F.interpolate(weight, size=feature_size, mode="area")
+    if tuple(weight.shape[-2:]) != tuple(size) and area:
+        weight = F.interpolate(weight, size=size, mode="area")
+    elif tuple(weight.shape[-2:]) != tuple(size):
+        weight = F.interpolate(weight, size=size, mode="bilinear", align_corners=False, antialias=True)
     return weight.clamp(0.0, 1.0)[index]
+
+
+def mask_to_weight(mask: Tensor, count: int, image_size: tuple[int, int], feature_size: tuple[int, int],
+                   name: str = "mask") -> Tensor:
+    """A host MASK ``[B, H, W]`` (or ``[H, W]``) as soft weights ``[count, 1, h, w]`` on the feature grid.
+
+    The mask is stretched to the encoded image's size, padded like the image, then reduced to
+    the feature grid, so region boundaries land where they are in the picture.
+    """
+    weight = pad_for_encoder(mask_to_size(mask, count, image_size, name))
+    weight = F.interpolate(weight, size=feature_size, mode="area")
+    return weight.clamp(0.0, 1.0)

@@ -1,11 +1,12 @@
 """ComfyUI nodes: a thin layer over ``adain_nodes.pipeline`` using the classic node API."""
 from .features import AdaINBlend, AdaINDecode, AdaINEncode
 from .loaders import AdaINDecoderLoader, AdaINEncoderLoader
+from .matching import AdaINImage, AdaINLatent
 from .styles import AdaINLoadStyle, AdaINMixStyles, AdaINSaveStyle, AdaINStyleStats
 from .transfer import AdaINMatchColor, AdaINStyleTransfer
 
 _NODES = (AdaINEncoderLoader, AdaINDecoderLoader, AdaINEncode, AdaINStyleStats, AdaINBlend, AdaINMixStyles,
-          AdaINDecode, AdaINStyleTransfer, AdaINMatchColor, AdaINSaveStyle, AdaINLoadStyle)
+          AdaINDecode, AdaINStyleTransfer, AdaINMatchColor, AdaINSaveStyle, AdaINLoadStyle, AdaINImage, AdaINLatent)
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: cls.DISPLAY_NAME for cls in _NODES}

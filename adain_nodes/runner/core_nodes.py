@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 # ComfyUI lists input files whose mimetype is an image; these are the suffixes Pillow reads.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image"}
+DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
+                 "LoadLatent": "Load Latent", "SaveLatent": "Save Latent"}
 
 
 @dataclass
@@ -106,17 +107,22 @@ def _save_counter(folder: Path, filename: str) -> int:
     return max(counters, default=0) + 1
 
 
-def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compress_level: int,
-                prompt: dict | None, extra_pnginfo: dict | None) -> list[dict[str, Any]]:
-    """Write a batch as numbered PNGs with the workflow in the PNG text chunks; return ComfyUI's ui records."""
-    prefix = prefix.replace("%width%", str(images.shape[2])).replace("%height%", str(images.shape[1]))
+def save_target(prefix: str, base: Path) -> tuple[Path, str, str, int]:
+    """Folder, subfolder, file name and next counter for a ``filename_prefix`` (ComfyUI's get_save_image_path)."""
     subfolder = os.path.dirname(os.path.normpath(prefix))
     filename = os.path.basename(os.path.normpath(prefix))
     folder = Path(os.path.abspath(base / subfolder))
     if not _inside(base, folder):
         raise ValueError(f"Saving image outside the output folder is not allowed: {prefix!r}")
     folder.mkdir(parents=True, exist_ok=True)
-    counter = _save_counter(folder, filename)
+    return folder, subfolder, filename, _save_counter(folder, filename)
+
+
+def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compress_level: int,
+                prompt: dict | None, extra_pnginfo: dict | None) -> list[dict[str, Any]]:
+    """Write a batch as numbered PNGs with the workflow in the PNG text chunks; return ComfyUI's ui records."""
+    prefix = prefix.replace("%width%", str(images.shape[2])).replace("%height%", str(images.shape[1]))
+    folder, subfolder, filename, counter = save_target(prefix, base)
     results = []
     for batch_number, image in enumerate(images):
         array = np.clip(255.0 * image.detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
@@ -196,4 +202,7 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
         def save_images(self, images, prompt=None, extra_pnginfo=None):
             return super().save_images(images, "ComfyUI", prompt, extra_pnginfo)
 
-    return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage}
+    from .latent_nodes import make_latent_nodes  # it builds on this module's helpers
+
+    return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
+            **make_latent_nodes(folders)}

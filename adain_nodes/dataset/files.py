@@ -1,0 +1,58 @@
+"""Image files of a dataset: listing, decoding in loader workers, encoding the outputs."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms.functional import resize
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# Decode failures that mean "bad file", not "bug": PIL raises all of these on corrupt data.
+IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Output format by suffix; JPEG and WebP at high quality, so the style's texture survives compression.
+SAVE_OPTIONS = {".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
+                ".png": ("PNG", {"compress_level": 4}), ".webp": ("WEBP", {"quality": 95})}
+
+
+def list_images(folder: Path) -> list[str]:
+    """Relative POSIX paths of the image files under ``folder`` (nested, sorted; hidden entries skipped).
+
+    Only names are looked at: reading 1.28 M headers would take longer than it saves, and a file that
+    fails to decode is recorded as failed when it is loaded.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such image folder")
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
+                found.append(Path(root, name).relative_to(folder).as_posix())
+    return found
+
+
+def load_rgb(path: Path, short_side: int) -> Tensor:
+    """RGB ``[3, H, W]`` uint8, the short side resized to ``short_side`` (0 keeps the size).
+
+    EXIF orientation is not applied, like torchvision's ImageFolder: the stylized image lines up
+    with the original as training code loads it.
+    """
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+    if short_side:
+        img = resize(img, short_side, antialias=True)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def encode_image(image: Tensor, suffix: str) -> bytes:
+    """RGB ``[3, H, W]`` in 0..1 as the bytes of an image file of the format ``suffix`` names."""
+    array = image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    fmt, options = SAVE_OPTIONS[suffix.lower()]
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **options)
+    return buffer.getvalue()

@@ -1,0 +1,299 @@
+"""Stylize a dataset: each content image with ``styles_per_image`` style images, on this rank's share.
+
+The steps of a rank: plan every output (the same plan in every process), take its share, skip what
+exists, compute the statistics of the styles it still needs once each, then encode each content
+image once, blend it with its styles and decode them as one batch. Images are decoded in
+DataLoader workers while the device computes; outputs are encoded and written atomically by a
+writer thread. Large images go through the pipeline's tiled path and batches halve on
+out-of-memory, so no image is ever skipped for memory.
+
+On a CPU each image is computed by one thread, and a rank's cores work on different images: oneDNN's
+results depend on the number of threads in the last bits (a pixel's rounding flips), so this is what
+makes one process give the same files as any number of torchrun processes. On a GPU cuDNN is kept
+deterministic for the same reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .. import pipeline
+from ..host.paths import MODELS_FOLDER, resolve_file
+from ..host.runtime import StandaloneRuntime
+from ..models.networks import AdaINDecoder, VGGEncoder
+from ..models.weights import TEMPORARY_NAME, atomic_write, load_decoder, load_encoder
+from .files import IMAGE_ERRORS, IMAGE_SUFFIXES, encode_image, list_images, load_rgb
+from .manifest import (FAILED, OK, PartWriter, check_config, failed_record, merge_manifest, ok_record, read_records,
+                       record_from_file)
+from .plan import Job, plan_jobs, shard
+from .progress import Progress
+from .ranks import Rank, cpu_threads, join, leave, rank_device
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "vgg19_normalised_relu4_1.safetensors"
+DEFAULT_DECODER = "adain_decoder_relu4_1.safetensors"
+# Outputs waiting for the writer thread; bounds the memory held by decoded images.
+MAX_PENDING_WRITES = 8
+T, R = TypeVar("T"), TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The command's options; the defaults follow bethgelab/stylize-datasets (content size kept, style
+    short side 512, one style per image, alpha 1)."""
+
+    content: Path
+    style: Path
+    out: Path
+    styles_per_image: int = 1
+    alpha: float = 1.0
+    content_size: int = 0
+    style_size: int = 512
+    seed: int = 0
+    encoder: str = DEFAULT_ENCODER
+    decoder: str = DEFAULT_DECODER
+    precision: str = "auto"
+    workers: int = 2
+    threads: int = 0
+    retry_failed: bool = False
+
+
+class ImageFiles(Dataset):
+    """``(name, uint8 [3, H, W])`` per file, or ``(name, reason)`` for a file that does not decode."""
+
+    def __init__(self, root: Path, names: list[str], short_side: int) -> None:
+        self.root, self.names, self.short_side = root, names, short_side
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> tuple[str, Tensor | str]:
+        name = self.names[index]
+        try:
+            return name, load_rgb(self.root / name, self.short_side)
+        except IMAGE_ERRORS as exc:
+            return name, f"{type(exc).__name__}: {exc}"
+
+
+def _model_path(name: str) -> Path:
+    """A path as given, or a file name in the ``adain`` models folder (``ADAIN_MODELS_DIR``, weights/)."""
+    path = Path(name).expanduser()
+    return path if path.is_file() else resolve_file(MODELS_FOLDER, name)
+
+
+def _load_models(settings: Settings) -> tuple[VGGEncoder, AdaINDecoder]:
+    pipeline.resolve_precision(settings.precision, torch.device("cpu"))  # validates the name
+    encoder = load_encoder(_model_path(settings.encoder))
+    decoder = load_decoder(_model_path(settings.decoder))
+    encoder.precision = decoder.precision = settings.precision
+    # the layout the pipeline computes in, set once here: converting while another thread computes would
+    # swap a weight's storage under a running convolution
+    return encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)
+
+
+def _run_config(settings: Settings, styles: list[str], encoder: VGGEncoder, decoder: AdaINDecoder) -> dict[str, Any]:
+    """Everything an output depends on; a rerun into the same folder must match it."""
+    return {"alpha": settings.alpha, "seed": settings.seed, "styles_per_image": settings.styles_per_image,
+            "content_size": settings.content_size, "style_size": settings.style_size,
+            "precision": settings.precision, "encoder": encoder.identity, "decoder": decoder.identity,
+            "styles": hashlib.sha256("\n".join(styles).encode()).hexdigest()}
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``parallel`` threads, in order, with at most ``2 * parallel`` items in flight."""
+    if parallel <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="adain-compute") as pool:
+        running: deque[Future] = deque()
+        for item in items:
+            running.append(pool.submit(fn, item))
+            if len(running) >= 2 * parallel:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
+
+
+class DatasetRuntime(StandaloneRuntime):
+    """The standalone runtime with cuDNN's autotuner off: it may pick other kernels in another process."""
+
+    def load(self, model: torch.nn.Module, working_bytes: int) -> torch.nn.Module:
+        return model.to(self.device)
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Delete what writes of a killed run left behind (never a final name: those are whole files)."""
+    for root, _, files in os.walk(out):
+        for name in files:
+            if TEMPORARY_NAME.match(name):
+                log.info("removing %s, left by an interrupted write", Path(root, name))
+                Path(root, name).unlink(missing_ok=True)
+
+
+class Stylizer:
+    """One rank's work: its pending outputs, the style statistics they need, the outputs themselves."""
+
+    def __init__(self, settings: Settings, rank: Rank, encoder: VGGEncoder, decoder: AdaINDecoder,
+                 runtime: StandaloneRuntime, parallel: int) -> None:
+        self.s, self.rank, self.parallel = settings, rank, parallel
+        self.encoder, self.decoder, self.runtime = encoder, decoder, runtime
+        self.records = PartWriter(settings.out, rank.rank)
+        self.counts = {"written": 0, "failed": 0, "recovered": 0, "present": 0, "failed_before": 0}
+        self.label = f"rank {rank.rank}/{rank.world_size}"
+
+    def pending(self, share: list[list[Job]]) -> list[list[Job]]:
+        """The jobs whose output is missing and not recorded as failed (unless retried); an output a killed run
+        wrote but did not record gets its record."""
+        wanted = {job.output for jobs in share for job in jobs}
+        known = read_records(self.s.out, wanted)
+        todo = []
+        for jobs in share:
+            missing = []
+            for job in jobs:
+                path, status = self.s.out / job.output, known.get(job.output, {}).get("status")
+                if not path.is_file():
+                    if status == FAILED and not self.s.retry_failed:
+                        self.counts["failed_before"] += 1
+                    else:
+                        missing.append(job)
+                    continue
+                if status == OK:
+                    self.counts["present"] += 1
+                    continue
+                try:
+                    self.records.write(record_from_file(job, self.s.alpha, self.s.seed, path))
+                    self.counts["recovered"] += 1
+                except IMAGE_ERRORS as exc:
+                    log.warning("%s is not a readable image (%s); making it again", path, exc)
+                    missing.append(job)
+            if missing:
+                todo.append(missing)
+        return todo
+
+    def _loader(self, root: Path, names: list[str], short_side: int) -> DataLoader:
+        return DataLoader(ImageFiles(root, names, short_side), batch_size=None, num_workers=self.s.workers,
+                          prefetch_factor=4 if self.s.workers else None)
+
+    def style_statistics(self, todo: list[list[Job]]) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, str]]:
+        """Mean and std of every style image the pending jobs use, each computed once; or why it failed."""
+        names = sorted({job.style for jobs in todo for job in jobs})
+        stats: dict[str, tuple[Tensor, Tensor]] = {}
+        errors: dict[str, str] = {}
+        progress = Progress(len(names), "styles", self.label)
+
+        def compute(item: tuple[str, Tensor | str]) -> tuple[str, Tensor | str]:
+            name, image = item
+            if isinstance(image, str):
+                return name, image
+            style = pipeline.style_statistics(self.encoder, image[None].float().div_(255.0), self.runtime)
+            return name, torch.stack([style.mean[0], style.std[0]])
+
+        for name, result in ordered_map(compute, self._loader(self.s.style, names, self.s.style_size), self.parallel):
+            if isinstance(result, str):
+                log.warning("style image %s cannot be read: %s", name, result)
+                errors[name] = f"style image unreadable: {result}"
+            else:
+                stats[name] = (result[0], result[1])
+            progress.update()
+        return stats, errors
+
+    def stylize_one(self, image: Tensor, styles: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """The content image ``uint8 [3, H, W]`` with each style: ``[K, 3, H, W]`` in 0..1, one decoder batch."""
+        features = pipeline.encode(self.encoder, image[None].float().div_(255.0), self.runtime)
+        k = len(styles)
+        style = pipeline.AdaINStyle(torch.stack([m for m, _ in styles]), torch.stack([s for _, s in styles]),
+                                    self.encoder.identity, self.encoder.name)
+        batch = dataclasses.replace(features, features=features.features.expand(k, -1, -1, -1),
+                                    content=features.content.expand(k, -1, -1, -1))
+        styled = pipeline.blend(batch, style, self.s.alpha)
+        styled = dataclasses.replace(styled, content=styled.features)  # let the content features go
+        return pipeline.decode(self.decoder, styled, self.runtime)
+
+    def _save(self, job: Job, image: Tensor) -> None:
+        data = encode_image(image, Path(job.output).suffix)
+        atomic_write(self.s.out / job.output, lambda tmp: Path(tmp).write_bytes(data))
+        self.records.write(ok_record(job, self.s.alpha, self.s.seed, (image.shape[-1], image.shape[-2]), data))
+        self.counts["written"] += 1
+
+    def _fail(self, job: Job, reason: str) -> None:
+        self.records.write(failed_record(job, self.s.alpha, self.s.seed, reason))
+        self.counts["failed"] += 1
+
+    def _compute(self, item: tuple[tuple[str, Tensor | str], list[Job]], stats: dict[str, tuple[Tensor, Tensor]],
+                 style_errors: dict[str, str]) -> tuple[list[tuple[Job, Tensor]], list[tuple[Job, str]]]:
+        """The outputs of one content image, and the jobs that failed with their reasons."""
+        (name, image), jobs = item
+        if isinstance(image, str):
+            log.warning("content image %s cannot be read: %s", name, image)
+            return [], [(job, f"content image unreadable: {image}") for job in jobs]
+        failures = [(job, style_errors[job.style]) for job in jobs if job.style in style_errors]
+        ready = [job for job in jobs if job.style in stats]
+        outputs = self.stylize_one(image, [stats[job.style] for job in ready]).cpu() if ready else []
+        return list(zip(ready, outputs)), failures
+
+    def run(self, todo: list[list[Job]], stats: dict[str, tuple[Tensor, Tensor]], style_errors: dict[str, str]) -> None:
+        progress = Progress(sum(len(jobs) for jobs in todo), "images", self.label)
+        writes: deque[Future] = deque()
+        loader = self._loader(self.s.content, [jobs[0].content for jobs in todo], self.s.content_size)
+        # One writer thread: it alone appends records, and encoding/writing overlaps the next image's compute.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adain-writer") as writer:
+            compute = lambda item: self._compute(item, stats, style_errors)  # noqa: E731
+            for outputs, failures in ordered_map(compute, zip(loader, todo), self.parallel):
+                writes.extend(writer.submit(self._fail, job, reason) for job, reason in failures)
+                writes.extend(writer.submit(self._save, job, image) for job, image in outputs)
+                while len(writes) > MAX_PENDING_WRITES:
+                    writes.popleft().result()
+                progress.update(len(outputs) + len(failures))
+            for future in writes:
+                future.result()
+        self.records.close()
+
+
+def stylize_dataset(settings: Settings) -> dict[str, int]:
+    """Run this process's share; the main process then merges the manifest. Returns counts of outputs."""
+    rank = join()
+    try:
+        device, cores = rank_device(rank), cpu_threads(rank, settings.threads)
+        on_cpu = device.type == "cpu"
+        torch.set_num_threads(1 if on_cpu else cores)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+        runtime = DatasetRuntime(device)
+        encoder, decoder = _load_models(settings)
+        contents, styles = list_images(settings.content), list_images(settings.style)
+        if not contents or not styles:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in "
+                             f"{settings.content if not contents else settings.style}")
+        plan = plan_jobs(contents, styles, settings.styles_per_image, settings.seed)
+        check_config(settings.out, _run_config(settings, styles, encoder, decoder), write=rank.main)
+        if rank.main:
+            _remove_temporaries(settings.out)
+        rank.barrier()  # nobody writes before the leftovers of a killed run are gone
+        stylizer = Stylizer(settings, rank, encoder, decoder, runtime, cores if on_cpu else 1)
+        todo = stylizer.pending(shard(plan, rank.rank, rank.world_size))
+        log.info("%s on %s: %d content images, %d styles; %d outputs to make", stylizer.label,
+                 runtime.compute_device(), len(contents), len(styles), sum(len(jobs) for jobs in todo))
+        if todo:
+            stats, style_errors = stylizer.style_statistics(todo)
+            stylizer.run(todo, stats, style_errors)
+        stylizer.records.close()
+        rank.barrier()  # every rank's records are complete
+        counts = dict(stylizer.counts)
+        if rank.main:
+            manifest = merge_manifest(settings.out, {job.output for jobs in plan for job in jobs})
+            counts.update({"manifest_" + key: value for key, value in manifest.items()})
+        return counts
+    finally:
+        leave()

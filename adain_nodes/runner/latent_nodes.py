@@ -1,0 +1,90 @@
+"""ComfyUI's core LoadLatent and SaveLatent, re-implemented for headless runs.
+
+A ``.latent`` file is safetensors with the samples under ``latent_tensor`` and an empty
+``latent_format_version_0`` marker (without it, LoadLatent scales by 1/0.18215, as ComfyUI does
+for files of its first format); SaveLatent writes ``{prefix}_{counter:05}_.latent`` with the API
+prompt and the editor workflow as JSON metadata.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..models.weights import atomic_write
+from .core_nodes import Folders, save_target
+
+LATENT_SUFFIX = ".latent"
+FORMAT_MARKER = "latent_format_version_0"
+LEGACY_SCALE = 1.0 / 0.18215  # files without the marker hold SD1 latents before the VAE scaling
+
+
+def load_latent_file(path: Path) -> dict[str, torch.Tensor]:
+    tensors = load_file(str(path), device="cpu")
+    scale = 1.0 if FORMAT_MARKER in tensors else LEGACY_SCALE
+    return {"samples": tensors["latent_tensor"].float() * scale}
+
+
+def save_latent_file(samples: torch.Tensor, path: Path, metadata: dict[str, str] | None) -> None:
+    tensors = {"latent_tensor": samples.detach().cpu().contiguous(), FORMAT_MARKER: torch.tensor([])}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def make_latent_nodes(folders: Folders) -> dict[str, type]:
+    def latent_files() -> list[str]:
+        if not folders.input_dir.is_dir():
+            return []
+        return sorted(f.name for f in folders.input_dir.iterdir() if f.is_file() and f.name.endswith(LATENT_SUFFIX))
+
+    class LoadLatent:
+        CATEGORY = "_for_testing"
+        RETURN_TYPES = ("LATENT",)
+        FUNCTION = "load"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"latent": (latent_files(),)}}
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, latent):
+            try:
+                if folders.annotated_path(latent).exists():
+                    return True
+            except ValueError:
+                pass
+            return f"Invalid latent file: {latent}"
+
+        @classmethod
+        def IS_CHANGED(cls, latent):
+            return hashlib.sha256(folders.annotated_path(latent).read_bytes()).hexdigest()
+
+        def load(self, latent):
+            return (load_latent_file(folders.annotated_path(latent)),)
+
+    class SaveLatent:
+        CATEGORY = "_for_testing"
+        RETURN_TYPES = ()
+        FUNCTION = "save"
+        OUTPUT_NODE = True
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"samples": ("LATENT",), "filename_prefix": ("STRING", {"default": "latents/ComfyUI"})},
+                    "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+        def save(self, samples, filename_prefix="latents/ComfyUI", prompt=None, extra_pnginfo=None):
+            folder, subfolder, filename, counter = save_target(filename_prefix, folders.output_dir)
+            metadata = {"prompt": json.dumps(prompt) if prompt is not None else ""}
+            metadata.update({key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()})
+            name = f"{filename}_{counter:05}_{LATENT_SUFFIX}"
+            save_latent_file(samples["samples"], folder / name, metadata)
+            record: dict[str, Any] = {"filename": name, "subfolder": subfolder, "type": "output",
+                                      "path": str(folder / name)}
+            folders.written.append(record)
+            return {"ui": {"latents": [record]}}
+
+    return {"LoadLatent": LoadLatent, "SaveLatent": SaveLatent}
