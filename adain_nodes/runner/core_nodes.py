@@ -1,9 +1,10 @@
 """ComfyUI's core LoadImage, SaveImage and PreviewImage, re-implemented for headless runs.
 
 The semantics follow ComfyUI's ``nodes.py`` so a workflow behaves the same in both places:
-LoadImage reads from the input folder (EXIF orientation applied, every frame of an animated
-file of the first frame's size becomes one batch item) and yields IMAGE plus MASK = 1 - alpha
-(a 64x64 zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
+LoadImage reads from the input folder, through PyAV as ComfyUI 0.33 does when it is installed
+(``pyav_decode``), else with Pillow (EXIF orientation applied, every frame of an animated file of
+the first frame's size becomes one batch item), and yields IMAGE plus MASK = 1 - alpha (a 64x64
+zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
 API prompt and the extra PNG info (the editor workflow) as PNG text chunks.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
 from ..models.weights import atomic_write
+from .pyav_decode import load_image_pyav
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,13 @@ def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(images), torch.cat(masks)
 
 
+def decode_input_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """IMAGE and MASK of an input file along ComfyUI 0.33's path: PyAV first (its pixels), Pillow for
+    what PyAV yields no frame for (animated WebP) or when PyAV is not installed."""
+    decoded = load_image_pyav(path)
+    return decoded if decoded is not None else load_image_file(path)
+
+
 def _save_counter(folder: Path, filename: str) -> int:
     """Next free counter for ``{filename}_{counter:05}_.png``, as ComfyUI's get_save_image_path."""
     pattern = re.compile(re.escape(filename) + r"_(\d+)_?\.")
@@ -157,7 +166,7 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
             return f"Invalid image file: {image}"
 
         def load_image(self, image):
-            return load_image_file(folders.annotated_path(image))
+            return decode_input_image(folders.annotated_path(image))
 
     class SaveImage:
         CATEGORY = "image"
