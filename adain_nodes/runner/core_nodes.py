@@ -1,11 +1,12 @@
-"""ComfyUI's core LoadImage, SaveImage and PreviewImage, re-implemented for headless runs.
+"""ComfyUI's core LoadImage, SaveImage, PreviewImage and PreviewAny, re-implemented for headless runs.
 
 The semantics follow ComfyUI's ``nodes.py`` so a workflow behaves the same in both places:
 LoadImage reads from the input folder, through PyAV as ComfyUI 0.33 does when it is installed
 (``pyav_decode``), else with Pillow (EXIF orientation applied, every frame of an animated file of
 the first frame's size becomes one batch item), and yields IMAGE plus MASK = 1 - alpha (a 64x64
 zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
-API prompt and the extra PNG info (the editor workflow) as PNG text chunks.
+API prompt and the extra PNG info (the editor workflow) as PNG text chunks; PreviewAny ("Preview as
+Text") shows any value as text (printed by the CLI).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # ComfyUI lists input files whose mimetype is an image; these are the suffixes Pillow reads.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image"}
+DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
+                 "PreviewAny": "Preview as Text"}
 
 
 @dataclass
@@ -144,6 +146,20 @@ def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compre
     return results
 
 
+def preview_text(source: Any) -> str:
+    """A value as ComfyUI's PreviewAny shows it: strings as they are, numbers with str, the rest as JSON."""
+    if source is None:
+        return "None"
+    if isinstance(source, str):
+        return source
+    if isinstance(source, (int, float, bool)):
+        return str(source)
+    try:
+        return json.dumps(source, indent=4, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(source)
+
+
 def make_core_nodes(folders: Folders) -> dict[str, type]:
     """Node classes bound to ``folders`` (ComfyUI binds them to its global folder_paths instead)."""
 
@@ -205,4 +221,18 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
         def save_images(self, images, prompt=None, extra_pnginfo=None):
             return super().save_images(images, "ComfyUI", prompt, extra_pnginfo)
 
-    return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage}
+    class PreviewAny:
+        CATEGORY = "utilities"
+        RETURN_TYPES = ("STRING",)
+        FUNCTION = "main"
+        OUTPUT_NODE = True
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"source": ("*", {})}}
+
+        def main(self, source=None):
+            value = preview_text(source)
+            return {"ui": {"text": (value,)}, "result": (value,)}
+
+    return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage, "PreviewAny": PreviewAny}
