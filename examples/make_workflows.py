@@ -324,10 +324,10 @@ def ex_tradeoff() -> Graph:
     g.connect(enc, 0, s, "encoder")
     g.connect(style, "IMAGE", s, "image")
     g.group("Encode once", [e, s], GROUP_COLORS["style"])
+    row = max(n.pos[1] + n.size[1] for n in g.nodes) + STACK_GAP + TITLE_HEIGHT + BADGE_HEIGHT
     g.note("Content-style trade-off: the same content and style blended at alpha 0.25, 0.5, 0.75 and 1.0 "
            "(left to right). Low alpha keeps more of the photo, 1.0 is the full style. Content and style are "
-           "encoded once and shared by the four Blend nodes.\n\n" + MODELS_NOTE, 4, TOP, 300)
-    row = max(n.pos[1] + n.size[1] for n in g.nodes) + STACK_GAP + TITLE_HEIGHT + BADGE_HEIGHT
+           "encoded once and shared by the four Blend nodes.\n\n" + MODELS_NOTE, 0, row, 300)
     branches = []
     for i, alpha in enumerate((0.25, 0.5, 0.75, 1.0)):
         b, d = _blend_decode(g, dec, e, s, 1 + i, row, title=f"AdaIN Blend (alpha {alpha})", alpha=alpha)
