@@ -107,10 +107,6 @@ class Graph:
     def x(self, col: int) -> float:
         return LEFT + sum(self.width(c) + COLUMN_GAP for c in range(col))
 
-    def span(self, col: int, columns: int) -> float:
-        """Width of ``columns`` adjacent columns from ``col``, gaps included."""
-        return self.x(col + columns - 1) + self.width(col + columns - 1) - self.x(col)
-
     def add(self, class_type: str, col: int, y: float, title: str | None = None, gap: float = STACK_GAP,
             **widgets: Any) -> Node:
         """A node in column ``col`` at ``y`` or below: ``gap`` clear of the nodes above (NODE_GAP in one group)."""
@@ -152,9 +148,9 @@ class Graph:
         source.outputs[slot]["links"].append(link_id)
         self.links.append([link_id, source.id, slot, target.id, index, source.outputs[slot]["type"]])
 
-    def note(self, text: str, col: int, y: float, height: float, columns: int = 1) -> None:
-        """A Note as wide as ``columns`` columns."""
-        size = [self.span(col, columns), height]
+    def note(self, text: str, col: int, y: float, height: float) -> None:
+        """A Note filling column ``col`` at ``y`` or below."""
+        size = [self.width(col), height]
         pos = [self.x(col), self._free_y(self.x(col), y, size)]
         self.notes.append({"id": self._id(), "type": "Note", "pos": pos, "size": size,
                            "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {},
