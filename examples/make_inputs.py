@@ -23,6 +23,7 @@ sys.path.insert(0, str(OUT.parents[1]))
 from adain_nodes.runner.latent_nodes import save_latent_file  # noqa: E402
 STYLE_SIZE = 384
 JPEG = {"quality": 90, "optimize": True}
+MASK_PHOTO_COLORS = 32
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -101,11 +102,24 @@ def ellipse_mask(width: int, height: int, centre: tuple[float, float], radii: tu
     return np.clip((1 + softness - r) / (2 * softness), 0, 1)
 
 
-def save_mask(mask: np.ndarray, path: Path) -> None:
-    """As ComfyUI's mask editor saves masks: LoadImage's MASK output is 1 - alpha, so masked = transparent."""
+def save_mask(mask: np.ndarray, photo: Image.Image, path: Path) -> None:
+    """As ComfyUI's mask editor saves masks: the photo with the masked area transparent (LoadImage's MASK
+    output is 1 - alpha), so Load Image's preview shows the photo with the mask cut out. The photo is reduced
+    to MASK_PHOTO_COLORS colours to keep the file small; only the alpha channel is used."""
     rgba = np.zeros(mask.shape + (4,), np.uint8)
+    reduced = photo.convert("RGB").quantize(MASK_PHOTO_COLORS, dither=Image.Dither.NONE)
+    rgba[..., :3] = np.asarray(reduced.convert("RGB"))
     rgba[..., 3] = np.round(255 * (1 - mask)).astype(np.uint8)
     Image.fromarray(rgba, "RGBA").save(path, optimize=True)
+
+
+def masks() -> None:
+    """Spatial control masks for chelsea.jpg: the cat and the rest."""
+    with Image.open(OUT / "chelsea.jpg") as photo:
+        photo.load()
+    cat = ellipse_mask(photo.width, photo.height, centre=(0.44, 0.58), radii=(0.36, 0.55))
+    save_mask(cat, photo, OUT / "chelsea_mask_cat.png")
+    save_mask(1 - cat, photo, OUT / "chelsea_mask_background.png")
 
 
 def _resize(img: Image.Image, long_side: int) -> Image.Image:
@@ -161,12 +175,7 @@ def main() -> None:
                         ("style_dots", dots)):
         paint().save(OUT / f"{name}.jpg", **JPEG)
     photos()
-    # Spatial control masks for chelsea.jpg (448x298): the cat and the rest.
-    with Image.open(OUT / "chelsea.jpg") as img:
-        width, height = img.size
-    cat = ellipse_mask(width, height, centre=(0.44, 0.58), radii=(0.36, 0.55))
-    save_mask(cat, OUT / "chelsea_mask_cat.png")
-    save_mask(1 - cat, OUT / "chelsea_mask_background.png")
+    masks()
     stand_in_latent(OUT / "chelsea.jpg", OUT / "chelsea.latent")
     stand_in_latent(OUT / "style_waves.jpg", OUT / "style_waves.latent")
     total = sum(f.stat().st_size for f in OUT.iterdir() if f.is_file())

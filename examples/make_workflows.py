@@ -2,7 +2,9 @@
 
 Both files come from one description per example, so they always agree; the tests convert each
 UI file with the runner (the editor's rules) and compare it with the twin. Layout is a grid of
-columns, with groups around the stages and Note nodes that explain the graph.
+columns (``Graph.add`` stacks nodes in a column, leaving room for group titles and the editor's
+node badges), with groups around the stages and Note nodes that explain the graph; the saved view
+(``fit_view``) shows the whole graph at the editor's default window size, below its toolbars.
 
     python examples/make_workflows.py
 """
@@ -28,9 +30,22 @@ API_DIR = HERE / "api"
 
 CLASSES = {**make_core_nodes(Folders(HERE / "input", HERE / "output")), **NODE_CLASS_MAPPINGS}
 TITLES = {**DISPLAY_NAMES, **NODE_DISPLAY_NAME_MAPPINGS}
-COLUMN = 360
 NOTE_COLOR, NOTE_BG = "#432", "#653"
 GROUP_COLORS = {"models": "#3f789e", "inputs": "#8A8", "style": "#a1309b", "transfer": "#b58b2a", "output": "#88A"}
+
+# Layout, in graph units. Columns are NODE_WIDTH wide unless a graph widens some (WIDE fits a loader's
+# widget label and full file name); nodes fill their column.
+NODE_WIDTH, WIDE, COLUMN_GAP, LEFT = 320, 440, 60, 40
+TITLE_HEIGHT = 30  # a node's title bar, drawn above its pos
+BADGE_HEIGHT = 24  # the editor's node-source badge (the pack's name), drawn above a custom node's title bar
+GROUP_TITLE, GROUP_PAD = 44, 16  # a group's title bar (font 24) and its margin around the nodes
+STACK_GAP = GROUP_TITLE + 2 * GROUP_PAD  # room for a group header between two stacked nodes
+NODE_GAP = 16  # between two stacked nodes of one group
+FIXED_HEIGHTS = {"LoadImage": 310, "SaveImage": 300, "PreviewImage": 280, "PreviewAny": 150}
+# The editor's default window (1600 x 1000 px) less its side bar, tab bar and floating toolbars: the saved
+# view fits the whole graph in this box (x0, y0, x1, y1 in screen pixels), never zoomed in beyond MAX_SCALE.
+VIEW_BOX = (90, 110, 1580, 935)
+MAX_SCALE = 1.0
 
 
 @dataclass
@@ -49,10 +64,33 @@ class Node:
         return [o["name"] for o in self.outputs].index(name)
 
 
-class Graph:
-    """A workflow under construction; ``ui()`` and ``api()`` give the two formats."""
+def box(pos: list[float], size: list[float]) -> tuple[float, float, float, float]:
+    """What a node covers on the canvas (x, y, width, height): its body, title bar and badge."""
+    top = TITLE_HEIGHT + BADGE_HEIGHT
+    return pos[0], pos[1] - top, size[0], size[1] + top
 
-    def __init__(self) -> None:
+
+def fit_view(boxes: list[tuple[float, float, float, float]]) -> dict:
+    """The editor's saved view (``extra.ds``) that shows every box inside VIEW_BOX, centred across, top-aligned."""
+    x0 = min(b[0] for b in boxes)
+    y0 = min(b[1] for b in boxes)
+    width = max(b[0] + b[2] for b in boxes) - x0
+    height = max(b[1] + b[3] for b in boxes) - y0
+    view_w, view_h = VIEW_BOX[2] - VIEW_BOX[0] - 2, VIEW_BOX[3] - VIEW_BOX[1] - 2  # 1 px margin for rounding
+    scale = int(min(view_w / width, view_h / height, MAX_SCALE) * 1000) / 1000  # rounded down: never overflows
+    left = VIEW_BOX[0] + 1 + (view_w - width * scale) / 2
+    return {"scale": scale, "offset": [round(left / scale - x0, 1), round((VIEW_BOX[1] + 1) / scale - y0, 1)]}
+
+
+class Graph:
+    """A workflow under construction; ``ui()`` and ``api()`` give the two formats.
+
+    Nodes are placed in columns (``col``) at a y; a node that would cover another moves down, leaving
+    room for a group header between them. ``columns`` widens the first columns (e.g. ``[WIDE]``).
+    """
+
+    def __init__(self, columns: tuple[float, ...] = ()) -> None:
+        self.columns = columns
         self.nodes: list[Node] = []
         self.notes: list[dict] = []
         self.links: list[list] = []
@@ -63,7 +101,15 @@ class Graph:
         self.next_id += 1
         return self.next_id - 1
 
-    def add(self, class_type: str, col: float, y: float, title: str | None = None, **widgets: Any) -> Node:
+    def width(self, col: int) -> float:
+        return self.columns[col] if col < len(self.columns) else NODE_WIDTH
+
+    def x(self, col: int) -> float:
+        return LEFT + sum(self.width(c) + COLUMN_GAP for c in range(col))
+
+    def add(self, class_type: str, col: int, y: float, title: str | None = None, gap: float = STACK_GAP,
+            **widgets: Any) -> Node:
+        """A node in column ``col`` at ``y`` or below: ``gap`` clear of the nodes above (NODE_GAP in one group)."""
         cls = CLASSES[class_type]
         specs = input_specs(cls)
         sockets = [{"name": s.name, "type": s.type_name, "link": None} for s in specs if not s.is_widget]
@@ -74,24 +120,25 @@ class Graph:
             if s.is_widget and s.name not in widgets:
                 widgets[s.name] = s.options.get("default", s.choices[0] if s.choices else None)
         rows = max(len(sockets), len(outputs))
-        height = {"LoadImage": 330, "SaveImage": 300, "PreviewImage": 260}.get(
-            class_type, 40 + 22 * rows + 26 * sum(s.is_widget for s in specs))
-        x = 40 + col * COLUMN
-        y = self._free_y(x, y, height)
-        node = Node(self._id(), class_type, [x, y], [320, height], title, widgets, sockets, outputs)
+        height = FIXED_HEIGHTS.get(class_type, 24 + 22 * rows + 26 * sum(s.is_widget for s in specs))
+        size = [self.width(col), height]
+        pos = [self.x(col), self._free_y(self.x(col), y, size, gap)]
+        node = Node(self._id(), class_type, pos, size, title, widgets, sockets, outputs)
         self.nodes.append(node)
         return node
 
-    def _free_y(self, x: float, y: float, height: float, gap: float = 75) -> float:
-        """Move a new node down until it clears every node and note (with room for group headers)."""
-        boxes = [(n.pos[0], n.pos[1], n.size[0], n.size[1]) for n in self.nodes]
-        boxes += [(n["pos"][0], n["pos"][1], n["size"][0], n["size"][1]) for n in self.notes]
+    def _boxes(self) -> list[tuple[float, float, float, float]]:
+        return [box(n.pos, n.size) for n in self.nodes] + [box(n["pos"], n["size"]) for n in self.notes]
+
+    def _free_y(self, x: float, y: float, size: list[float], gap: float = STACK_GAP) -> float:
+        """Move a new node down until it is ``gap`` clear of every node and note."""
         while True:
-            clash = [b for b in boxes if b[0] < x + 320 and x < b[0] + b[2]
-                     and b[1] - 30 - gap < y + height and y - 30 < b[1] + b[3] + gap]
+            new = box([x, y], size)
+            clash = [b for b in self._boxes() if b[0] < new[0] + new[2] and new[0] < b[0] + b[2]
+                     and b[1] - gap < new[1] + new[3] and new[1] < b[1] + b[3] + gap]
             if not clash:
                 return y
-            y = max(b[1] + b[3] for b in clash) + 30 + gap
+            y = max(b[1] + b[3] for b in clash) + gap + TITLE_HEIGHT + BADGE_HEIGHT
 
     def connect(self, source: Node, output: str | int, target: Node, input_name: str) -> None:
         slot = output if isinstance(output, int) else source.slot(output)
@@ -101,16 +148,21 @@ class Graph:
         source.outputs[slot]["links"].append(link_id)
         self.links.append([link_id, source.id, slot, target.id, index, source.outputs[slot]["type"]])
 
-    def note(self, text: str, col: float, y: float, width: float = 320, height: float = 160) -> None:
-        self.notes.append({"id": self._id(), "type": "Note", "pos": [40 + col * COLUMN, y], "size": [width, height],
+    def note(self, text: str, col: int, y: float, height: float) -> None:
+        """A Note filling column ``col`` at ``y`` or below."""
+        size = [self.width(col), height]
+        pos = [self.x(col), self._free_y(self.x(col), y, size)]
+        self.notes.append({"id": self._id(), "type": "Note", "pos": pos, "size": size,
                            "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {},
                            "widgets_values": [text], "color": NOTE_COLOR, "bgcolor": NOTE_BG})
 
     def group(self, title: str, nodes: list[Node], color: str) -> None:
-        x0 = min(n.pos[0] for n in nodes) - 15
-        y0 = min(n.pos[1] for n in nodes) - 50
-        x1 = max(n.pos[0] + n.size[0] for n in nodes) + 15
-        y1 = max(n.pos[1] + n.size[1] for n in nodes) + 15
+        """A group around ``nodes`` with its title bar above their badges."""
+        boxes = [box(n.pos, n.size) for n in nodes]
+        x0 = min(b[0] for b in boxes) - GROUP_PAD
+        y0 = min(b[1] for b in boxes) - GROUP_TITLE
+        x1 = max(b[0] + b[2] for b in boxes) + GROUP_PAD
+        y1 = max(b[1] + b[3] for b in boxes) + GROUP_PAD
         self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0],
                             "color": color, "font_size": 24, "flags": {}})
 
@@ -156,7 +208,8 @@ class Graph:
             note["order"] = i
         return {"id": "00000000-0000-4000-8000-000000000000", "revision": 0, "last_node_id": self.next_id - 1,
                 "last_link_id": len(self.links), "nodes": self.notes + nodes, "links": self.links,
-                "groups": self.groups, "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}},
+                "groups": self.groups, "config": {},
+                "extra": {"ds": fit_view(self._boxes() + [tuple(g["bounding"]) for g in self.groups])},
                 "version": 0.4}
 
     def api(self) -> dict:
@@ -173,315 +226,313 @@ class Graph:
 
 
 # ---------------------------------------------------------------------------------------- examples
-def models(g: Graph, y: float = 60) -> tuple[Node, Node]:
-    enc = g.add("AdaINEncoderLoader", 0, y, encoder_name=ENCODER_FILE)
-    dec = g.add("AdaINDecoderLoader", 0, y + 130, decoder_name=DECODER_FILE)
-    g.group("Models (models/adain)", [enc, dec], GROUP_COLORS["models"])
+TOP = 60
+
+
+def models(g: Graph, col: int, y: float) -> tuple[Node, Node]:
+    enc = g.add("AdaINEncoderLoader", col, y, encoder_name=ENCODER_FILE)
+    dec = g.add("AdaINDecoderLoader", col, y, gap=NODE_GAP, decoder_name=DECODER_FILE)
+    g.group("Models", [enc, dec], GROUP_COLORS["models"])
     return enc, dec
 
 
-def image(g: Graph, file: str, title: str, col: float, y: float) -> Node:
-    return g.add("LoadImage", col, y, title=title, image=file)
+def image(g: Graph, file: str, title: str, col: int, y: float, gap: float = STACK_GAP) -> Node:
+    return g.add("LoadImage", col, y, title=title, gap=gap, image=file)
 
 
-MODELS_NOTE = ("Models go in ComfyUI/models/adain:\n- " + ENCODER_FILE + " (VGG19 encoder, relu4_1; VGG weights by "
-               "Simonyan & Zisserman, CC BY 4.0)\n- " + DECODER_FILE + " (decoder trained for that encoder)\n"
+MODELS_NOTE = ("Models: the encoder " + ENCODER_FILE + " goes in ComfyUI/models/adain (VGG19 to relu4_1, weights by "
+               "Simonyan & Zisserman, CC BY 4.0; 'python -m adain_nodes download' fetches it). The decoder "
+               + DECODER_FILE + " ships with the pack (its weights/ folder) and is listed as is.\n"
                "Headless: python -m adain_nodes run <this file> --models-dir DIR")
 
 
 def ex_style_transfer() -> Graph:
-    g = Graph()
+    g = Graph(columns=(WIDE,))
     g.note("AdaIN style transfer in one node (Huang & Belongie 2017).\n\nThe content photo keeps its layout; the "
            "style image gives colours and texture. alpha trades content (0) for style (1).\n\n" + MODELS_NOTE,
-           1, 60, 340, 250)
-    enc, dec = models(g, 360)
-    content = image(g, "chelsea.jpg", "Content photo", 0, 660)
-    style = image(g, "style_brushstrokes.jpg", "Style image", 0, 1040)
+           0, TOP, 270)
+    enc, dec = models(g, 0, TOP)
+    content = image(g, "chelsea.jpg", "Content photo", 1, TOP)
+    style = image(g, "style_brushstrokes.jpg", "Style image", 1, TOP, gap=NODE_GAP)
     g.group("Images", [content, style], GROUP_COLORS["inputs"])
-    t = g.add("AdaINStyleTransfer", 1, 660, alpha=1.0, preserve_color="off")
+    t = g.add("AdaINStyleTransfer", 2, TOP + 200, alpha=1.0, preserve_color="off")
     for name, node in (("encoder", enc), ("decoder", dec), ("content_image", content), ("style_image", style)):
         g.connect(node, 0, t, name)
-    save = g.add("SaveImage", 2, 660, filename_prefix="adain/01_style_transfer")
-    g.connect(t, "image", save, "images")
     g.group("Style transfer", [t], GROUP_COLORS["transfer"])
+    save = g.add("SaveImage", 3, TOP + 200, filename_prefix="adain/01_style_transfer")
+    g.connect(t, "image", save, "images")
     return g
 
 
-def _modular_front(g: Graph, content_file: str, style_file: str, note: str) -> tuple[Node, Node, Node, Node]:
-    g.note(note, 0, 60, 680, 200)
-    enc, dec = models(g, 330)
-    content = image(g, content_file, "Content photo", 0, 640)
-    style = image(g, style_file, "Style image", 0, 1020)
+def _modular_front(g: Graph, content_file: str, style_file: str, note: str,
+                   titles: tuple[str, str] = ("Content photo", "Style image")) -> tuple[Node, Node, Node, Node, Node]:
+    """Note and models in column 0, the two images in column 1, their encodings in column 2."""
+    g.note(note, 0, TOP, 270)
+    enc, dec = models(g, 0, TOP)
+    content = image(g, content_file, titles[0], 1, TOP)
+    style = image(g, style_file, titles[1], 1, TOP, gap=NODE_GAP)
     g.group("Images", [content, style], GROUP_COLORS["inputs"])
-    e = g.add("AdaINEncode", 1, 640)
+    e = g.add("AdaINEncode", 2, content.pos[1] + 100)
     g.connect(enc, 0, e, "encoder")
     g.connect(content, "IMAGE", e, "image")
-    s = g.add("AdaINStyleStats", 1, 1020, average_batch=False)
+    s = g.add("AdaINStyleStats", 2, style.pos[1] + 100, average_batch=False)
     g.connect(enc, 0, s, "encoder")
     g.connect(style, "IMAGE", s, "image")
-    g.group("Encode once", [e, s], GROUP_COLORS["style"])
-    return dec, e, s, content
+    return enc, dec, e, s, content
+
+
+def _blend_decode(g: Graph, dec: Node, features: Node, style: Node, col: int, y: float,
+                  title: str | None = None, alpha: float = 1.0, gap: float = STACK_GAP) -> tuple[Node, Node]:
+    """AdaIN Blend with Decode under it (``gap`` above the Blend)."""
+    b = g.add("AdaINBlend", col, y, title=title, gap=gap, alpha=alpha)
+    g.connect(features, 0, b, "features")
+    g.connect(style, 0, b, "style")
+    d = g.add("AdaINDecode", col, y, gap=NODE_GAP)
+    g.connect(dec, 0, d, "decoder")
+    g.connect(b, 0, d, "features")
+    return b, d
 
 
 def ex_modular() -> Graph:
-    g = Graph()
-    dec, e, s, _ = _modular_front(g, "coffee.jpg", "style_mosaic.jpg", (
+    g = Graph(columns=(WIDE,))
+    _, dec, e, s, _ = _modular_front(g, "coffee.jpg", "style_mosaic.jpg", (
         "The same transfer as separate steps: Encode the content, compute the style's statistics (channel mean "
         "and std of its VGG features), Blend them with AdaIN, Decode to an image.\n\nEncoded features and "
         "styles can be reused by any number of Blend nodes: nothing is computed twice.\n\n" + MODELS_NOTE))
-    b = g.add("AdaINBlend", 2, 640, alpha=1.0)
-    g.connect(e, 0, b, "features")
-    g.connect(s, 0, b, "style")
-    d = g.add("AdaINDecode", 2, 820)
-    g.connect(dec, 0, d, "decoder")
-    g.connect(b, 0, d, "features")
-    g.group("AdaIN and decode", [b, d], GROUP_COLORS["transfer"])
-    save = g.add("SaveImage", 3, 640, filename_prefix="adain/02_modular")
+    g.group("Encode once", [e, s], GROUP_COLORS["style"])
+    b, d = _blend_decode(g, dec, e, s, 3, e.pos[1])
+    save = g.add("SaveImage", 3, d.pos[1], filename_prefix="adain/02_modular")
     g.connect(d, 0, save, "images")
+    g.group("AdaIN and decode", [b, d], GROUP_COLORS["transfer"])
     return g
 
 
 def ex_tradeoff() -> Graph:
-    g = Graph()
-    dec, e, s, _ = _modular_front(g, "astronaut.jpg", "style_waves.jpg", (
-        "Content-style trade-off: the same content and style blended at alpha 0.25, 0.5, 0.75 and 1.0 "
-        "(left to right). Low alpha keeps more of the photo, 1.0 is the full style. Content and style are "
-        "encoded once and shared by the four Blend nodes.\n\n" + MODELS_NOTE))
-    blends = []
+    g = Graph(columns=(WIDE,))
+    enc, dec = models(g, 0, TOP)
+    content = image(g, "astronaut.jpg", "Content photo", 1, TOP)
+    style = image(g, "style_waves.jpg", "Style image", 2, TOP)
+    g.group("Images", [content, style], GROUP_COLORS["inputs"])
+    e = g.add("AdaINEncode", 3, TOP)
+    g.connect(enc, 0, e, "encoder")
+    g.connect(content, "IMAGE", e, "image")
+    s = g.add("AdaINStyleStats", 3, TOP, gap=NODE_GAP, average_batch=False)
+    g.connect(enc, 0, s, "encoder")
+    g.connect(style, "IMAGE", s, "image")
+    g.group("Encode once", [e, s], GROUP_COLORS["style"])
+    row = max(n.pos[1] + n.size[1] for n in g.nodes) + STACK_GAP + TITLE_HEIGHT + BADGE_HEIGHT
+    g.note("Content-style trade-off: the same content and style blended at alpha 0.25, 0.5, 0.75 and 1.0 "
+           "(left to right). Low alpha keeps more of the photo, 1.0 is the full style. Content and style are "
+           "encoded once and shared by the four Blend nodes.\n\n" + MODELS_NOTE, 0, row, 300)
+    branches = []
     for i, alpha in enumerate((0.25, 0.5, 0.75, 1.0)):
-        b = g.add("AdaINBlend", 2 + i, 640, title=f"AdaIN Blend (alpha {alpha})", alpha=alpha)
-        g.connect(e, 0, b, "features")
-        g.connect(s, 0, b, "style")
-        d = g.add("AdaINDecode", 2 + i, 820)
-        g.connect(dec, 0, d, "decoder")
-        g.connect(b, 0, d, "features")
-        save = g.add("SaveImage", 2 + i, 960, filename_prefix=f"adain/03_alpha_{int(alpha * 100):03d}")
+        b, d = _blend_decode(g, dec, e, s, 1 + i, row, title=f"AdaIN Blend (alpha {alpha})", alpha=alpha)
+        save = g.add("SaveImage", 1 + i, row, gap=NODE_GAP, filename_prefix=f"adain/03_alpha_{int(alpha * 100):03d}")
         g.connect(d, 0, save, "images")
-        blends += [b, d, save]
-    g.group("alpha 0.25 | 0.5 | 0.75 | 1.0", blends, GROUP_COLORS["transfer"])
+        branches += [b, d, save]
+    g.group("alpha 0.25 | 0.5 | 0.75 | 1.0", branches, GROUP_COLORS["transfer"])
     return g
 
 
 def ex_interpolation() -> Graph:
-    g = Graph()
-    g.note("Style interpolation: four styles mixed with weights (normalised to sum 1, here 0.4 / 0.3 / 0.2 / 0.1). "
-           "Change the weights to move between the styles; a weight of 0 drops a style.\n\n" + MODELS_NOTE,
-           0, 60, 680, 180)
-    enc, dec = models(g, 310)
-    styles = []
+    g = Graph(columns=(WIDE,))
+    enc, dec = models(g, 0, TOP)
+    styles, stats = [], []
     files = ("style_brushstrokes.jpg", "style_mosaic.jpg", "style_waves.jpg", "style_dots.jpg")
     for i, file in enumerate(files):
-        img = image(g, file, f"Style {i + 1}", 1 + i, 310)
-        st = g.add("AdaINStyleStats", 1 + i, 690, title=f"Style {i + 1} statistics")
-        g.connect(enc, 0, st, "encoder")
-        g.connect(img, "IMAGE", st, "image")
-        styles += [img, st]
-    g.group("Four styles", styles, GROUP_COLORS["style"])
-    mix = g.add("AdaINMixStyles", 2, 900, weight_1=0.4, weight_2=0.3, weight_3=0.2, weight_4=0.1)
-    for i in range(4):
-        g.connect(styles[2 * i + 1], 0, mix, f"style_{i + 1}")
-    content = image(g, "coffee.jpg", "Content photo", 0, 620)
-    e = g.add("AdaINEncode", 1, 900)
+        styles.append(image(g, file, f"Style {i + 1}", 1 + i, TOP))
+        stats.append(g.add("AdaINStyleStats", 1 + i, TOP, title=f"Style {i + 1} statistics", gap=NODE_GAP))
+        g.connect(enc, 0, stats[-1], "encoder")
+        g.connect(styles[-1], "IMAGE", stats[-1], "image")
+    g.group("Four styles", styles + stats, GROUP_COLORS["style"])
+    content = image(g, "coffee.jpg", "Content photo", 0, TOP)
+    row = stats[0].pos[1] + stats[0].size[1] + STACK_GAP + TITLE_HEIGHT + BADGE_HEIGHT
+    e = g.add("AdaINEncode", 1, row)
     g.connect(enc, 0, e, "encoder")
     g.connect(content, "IMAGE", e, "image")
-    b = g.add("AdaINBlend", 3, 900, alpha=1.0)
-    g.connect(e, 0, b, "features")
-    g.connect(mix, 0, b, "style")
-    d = g.add("AdaINDecode", 3, 1080)
-    g.connect(dec, 0, d, "decoder")
-    g.connect(b, 0, d, "features")
-    g.group("Mix, blend, decode", [mix, e, b, d], GROUP_COLORS["transfer"])
-    save = g.add("SaveImage", 4, 900, filename_prefix="adain/04_interpolation")
+    mix = g.add("AdaINMixStyles", 2, row, weight_1=0.4, weight_2=0.3, weight_3=0.2, weight_4=0.1)
+    for i in range(4):
+        g.connect(stats[i], 0, mix, f"style_{i + 1}")
+    b, d = _blend_decode(g, dec, e, mix, 3, row)
+    g.group("Mix, blend, decode", [e, mix, b, d], GROUP_COLORS["transfer"])
+    save = g.add("SaveImage", 4, row, filename_prefix="adain/04_interpolation")
     g.connect(d, 0, save, "images")
+    g.note("Style interpolation: four styles mixed with weights (normalised to sum 1, here 0.4 / 0.3 / 0.2 / 0.1). "
+           "Change the weights to move between the styles; a weight of 0 drops a style.\n\n" + MODELS_NOTE,
+           0, row, 240)
     return g
 
 
 def ex_spatial() -> Graph:
-    g = Graph()
-    g.note("Spatial control: brush strokes on the cat, mosaic on the background. Each AdaIN Blend takes the "
-           "content statistics inside its mask and stylizes only there; chaining two blends with complementary "
-           "masks paints two styles in one picture.\n\nMasks are PNGs whose transparent part is the masked area "
-           "(Load Image's MASK output is 1 - alpha, as the mask editor saves them).\n\n" + MODELS_NOTE,
-           0, 60, 320, 330)
-    enc, dec = models(g, 460)
-    content = image(g, "chelsea.jpg", "Content photo", 0, 780)
-    mask_a = image(g, "chelsea_mask_cat.png", "Mask: the cat", 1, 60)
-    mask_b = image(g, "chelsea_mask_background.png", "Mask: the background", 2, 60)
-    style_a = image(g, "style_brushstrokes.jpg", "Style for the cat", 1, 440)
-    style_b = image(g, "style_mosaic.jpg", "Style for the background", 2, 440)
+    g = Graph(columns=(WIDE,))
+    enc, dec = models(g, 0, TOP)
+    content = image(g, "chelsea.jpg", "Content photo", 0, TOP)
+    mask_a = image(g, "chelsea_mask_cat.png", "Mask: the cat", 1, TOP)
+    mask_b = image(g, "chelsea_mask_background.png", "Mask: the background", 2, TOP)
+    style_a = image(g, "style_brushstrokes.jpg", "Style for the cat", 1, TOP, gap=NODE_GAP)
+    style_b = image(g, "style_mosaic.jpg", "Style for the background", 2, TOP, gap=NODE_GAP)
     g.group("Masks and styles", [mask_a, mask_b, style_a, style_b], GROUP_COLORS["inputs"])
-    sa = g.add("AdaINStyleStats", 1, 820, title="Cat style")
-    sb = g.add("AdaINStyleStats", 2, 820, title="Background style")
+    sa = g.add("AdaINStyleStats", 1, TOP, title="Cat style")
+    sb = g.add("AdaINStyleStats", 2, TOP, title="Background style")
     for st, img in ((sa, style_a), (sb, style_b)):
         g.connect(enc, 0, st, "encoder")
         g.connect(img, "IMAGE", st, "image")
-    e = g.add("AdaINEncode", 1, 1000)
+    g.group("Style statistics", [sa, sb], GROUP_COLORS["style"])
+    e = g.add("AdaINEncode", 3, TOP)
     g.connect(enc, 0, e, "encoder")
     g.connect(content, "IMAGE", e, "image")
-    ba = g.add("AdaINBlend", 2, 1000, title="Blend: cat", alpha=1.0)
+    ba = g.add("AdaINBlend", 3, TOP, title="Blend: cat", gap=NODE_GAP, alpha=1.0)
     g.connect(e, 0, ba, "features")
     g.connect(sa, 0, ba, "style")
     g.connect(mask_a, "MASK", ba, "mask")
-    bb = g.add("AdaINBlend", 3, 1000, title="Blend: background", alpha=1.0)
+    bb = g.add("AdaINBlend", 3, TOP, title="Blend: background", gap=NODE_GAP, alpha=1.0)
     g.connect(ba, 0, bb, "features")
     g.connect(sb, 0, bb, "style")
     g.connect(mask_b, "MASK", bb, "mask")
-    d = g.add("AdaINDecode", 3, 1180)
+    d = g.add("AdaINDecode", 3, TOP, gap=NODE_GAP)
     g.connect(dec, 0, d, "decoder")
     g.connect(bb, 0, d, "features")
-    g.group("Two masked blends", [sa, sb, e, ba, bb, d], GROUP_COLORS["transfer"])
-    save = g.add("SaveImage", 4, 1000, filename_prefix="adain/05_spatial_control")
+    g.group("Two masked blends", [e, ba, bb, d], GROUP_COLORS["transfer"])
+    g.note("Spatial control: brush strokes on the cat, mosaic on the background. Each AdaIN Blend takes the "
+           "content statistics inside its mask and stylizes only there; chaining two blends with complementary "
+           "masks paints two styles in one picture.\n\nMasks are PNGs whose transparent part is the masked area "
+           "(Load Image's MASK output is 1 - alpha, as the mask editor saves them): the previews show the photo "
+           "with the masked area cut out.\n\n" + MODELS_NOTE, 4, TOP, 380)
+    save = g.add("SaveImage", 4, TOP, filename_prefix="adain/05_spatial_control")
     g.connect(d, 0, save, "images")
     return g
 
 
 def ex_color() -> Graph:
-    g = Graph()
+    g = Graph(columns=(WIDE,))
     g.note("Colour preservation. Left: the style's colours (off). Middle: 'match style colors' recolours the style "
            "image to the photo's colour statistics before the transfer. Right: 'luminance only' stylizes the "
            "brightness and keeps the photo's colours.\nAdaIN Match Color shows the recoloured style on its "
-           "own.\n\n" + MODELS_NOTE, 0, 60, 680, 220)
-    enc, dec = models(g, 350)
-    content = image(g, "astronaut.jpg", "Content photo", 0, 650)
-    style = image(g, "style_dots.jpg", "Style image", 0, 1030)
+           "own.\n\n" + MODELS_NOTE, 0, TOP, 300)
+    enc, dec = models(g, 0, TOP)
+    content = image(g, "astronaut.jpg", "Content photo", 1, TOP)
+    style = image(g, "style_dots.jpg", "Style image", 1, TOP, gap=NODE_GAP)
     g.group("Images", [content, style], GROUP_COLORS["inputs"])
     nodes = []
     for i, mode in enumerate(("off", "match style colors", "luminance only")):
-        t = g.add("AdaINStyleTransfer", 1 + i, 650, title=f"Transfer ({mode})", alpha=1.0, preserve_color=mode)
+        t = g.add("AdaINStyleTransfer", 2 + i, TOP, title=f"Transfer ({mode})", alpha=1.0, preserve_color=mode)
         for name, node in (("encoder", enc), ("decoder", dec), ("content_image", content), ("style_image", style)):
             g.connect(node, 0, t, name)
-        save = g.add("SaveImage", 1 + i, 880, filename_prefix="adain/06_color_" + mode.replace(" ", "_"))
+        save = g.add("SaveImage", 2 + i, TOP, gap=NODE_GAP, filename_prefix="adain/06_color_" + mode.replace(" ", "_"))
         g.connect(t, 0, save, "images")
         nodes += [t, save]
     g.group("preserve_color: off | match style colors | luminance only", nodes, GROUP_COLORS["transfer"])
-    m = g.add("AdaINMatchColor", 1, 1260)
+    m = g.add("AdaINMatchColor", 2, TOP)
     g.connect(style, "IMAGE", m, "image")
     g.connect(content, "IMAGE", m, "reference")
-    p = g.add("PreviewImage", 2, 1260, title="Recoloured style")
+    p = g.add("PreviewImage", 3, m.pos[1], title="Recoloured style")
     g.connect(m, 0, p, "images")
+    g.group("The recoloured style", [m, p], GROUP_COLORS["output"])
     return g
 
 
 def ex_frames() -> Graph:
-    g = Graph()
-    g.note("A batch of frames (video-like): Load Image reads every frame of the animated WebP as one batch. The "
-           "style statistics are computed once and applied to all frames, so the look stays stable from frame to "
-           "frame. Save Image writes one numbered PNG per frame.\n\n" + MODELS_NOTE, 0, 60, 680, 200)
-    dec, e, s, _ = _modular_front_frames(g)
-    b = g.add("AdaINBlend", 2, 640, alpha=0.9)
-    g.connect(e, 0, b, "features")
-    g.connect(s, 0, b, "style")
-    d = g.add("AdaINDecode", 2, 820)
-    g.connect(dec, 0, d, "decoder")
-    g.connect(b, 0, d, "features")
+    g = Graph(columns=(WIDE,))
+    _, dec, e, s, _ = _modular_front(g, "coffee_frames.webp", "style_waves.jpg", (
+        "A batch of frames (video-like): Load Image reads every frame of the animated WebP as one batch. The "
+        "style statistics are computed once and applied to all frames, so the look stays stable from frame to "
+        "frame. Save Image writes one numbered PNG per frame.\n\n" + MODELS_NOTE),
+        titles=("Frames (animated WebP)", "Style image"))
+    e.title, s.title = "Encode all frames", "Style statistics (once)"
+    g.group("Encode", [e, s], GROUP_COLORS["style"])
+    b, d = _blend_decode(g, dec, e, s, 3, e.pos[1], alpha=0.9)
     g.group("Every frame", [b, d], GROUP_COLORS["transfer"])
-    save = g.add("SaveImage", 3, 640, filename_prefix="adain/07_frame")
+    save = g.add("SaveImage", 3, d.pos[1], filename_prefix="adain/07_frame")
     g.connect(d, 0, save, "images")
     return g
-
-
-def _modular_front_frames(g: Graph) -> tuple[Node, Node, Node, Node]:
-    enc, dec = models(g, 330)
-    frames = image(g, "coffee_frames.webp", "Frames (animated WebP)", 0, 640)
-    style = image(g, "style_waves.jpg", "Style image", 0, 1020)
-    g.group("Images", [frames, style], GROUP_COLORS["inputs"])
-    e = g.add("AdaINEncode", 1, 640, title="Encode all frames")
-    g.connect(enc, 0, e, "encoder")
-    g.connect(frames, "IMAGE", e, "image")
-    s = g.add("AdaINStyleStats", 1, 1020, title="Style statistics (once)")
-    g.connect(enc, 0, s, "encoder")
-    g.connect(style, "IMAGE", s, "image")
-    g.group("Encode", [e, s], GROUP_COLORS["style"])
-    return dec, e, s, frames
 
 
 PRESET = "adain_example_mosaic"
 
 
 def ex_save_preset() -> Graph:
-    g = Graph()
+    g = Graph(columns=(WIDE,))
     g.note("Save a style preset: the style's statistics (a few kB) are stored as " + PRESET + ".safetensors in "
-           "models/adain_styles. Run this once; then '09_style_preset_use' stylizes with the preset, without the "
-           "style image.", 0, 60, 680, 150)
-    enc = g.add("AdaINEncoderLoader", 0, 280, encoder_name=ENCODER_FILE)
+           "ComfyUI/models/adain_styles (headless: --styles-dir). Run this once: 'Preview as Text' then shows the "
+           "file written. '09_style_preset_use' stylizes with the preset, without the style image.", 0, TOP, 200)
+    enc = g.add("AdaINEncoderLoader", 0, TOP, encoder_name=ENCODER_FILE)
     g.group("Encoder", [enc], GROUP_COLORS["models"])
-    style = image(g, "style_mosaic.jpg", "Style image", 0, 450)
-    s = g.add("AdaINStyleStats", 1, 280, average_batch=False)
+    style = image(g, "style_mosaic.jpg", "Style image", 1, TOP)
+    g.group("Style", [style], GROUP_COLORS["inputs"])
+    s = g.add("AdaINStyleStats", 2, TOP, average_batch=False)
     g.connect(enc, 0, s, "encoder")
     g.connect(style, "IMAGE", s, "image")
-    save = g.add("AdaINSaveStyle", 1, 450, name=PRESET, overwrite=True)
+    save = g.add("AdaINSaveStyle", 2, TOP, gap=NODE_GAP, name=PRESET, overwrite=True)
     g.connect(s, 0, save, "style")
     g.group("Statistics to preset", [s, save], GROUP_COLORS["style"])
+    shown = g.add("PreviewAny", 3, save.pos[1], title="Preset written to")
+    g.connect(save, "saved_to", shown, "source")
     return g
 
 
 def ex_use_preset() -> Graph:
-    g = Graph()
+    g = Graph(columns=(WIDE, WIDE))
     g.note("Use a saved style preset: no style image, no style encoding. Run '08_style_preset_save' first (it "
            "writes " + PRESET + ".safetensors); a preset only works with the encoder that made it.\n\n"
-           + MODELS_NOTE, 0, 60, 680, 190)
-    enc, dec = models(g, 320)
-    content = image(g, "chelsea.jpg", "Content photo", 0, 620)
-    preset = g.add("AdaINLoadStyle", 1, 320, preset=PRESET + ".safetensors")
-    e = g.add("AdaINEncode", 1, 620)
+           + MODELS_NOTE, 0, TOP, 270)
+    enc, dec = models(g, 0, TOP)
+    content = image(g, "chelsea.jpg", "Content photo", 1, TOP)
+    preset = g.add("AdaINLoadStyle", 1, TOP, gap=NODE_GAP, preset=PRESET + ".safetensors")
+    g.group("Content and preset", [content, preset], GROUP_COLORS["inputs"])
+    e = g.add("AdaINEncode", 2, TOP + 100)
     g.connect(enc, 0, e, "encoder")
     g.connect(content, "IMAGE", e, "image")
-    b = g.add("AdaINBlend", 2, 620, alpha=1.0)
-    g.connect(e, 0, b, "features")
-    g.connect(preset, 0, b, "style")
-    d = g.add("AdaINDecode", 2, 800)
-    g.connect(dec, 0, d, "decoder")
-    g.connect(b, 0, d, "features")
-    g.group("Preset, blend, decode", [preset, e, b, d], GROUP_COLORS["transfer"])
-    save = g.add("SaveImage", 3, 620, filename_prefix="adain/09_style_preset")
+    b, d = _blend_decode(g, dec, e, preset, 2, TOP + 100, gap=NODE_GAP)
+    g.group("Encode, blend, decode", [e, b, d], GROUP_COLORS["transfer"])
+    save = g.add("SaveImage", 3, TOP + 100, filename_prefix="adain/09_style_preset")
     g.connect(d, 0, save, "images")
     return g
 
 
 def _whole_and_masked(g: Graph, class_type: str, source: Node, reference: Node, mask: Node, save_type: str,
-                      prefix: str, what: str) -> None:
+                      prefix: str, what: str, first_col: int = 1) -> None:
     """Two statistics-matching nodes side by side: the whole input at strength 1, the masked part at 0.8."""
     nodes = []
     input_name, save_input = ("image", "images") if save_type == "SaveImage" else ("latent", "samples")
     for i, (strength, masked) in enumerate(((1.0, False), (0.8, True))):
-        a = g.add(class_type, 1 + i, 370, title=f"{TITLES[class_type]} (masked)" if masked else None,
+        a = g.add(class_type, first_col + i, TOP, title=f"{TITLES[class_type]} (masked)" if masked else None,
                   strength=strength)
         g.connect(source, 0, a, input_name)
         g.connect(reference, 0, a, "reference")
         if masked:
             g.connect(mask, "MASK", a, "mask")
-        save = g.add(save_type, 1 + i, 600, filename_prefix=f"{prefix}_{'masked' if masked else 'whole'}")
+        save = g.add(save_type, first_col + i, TOP, gap=NODE_GAP, filename_prefix=f"{prefix}_{'masked' if masked else 'whole'}")
         g.connect(a, 0, save, save_input)
         nodes += [a, save]
     g.group(f"Whole {what} | inside the mask", nodes, GROUP_COLORS["transfer"])
 
 
 def ex_image_statistics() -> Graph:
-    g = Graph()
+    g = Graph(columns=(WIDE, WIDE))
     g.note("AdaIN on pixels, no model: each RGB channel of the photo takes the mean and standard deviation of the "
            "reference's (here the coffee photo's warm tones). Use it to keep colours consistent across img2img "
            "passes, or to give a picture a reference's look.\n\nLeft: the whole picture at strength 1. Right: "
            "only the cat (the mask), at strength 0.8; statistics are taken inside the mask and the result blends "
-           "by it.", 0, 60, 680, 200)
-    photo = image(g, "chelsea.jpg", "Photo", 0, 370)
-    reference = image(g, "coffee.jpg", "Reference colours", 0, 750)
-    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 1130)
+           "by it.", 0, TOP, 260)
+    photo = image(g, "chelsea.jpg", "Photo", 0, TOP)
+    reference = image(g, "coffee.jpg", "Reference colours", 1, TOP)
+    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 1, TOP, gap=NODE_GAP)
     g.group("Images", [photo, reference, mask], GROUP_COLORS["inputs"])
-    _whole_and_masked(g, "AdaINImage", photo, reference, mask, "SaveImage", "adain/10_image", "picture")
+    _whole_and_masked(g, "AdaINImage", photo, reference, mask, "SaveImage", "adain/10_image", "picture", first_col=2)
     return g
 
 
 def ex_latent_statistics() -> Graph:
-    g = Graph()
+    g = Graph(columns=(WIDE,))
     g.note("AdaIN in latent space, no model: each latent channel takes the mean and standard deviation of the "
            "reference latent's. Works for any channel count (4 for SD1.x/SDXL, 16 for SD3/Flux); every other "
            "entry of the LATENT (noise_mask, batch_index, ...) is kept.\n\nThe two .latent files are stand-ins made "
            "without a VAE by examples/make_inputs.py; in practice connect VAE Encode or a sampler's output, and "
            "decode the result. Save Latent writes output/adain/11_*.latent (Load Latent reads .latent files from "
-           "ComfyUI/input). The mask is at image resolution and is resized to the latent.", 0, 60, 680, 240)
-    latent = g.add("LoadLatent", 0, 370, title="Latent to adjust", latent="chelsea.latent")
-    reference = g.add("LoadLatent", 0, 560, title="Reference latent", latent="style_waves.latent")
-    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, 750)
+           "ComfyUI/input). The mask is at image resolution and is resized to the latent.", 0, TOP, 300)
+    latent = g.add("LoadLatent", 0, TOP, title="Latent to adjust", latent="chelsea.latent")
+    reference = g.add("LoadLatent", 0, TOP, title="Reference latent", gap=NODE_GAP, latent="style_waves.latent")
+    mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, TOP, gap=NODE_GAP)
     g.group("Latents and mask", [latent, reference, mask], GROUP_COLORS["inputs"])
     _whole_and_masked(g, "AdaINLatent", latent, reference, mask, "SaveLatent", "adain/11_latent", "latent")
     return g

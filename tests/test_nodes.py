@@ -240,7 +240,7 @@ def test_save_and_load_style_preset(encoder, model_dir):
     style = N["AdaINStyleStats"]().compute(encoder, random_image(2, 32, 32))[0]
     result = N["AdaINSaveStyle"]().save(style, "moods/calm")
     saved = result["ui"]["text"][0]
-    assert saved.endswith("calm.safetensors")
+    assert saved.endswith("calm.safetensors") and result["result"] == (saved,)  # the path also goes out as STRING
     assert "moods/calm.safetensors" in N["AdaINLoadStyle"].INPUT_TYPES()["required"]["preset"][0]
     loaded = N["AdaINLoadStyle"]().load("moods/calm.safetensors")[0]
     assert torch.equal(loaded.mean, style.mean) and torch.equal(loaded.std, style.std)

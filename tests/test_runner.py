@@ -214,6 +214,13 @@ def test_load_image_rgba_mask_exif_and_frames(tmp_path):
     assert image.shape[0] == 3 and image[2, 0, 0, 0] > image[1, 0, 0, 0] > image[0, 0, 0, 0]
 
 
+def test_preview_any_shows_values_as_comfyui_does(tmp_path):
+    preview = Registry(Folders(tmp_path, tmp_path))["PreviewAny"]()
+    for value, text in (("a/b.safetensors", "a/b.safetensors"), (0.5, "0.5"), (None, "None"),
+                        ({"k": [1, 2]}, json.dumps({"k": [1, 2]}, indent=4))):
+        assert preview.main(value) == {"ui": {"text": (text,)}, "result": (text,)}
+
+
 # ------------------------------------------------------------------------------------------- UI format
 def _ui_base() -> dict:
     return json.loads((EXAMPLES / "02_modular_graph.json").read_text())

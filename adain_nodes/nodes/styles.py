@@ -83,7 +83,9 @@ class AdaINSaveStyle:
     DESCRIPTION = ("Saves a style's statistics as a small preset (a few kB) in the adain_styles folder, so it can be "
                    "used later with AdaIN Load Style, without the style image.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ()
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("saved_to",)
+    OUTPUT_TOOLTIPS = ("Where the preset was written (connect Preview as Text to see it in the editor).",)
     OUTPUT_NODE = True
     FUNCTION = "save"
 
@@ -102,7 +104,7 @@ class AdaINSaveStyle:
         if path.exists() and not overwrite:
             raise AdaINInputError(f"name: the preset {path} exists; choose another name or turn overwrite on")
         save_style(style, path, source=style.encoder_name)
-        return {"ui": {"text": [str(path)]}}
+        return {"ui": {"text": [str(path)]}, "result": (str(path),)}
 
 
 class AdaINLoadStyle:

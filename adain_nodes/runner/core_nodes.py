@@ -1,10 +1,12 @@
-"""ComfyUI's core LoadImage, SaveImage and PreviewImage, re-implemented for headless runs.
+"""ComfyUI's core LoadImage, SaveImage, PreviewImage and PreviewAny, re-implemented for headless runs.
 
 The semantics follow ComfyUI's ``nodes.py`` so a workflow behaves the same in both places:
-LoadImage reads from the input folder (EXIF orientation applied, every frame of an animated
-file of the first frame's size becomes one batch item) and yields IMAGE plus MASK = 1 - alpha
-(a 64x64 zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
-API prompt and the extra PNG info (the editor workflow) as PNG text chunks.
+LoadImage reads from the input folder, through PyAV as ComfyUI 0.33 does when it is installed
+(``pyav_decode``), else with Pillow (EXIF orientation applied, every frame of an animated file of
+the first frame's size becomes one batch item), and yields IMAGE plus MASK = 1 - alpha (a 64x64
+zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
+API prompt and the extra PNG info (the editor workflow) as PNG text chunks; PreviewAny ("Preview as
+Text") shows any value as text (printed by the CLI).
 """
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
 from ..models.weights import atomic_write
+from .pyav_decode import load_image_pyav
 
 log = logging.getLogger(__name__)
 
 # ComfyUI lists input files whose mimetype is an image; these are the suffixes Pillow reads.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
-                 "LoadLatent": "Load Latent", "SaveLatent": "Save Latent"}
+                 "PreviewAny": "Preview as Text", "LoadLatent": "Load Latent", "SaveLatent": "Save Latent"}
 
 
 @dataclass
@@ -100,6 +103,13 @@ def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(images), torch.cat(masks)
 
 
+def decode_input_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """IMAGE and MASK of an input file along ComfyUI 0.33's path: PyAV first (its pixels), Pillow for
+    what PyAV yields no frame for (animated WebP) or when PyAV is not installed."""
+    decoded = load_image_pyav(path)
+    return decoded if decoded is not None else load_image_file(path)
+
+
 def _save_counter(folder: Path, filename: str) -> int:
     """Next free counter for ``{filename}_{counter:05}_.png``, as ComfyUI's get_save_image_path."""
     pattern = re.compile(re.escape(filename) + r"_(\d+)_?\.")
@@ -141,6 +151,20 @@ def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compre
     return results
 
 
+def preview_text(source: Any) -> str:
+    """A value as ComfyUI's PreviewAny shows it: strings as they are, numbers with str, the rest as JSON."""
+    if source is None:
+        return "None"
+    if isinstance(source, str):
+        return source
+    if isinstance(source, (int, float, bool)):
+        return str(source)
+    try:
+        return json.dumps(source, indent=4, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(source)
+
+
 def make_core_nodes(folders: Folders) -> dict[str, type]:
     """Node classes bound to ``folders`` (ComfyUI binds them to its global folder_paths instead)."""
 
@@ -163,7 +187,7 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
             return f"Invalid image file: {image}"
 
         def load_image(self, image):
-            return load_image_file(folders.annotated_path(image))
+            return decode_input_image(folders.annotated_path(image))
 
     class SaveImage:
         CATEGORY = "image"
@@ -202,7 +226,21 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
         def save_images(self, images, prompt=None, extra_pnginfo=None):
             return super().save_images(images, "ComfyUI", prompt, extra_pnginfo)
 
+    class PreviewAny:
+        CATEGORY = "utilities"
+        RETURN_TYPES = ("STRING",)
+        FUNCTION = "main"
+        OUTPUT_NODE = True
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"source": ("*", {})}}
+
+        def main(self, source=None):
+            value = preview_text(source)
+            return {"ui": {"text": (value,)}, "result": (value,)}
+
     from .latent_nodes import make_latent_nodes  # it builds on this module's helpers
 
-    return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
+    return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage, "PreviewAny": PreviewAny,
             **make_latent_nodes(folders)}
