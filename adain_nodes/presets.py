@@ -12,11 +12,12 @@ from .pipeline import AdaINStyle
 PRESET_FORMAT = "adain-style"
 
 
-def save_style(style: AdaINStyle, path: str | Path, source: str = "") -> None:
-    """Write atomically: a preset is replaced whole or not at all."""
+def save_style(style: AdaINStyle, path: str | Path, source: str = "", overwrite: bool = True) -> None:
+    """Write atomically: a preset is replaced whole or not at all. Without ``overwrite`` the name is claimed
+    atomically (FileExistsError if it exists), so of two savers at once exactly one succeeds."""
     metadata = {"format": PRESET_FORMAT, "encoder_id": style.encoder_id, "encoder_name": style.encoder_name,
                 "layer": style.layer, "styles": str(style.count), "source": source}
-    save_safetensors({"mean": style.mean.float(), "std": style.std.float()}, path, metadata)
+    save_safetensors({"mean": style.mean.float(), "std": style.std.float()}, path, metadata, overwrite)
 
 
 def load_style(path: str | Path) -> AdaINStyle:

@@ -9,8 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import re
-import secrets
 from pathlib import Path
 
 import torch
@@ -18,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from ..atomic_files import atomic_write, atomic_write_new
 from ..errors import WeightFileError
 from .networks import RELEASED_VGG_MODULES, AdaINDecoder, VGGEncoder, vgg19_modules
 
@@ -27,9 +26,6 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 FORMAT_VERSION = "1"
-# What atomic_write leaves if killed mid-write: its ".NAME.<8 hex>.tmp", or the ".tmpXXXXXX" that
-# safetensors writes through inside it.
-TEMPORARY_NAME = re.compile(r"^\.(?:(?P<name>.+)\.[0-9a-f]{8}\.tmp|tmp\w{6})$")
 
 
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -127,37 +123,18 @@ def load_decoder(path: str | os.PathLike) -> AdaINDecoder:
     return _load(AdaINDecoder(), path, "AdaIN decoder")
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(temporary_path)`` then rename over ``path``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            # mode 0o666 less the umask, like any new file (mkstemp's 0o600 would make outputs private)
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            break
-        except FileExistsError:
-            continue
-    mode = os.stat(tmp).st_mode
-    try:
-        write(tmp)
-        os.chmod(tmp, mode)  # writers that replace the file themselves (safetensors does) make it 0o600
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, object]) -> None:
-    """Atomically write contiguous CPU tensors with string metadata (non-strings JSON-encoded)."""
+def save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, object],
+                     overwrite: bool = True) -> None:
+    """Atomically write contiguous CPU tensors with string metadata (non-strings JSON-encoded); without
+    ``overwrite`` an existing ``path`` raises FileExistsError (the name is claimed atomically)."""
     meta = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
     meta.setdefault("format_version", FORMAT_VERSION)
     data = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(data, tmp, metadata=meta))
+    write = lambda tmp: save_file(data, tmp, metadata=meta)  # noqa: E731
+    if overwrite:
+        atomic_write(path, write)
+    else:
+        atomic_write_new([path], write)
 
 
 def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, kind: str = "auto") -> str:

@@ -99,9 +99,10 @@ class AdaINSaveStyle:
 
     def save(self, style, name, overwrite=True):
         path = writable_path(STYLES_FOLDER, _preset_name(name))
-        if path.exists() and not overwrite:
-            raise AdaINInputError(f"name: the preset {path} exists; choose another name or turn overwrite on")
-        save_style(style, path, source=style.encoder_name)
+        try:
+            save_style(style, path, source=style.encoder_name, overwrite=overwrite)
+        except FileExistsError:
+            raise AdaINInputError(f"name: the preset {path} exists; choose another name or turn overwrite on") from None
         return {"ui": {"text": [str(path)]}}
 
 

@@ -8,6 +8,7 @@ API prompt and the extra PNG info (the editor workflow) as PNG text chunks.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -15,14 +16,14 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
-from ..models.weights import atomic_write
+from ..atomic_files import atomic_write_new
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,18 @@ def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _save_counter(folder: Path, filename: str) -> int:
-    """Next free counter for ``{filename}_{counter:05}_.png``, as ComfyUI's get_save_image_path."""
+    """First counter worth trying for ``{filename}_{counter:05}_.png``, as ComfyUI's get_save_image_path; the
+    name is only claimed when the file is written (another writer may take it first)."""
     pattern = re.compile(re.escape(filename) + r"_(\d+)_?\.")
     counters = [int(m.group(1)) for f in (os.listdir(folder) if folder.is_dir() else []) if (m := pattern.match(f))]
     return max(counters, default=0) + 1
+
+
+def _numbered_names(folder: Path, stem: str, first: int, tried: list[int]) -> Iterator[Path]:
+    """``{stem}_{counter:05}_.png`` from counter ``first`` on, noting each counter offered in ``tried``."""
+    for counter in itertools.count(first):
+        tried.append(counter)
+        yield folder / f"{stem}_{counter:05}_.png"
 
 
 def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compress_level: int,
@@ -125,13 +134,16 @@ def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compre
             metadata.add_text("prompt", json.dumps(prompt))
         for key, value in (extra_pnginfo or {}).items():
             metadata.add_text(key, json.dumps(value))
-        name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
+        stem = filename.replace('%batch_num%', str(batch_number))
         png = Image.fromarray(array)
-        # written to a temporary file and renamed: a crash or full disk never leaves a half-written PNG
-        atomic_write(folder / name, lambda tmp: png.save(tmp, format="PNG", pnginfo=metadata,
-                                                         compress_level=compress_level))
-        results.append({"filename": name, "subfolder": subfolder, "type": kind, "path": str(folder / name)})
-        counter += 1
+        # written whole under a temporary name, then published under the first free counter, claimed
+        # atomically: a crash never leaves half a PNG, and two runs saving at once never share a name
+        tried: list[int] = []
+        path = atomic_write_new(_numbered_names(folder, stem, counter, tried),
+                                lambda tmp: png.save(tmp, format="PNG", pnginfo=metadata,
+                                                     compress_level=compress_level))
+        results.append({"filename": path.name, "subfolder": subfolder, "type": kind, "path": str(path)})
+        counter = tried[-1] + 1
     return results
 
 
