@@ -10,6 +10,8 @@ from .models.weights import read_tensors, save_safetensors
 from .pipeline import AdaINStyle
 
 PRESET_FORMAT = "adain-style"
+# A preset is two [styles, channels] float tables: a few kB; anything near this is not a preset.
+PRESET_MAX_BYTES = 4 << 20
 
 
 def save_style(style: AdaINStyle, path: str | Path, source: str = "", overwrite: bool = True) -> None:
@@ -21,7 +23,7 @@ def save_style(style: AdaINStyle, path: str | Path, source: str = "", overwrite:
 
 
 def load_style(path: str | Path) -> AdaINStyle:
-    tensors, meta = read_tensors(path)
+    tensors, meta = read_tensors(path, max_bytes=PRESET_MAX_BYTES)
     if meta.get("format") != PRESET_FORMAT or set(tensors) != {"mean", "std"}:
         raise WeightFileError(f"{path}: not an AdaIN style preset (expected tensors 'mean' and 'std' and "
                               f"format {PRESET_FORMAT!r}; found {sorted(tensors)} and format {meta.get('format')!r})")
