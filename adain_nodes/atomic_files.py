@@ -37,6 +37,9 @@ TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 # What safetensors leaves beside its target when killed; only ever removed from a folder the caller owns.
 LIBRARY_TEMPORARY_NAME = re.compile(r"^\.tmp\w{6}$")
 LOCK_NAME = ".lock"
+# The file being written, inside its write folder: a suffix no model or image listing picks up (ComfyUI's own
+# listings descend into hidden folders).
+WRITTEN_NAME = "content.tmp"
 # A write folder without its lock file is younger than this while its writer is still starting.
 UNLOCKED_GRACE_SECONDS = 600.0
 
@@ -123,7 +126,7 @@ def _written_in_private_folder(path: Path, write: Writer) -> Iterator[Path]:
     lock = open(folder / LOCK_NAME, "wb")
     try:
         _lock(lock)
-        target = folder / path.name
+        target = folder / WRITTEN_NAME
         # mode 0o666 less the umask, like any new file; writers that replace the file (safetensors) make it 0o600
         os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         mode = os.stat(target).st_mode
