@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from adain_nodes.core.pil_image import to_rgb8
 from adain_nodes.file_walk import walk_files
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class PairDataset(Dataset):
                 continue
             try:
                 with Image.open(path) as img:
-                    img = ImageOps.exif_transpose(img).convert("RGB")
+                    img = to_rgb8(ImageOps.exif_transpose(img))
             except IMAGE_ERRORS as exc:
                 log.warning("skipping image that fails to decode: %s (%s)", path, exc)
                 self._bad.add(path)

@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
 from ..atomic_files import atomic_write_new
+from ..core.pil_image import rgb_and_alpha
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,13 @@ def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         size = None
         for frame in ImageSequence.Iterator(img):
             frame = ImageOps.exif_transpose(frame)
-            if frame.mode == "I":
-                frame = frame.point(lambda i: i * (1 / 255))
-            rgb = frame.convert("RGB")
+            rgb, alpha = rgb_and_alpha(frame)
             if size is None:
-                size = rgb.size
-            if rgb.size != size:
+                size = rgb.shape[:2]
+            if rgb.shape[:2] != size:
                 continue
-            images.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None])
-            if "A" in frame.getbands():
-                alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
+            images.append(torch.from_numpy(rgb)[None])
+            if alpha is not None:
                 masks.append(1.0 - torch.from_numpy(alpha)[None])
             else:
                 masks.append(torch.zeros((1, 64, 64), dtype=torch.float32))
