@@ -43,4 +43,4 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     if image.mode in _INTEGER_GREY_MODES or image.mode == "F":
         rgb, _ = rgb_and_alpha(image)
         return Image.fromarray(np.round(rgb * 255.0).astype(np.uint8), "RGB")
-    return image.convert("RGB")
+    return (image.convert("RGBA") if has_alpha(image) else image).convert("RGB")
