@@ -97,6 +97,15 @@ class AdaINSaveStyle:
                                                                   "(atomically); off raises an error instead."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, name):
+        """A name that leaves the presets folder is refused before the graph runs."""
+        try:
+            _preset_name(name)
+        except AdaINInputError as exc:
+            return str(exc)
+        return True
+
     def save(self, style, name, overwrite=True):
         path = writable_path(STYLES_FOLDER, _preset_name(name))
         try:

@@ -106,6 +106,18 @@ def _save_counter(folder: Path, filename: str) -> int:
     return max(counters, default=0) + 1
 
 
+def output_location(base: Path, prefix: str) -> tuple[Path, str, str]:
+    """Folder, subfolder and file name a ``filename_prefix`` stands for; ValueError if it leaves ``base``."""
+    if any(ord(ch) < 32 for ch in prefix):
+        raise ValueError(f"filename_prefix {prefix!r} contains a control character; use a plain name")
+    subfolder = os.path.dirname(os.path.normpath(prefix))
+    filename = os.path.basename(os.path.normpath(prefix))
+    folder = Path(os.path.abspath(base / subfolder))
+    if not _inside(base, folder):
+        raise ValueError(f"Saving image outside the output folder is not allowed: {prefix!r}")
+    return folder, subfolder, filename
+
+
 def _numbered_names(folder: Path, stem: str, first: int, tried: list[int]) -> Iterator[Path]:
     """``{stem}_{counter:05}_.png`` from counter ``first`` on, noting each counter offered in ``tried``."""
     for counter in itertools.count(first):
@@ -117,11 +129,7 @@ def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compre
                 prompt: dict | None, extra_pnginfo: dict | None) -> list[dict[str, Any]]:
     """Write a batch as numbered PNGs with the workflow in the PNG text chunks; return ComfyUI's ui records."""
     prefix = prefix.replace("%width%", str(images.shape[2])).replace("%height%", str(images.shape[1]))
-    subfolder = os.path.dirname(os.path.normpath(prefix))
-    filename = os.path.basename(os.path.normpath(prefix))
-    folder = Path(os.path.abspath(base / subfolder))
-    if not _inside(base, folder):
-        raise ValueError(f"Saving image outside the output folder is not allowed: {prefix!r}")
+    folder, subfolder, filename = output_location(base, prefix)
     folder.mkdir(parents=True, exist_ok=True)
     counter = _save_counter(folder, filename)
     results = []
@@ -184,6 +192,15 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
 
         def base(self) -> tuple[Path, str]:
             return folders.output_dir, ""
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, filename_prefix):
+            """Checked before the graph runs, not when the whole graph has run (ComfyUI finds it only then)."""
+            try:
+                output_location(folders.output_dir, filename_prefix)
+            except ValueError as exc:
+                return str(exc)
+            return True
 
         def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
             base, suffix = self.base()
