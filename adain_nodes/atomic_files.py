@@ -60,18 +60,27 @@ def _lock(handle) -> bool:
         return False
 
 
-def _writer_is_gone(folder: Path) -> bool:
+def _remove_if_abandoned(folder: Path) -> bool:
+    """Remove a write folder whose writer is gone, holding its lock meanwhile: a writer that has just made
+    the folder and not yet locked it then fails to lock it and starts over under another name."""
     try:
         handle = open(folder / LOCK_NAME, "rb")
-    except FileNotFoundError:
+    except FileNotFoundError:  # a writer between making the folder and its lock, or one killed there
         try:
-            return time.time() - folder.stat().st_mtime > UNLOCKED_GRACE_SECONDS
+            abandoned = time.time() - folder.stat().st_mtime > UNLOCKED_GRACE_SECONDS
         except FileNotFoundError:
             return False
+        if abandoned:
+            shutil.rmtree(folder, ignore_errors=True)
+        return abandoned
     with handle:
         if fcntl is None:
-            return time.time() - os.fstat(handle.fileno()).st_mtime > UNLOCKED_GRACE_SECONDS
-        return _lock(handle)
+            abandoned = time.time() - os.fstat(handle.fileno()).st_mtime > UNLOCKED_GRACE_SECONDS
+        else:
+            abandoned = _lock(handle)
+        if abandoned:
+            shutil.rmtree(folder, ignore_errors=True)
+        return abandoned
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None,
@@ -89,8 +98,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None,
         match = TEMPORARY_NAME.match(entry.name)
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
-            if match and _writer_is_gone(path):
-                shutil.rmtree(path, ignore_errors=True)
+            if match and _remove_if_abandoned(path):
                 removed.append(path)
         elif entry.is_file(follow_symlinks=False):
             if (owned_folder and (match or LIBRARY_TEMPORARY_NAME.match(entry.name))) or (
@@ -100,6 +108,20 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None,
     for path in removed:
         log.info("removed %s, left by an interrupted write", path)
     return removed
+
+
+def _locked_write_folder(path: Path):
+    """A new write folder for ``path`` and the open, locked handle that marks its writer as alive."""
+    while True:
+        folder = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        lock = open(folder / LOCK_NAME, "wb")
+        if _lock(lock):
+            return folder, lock
+        lock.close()  # a sweeper took it for abandoned between the two steps and is removing it
 
 
 def _sweep_once(folder: Path) -> None:
@@ -116,16 +138,8 @@ def _written_in_private_folder(path: Path, write: Writer) -> Iterator[Path]:
     caller to publish; the folder goes afterwards, whatever happens."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_once(path.parent)
-    while True:
-        folder = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            folder.mkdir()
-            break
-        except FileExistsError:
-            continue
-    lock = open(folder / LOCK_NAME, "wb")
+    folder, lock = _locked_write_folder(path)
     try:
-        _lock(lock)
         target = folder / WRITTEN_NAME
         # mode 0o666 less the umask, like any new file; writers that replace the file (safetensors) make it 0o600
         os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
