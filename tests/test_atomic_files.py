@@ -121,3 +121,12 @@ def test_a_failed_write_leaves_nothing(tmp_path, failure):
     with pytest.raises(type(failure)):
         atomic_write(tmp_path / "keep.bin", write)
     assert os.listdir(tmp_path) == ["keep.bin"] and (tmp_path / "keep.bin").read_bytes() == b"old"
+
+
+def test_images_fetched_from_a_server_never_overwrite_local_files(tmp_path):
+    from adain_nodes.runner.core_nodes import write_new_file
+
+    (tmp_path / "ComfyUI_00001_.png").write_bytes(b"a local result")
+    paths = _at_once(lambda i: write_new_file(tmp_path, "ComfyUI_00001_.png", b"fetched %d" % i))
+    assert len(set(paths)) == WRITERS and (tmp_path / "ComfyUI_00001_.png").read_bytes() == b"a local result"
+    assert sorted(p.read_bytes() for p in paths) == sorted(b"fetched %d" % i for i in range(WRITERS))

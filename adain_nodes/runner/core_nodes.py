@@ -118,6 +118,14 @@ def output_location(base: Path, prefix: str) -> tuple[Path, str, str]:
     return folder, subfolder, filename
 
 
+def write_new_file(folder: Path, filename: str, data: bytes) -> Path:
+    """``data`` as ``folder/filename``, or ``stem_1.ext``, ``stem_2.ext``, ... where taken: the name is claimed
+    atomically, so an existing file (or one another run writes at the same time) is never overwritten."""
+    stem, suffix = os.path.splitext(filename)
+    names = itertools.chain([folder / filename], (folder / f"{stem}_{k}{suffix}" for k in itertools.count(1)))
+    return atomic_write_new(names, lambda tmp: Path(tmp).write_bytes(data))
+
+
 def _numbered_names(folder: Path, stem: str, first: int, tried: list[int]) -> Iterator[Path]:
     """``{stem}_{counter:05}_.png`` from counter ``first`` on, noting each counter offered in ``tried``."""
     for counter in itertools.count(first):
