@@ -13,13 +13,13 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from .core.image import MIN_SIZE, SIZE_MULTIPLE
+from .core.image import MIN_SIZE
 from .errors import AdaINInputError
 
 GRID = 8  # pixels per feature at relu4_1
 MAX_OVERLAP = 1024
 # The networks' reflection padding needs at least 2 features (16 pixels) a side: a thinner tile would crash.
-MIN_TILE_FEATURES = MIN_SIZE // SIZE_MULTIPLE
+MIN_TILE_FEATURES = MIN_SIZE // GRID
 
 
 @dataclass(frozen=True)
