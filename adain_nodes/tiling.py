@@ -13,11 +13,14 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from .core.image import MIN_SIZE
 from .core.layers import ADAIN_LAYER, ENCODER_LAYERS
 from .errors import AdaINInputError
 
 GRID = ENCODER_LAYERS[ADAIN_LAYER].stride  # image pixels per feature pixel of the tiled features
 MAX_OVERLAP = 1024
+# The networks' reflection padding needs at least 2 features (16 pixels) a side: a thinner tile would crash.
+MIN_TILE_FEATURES = MIN_SIZE // GRID
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,12 @@ NO_TILING = Tiling(size=0)
 
 
 def _spans(length: int, core: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
-    """(start, stop) of each core span and of its extension by ``margin``, in feature units."""
+    """(start, stop) of each core span and of its extension by ``margin``, in feature units; an extension is
+    widened inwards to the networks' minimum (a last core of one feature, at overlap 0, would be too thin)."""
     for start in range(0, length, core):
         stop = min(start + core, length)
-        yield start, stop, max(start - margin, 0), min(stop + margin, length)
+        lo = max(min(start - margin, stop - MIN_TILE_FEATURES), 0)
+        yield start, stop, lo, min(max(stop + margin, lo + MIN_TILE_FEATURES), length)
 
 
 def _tiles(h: int, w: int, tiling: Tiling):

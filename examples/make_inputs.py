@@ -166,7 +166,8 @@ def stand_in_latent(image: Path, latent: Path) -> None:
     luma = Image.fromarray(small.mean(axis=2))  # the detail lost at half this size: a band of the Laplacian pyramid
     coarse = luma.resize((luma.width // 2, luma.height // 2), Image.Resampling.BOX).resize(luma.size, Image.BILINEAR)
     channels[3] = 4.0 * (np.asarray(luma, np.float32) - np.asarray(coarse, np.float32))
-    save_latent_file(torch.from_numpy(np.ascontiguousarray(channels))[None], latent, {})
+    latent.unlink(missing_ok=True)  # regenerated, never appended to
+    save_latent_file(torch.from_numpy(np.ascontiguousarray(channels))[None], [latent], {})
 
 
 def main() -> None:

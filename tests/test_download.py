@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -47,6 +48,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(code)
             return
         data = self.files[name]
+        if mode == "slow_headers":  # a status line, then nothing for longer than any test waits
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self.wfile.flush()
+            time.sleep(SLOW_SERVER_SECONDS)
+            self.close_connection = True
+            return
         if mode == "corrupt":
             data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
         start = 0
@@ -66,6 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
+        if mode in ("trickle", "silent"):
+            self._slowly(body[:1000] if mode == "trickle" else b"")
+            return
         cut = mode == "truncate_always" or (mode == "truncate_once" and name not in self.truncated_once)
         if cut:
             self.truncated_once.add(name)
@@ -74,6 +84,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(body)
+
+
+    def _slowly(self, body: bytes) -> None:
+        """A byte every 20 ms (or nothing), until SLOW_SERVER_SECONDS have passed, then a broken connection."""
+        ends = time.monotonic() + SLOW_SERVER_SECONDS
+        try:
+            for byte in body:
+                if time.monotonic() > ends:
+                    break
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.02)
+            time.sleep(max(ends - time.monotonic(), 0))
+        except OSError:
+            pass
+        self.close_connection = True
+
+
+SLOW_SERVER_SECONDS = 6.0
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +412,42 @@ def test_float64_weights_beyond_float32_range_are_refused(tmp_path):
     save_safetensors(state, tmp_path / "f64.safetensors", {})
     with pytest.raises(WeightFileError, match=r"1\.weight.*infinite"):
         load_decoder(tmp_path / "f64.safetensors")
+
+
+@pytest.fixture
+def fast_deadline(monkeypatch):
+    """A rate limit tests can reach in a second: 20 kB/s over a second."""
+    monkeypatch.setattr(dl, "MIN_RATE", 20_000, raising=False)
+    monkeypatch.setattr(dl, "RATE_WINDOW", 1.0, raising=False)
+
+
+@pytest.mark.parametrize("mode", ["trickle", "silent", "slow_headers"])
+def test_a_slow_server_is_stopped_by_the_rate_limit_with_progress_meanwhile(release, tmp_path, fast_deadline, mode):
+    data = release("decoder.pth", BLOB)
+    _Handler.modes["decoder.pth"] = mode
+    reports = []
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"below the minimum of 20 KiB/s.*run the download again to resume"):
+        dl.download("decoder.pth", tmp_path, progress=lambda done, total: reports.append(done))
+    assert time.monotonic() - started < SLOW_SERVER_SECONDS / 2
+    assert len(reports) >= 2  # reported (and so interruptible) while waiting for bytes
+    kept = (tmp_path / "decoder.pth.part").stat().st_size if mode == "trickle" else 0
+    assert kept >= max(reports) and (kept > 0) == (mode == "trickle")
+    _Handler.modes["decoder.pth"] = "ok"
+    assert dl.download("decoder.pth", tmp_path).read_bytes() == data  # resumes from what was kept
+
+
+def test_interrupt_is_honoured_while_the_server_is_silent(release, tmp_path):
+    release("decoder.pth", BLOB)
+    _Handler.modes["decoder.pth"] = "silent"
+    calls = []
+
+    def interrupt(done, total):
+        calls.append(done)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        dl.download("decoder.pth", tmp_path, progress=interrupt)
+    assert time.monotonic() - started < SLOW_SERVER_SECONDS / 2

@@ -67,3 +67,56 @@ def test_nodes_accept_tile_options(encoder, decoder):
     image = random_image(1, 150, 90)
     out = N["AdaINStyleTransfer"]().transfer(encoder, decoder, image, random_image(1, 64, 64), 1.0, "off", 64, 32)[0]
     assert out.shape == image.shape
+
+
+# Every valid widget value works: any image size, tile size and overlap (0 included).
+from hypothesis import example, given, settings, strategies as st  # noqa: E402
+
+from adain_nodes.tiling import GRID, MAX_OVERLAP, MIN_TILE_FEATURES, _tiles  # noqa: E402
+from conftest import he_init, random_decoder  # noqa: E402
+
+TILE_SIZES = st.integers(64, 2048)
+OVERLAPS = st.one_of(st.sampled_from([0, 1, GRID - 1, GRID, GRID + 1]), st.integers(0, MAX_OVERLAP))
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(2, 300), w=st.integers(2, 300), size=TILE_SIZES, overlap=OVERLAPS)
+def test_tiles_cover_the_grid_once_and_are_never_too_thin(h, w, size, overlap):
+    covered = torch.zeros(h, w, dtype=torch.int32)
+    for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, Tiling(size, overlap)):
+        assert ya <= y0 < y1 <= yb and xa <= x0 < x1 <= xb
+        assert yb - ya >= MIN_TILE_FEATURES and xb - xa >= MIN_TILE_FEATURES
+        covered[y0:y1, x0:x1] += 1
+    assert bool((covered == 1).all())
+
+
+@pytest.fixture(scope="module")
+def small_networks():
+    from adain_nodes.models.networks import VGGEncoder
+
+    return he_init(VGGEncoder(), 0), random_decoder()
+
+
+@settings(max_examples=8, deadline=None)
+@example(h=20, w=72, size=64, overlap=0).via("a last tile one feature wide")
+@example(h=136, w=30, size=64, overlap=1).via("a last tile one feature high")
+@given(h=st.integers(1, 100), w=st.integers(1, 100), size=st.integers(64, 80), overlap=st.sampled_from([0, 1, 7, 8, 9]))
+def test_every_size_and_overlap_encodes_and_decodes_to_the_input_size(small_networks, h, w, size, overlap):
+    encoder, decoder = small_networks
+    content = nchw(random_image(1, h, w, seed=h * w))
+    features = pipeline.encode(encoder, content, RUNTIME, Tiling(size, overlap))
+    out = pipeline.decode(decoder, features, RUNTIME, Tiling(size, overlap))
+    assert out.shape == content.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("width,size", [(1032, 1024), (136, 64)])
+def test_overlap_zero_with_a_one_feature_last_tile(small_networks, width, size):
+    """The reported case: 1032 px at tile size 1024 left a last tile one feature (8 px) wide."""
+    encoder, decoder = small_networks
+    content = nchw(random_image(1, 16, width, seed=3))
+    whole = pipeline.encode(encoder, content, RUNTIME, NO_TILING)
+    tiled = pipeline.encode(encoder, content, RUNTIME, Tiling(size, 0))
+    assert tiled.features.shape == whole.features.shape
+    image = pipeline.decode(decoder, tiled, RUNTIME, Tiling(size, 0))
+    assert image.shape == content.shape and torch.isfinite(image).all()
+    assert tile_count(16, width, Tiling(size, 0)) == -(-width // (size // GRID * GRID))

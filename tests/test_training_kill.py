@@ -31,9 +31,10 @@ from pathlib import Path
 
 import torch
 
+from adain_nodes.atomic_files import TEMPORARY_NAME
 from adain_nodes.host.paths import MODELS_ENV, list_files
 from adain_nodes.models.networks import AdaINDecoder
-from adain_nodes.models.weights import TEMPORARY_NAME, load_decoder
+from adain_nodes.models.weights import load_decoder
 from training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from training.train import train
 
@@ -43,7 +44,7 @@ EVERY = 2  # --checkpoint-every
 MAX_ITER = 30  # room for two rounds of every phase even where iterations are fast
 KILLS = 12
 PHASES = ("startup", "iteration", "checkpoint_write", "decoder_write", "after_checkpoint", "after_outputs")
-TEMPORARY = TEMPORARY_NAME  # atomic_write's and safetensors' temporaries
+TEMPORARY = TEMPORARY_NAME  # atomic_write's write folders
 RUN_FILES = {CHECKPOINT_NAME, "losses.jsonl", "losses.csv", "loss_plot.png"}
 PROGRESS = re.compile(r"\] (\d+)/\d+ ")
 

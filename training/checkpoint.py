@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from adain_nodes.atomic_files import atomic_write, remove_stale_temporaries
 from adain_nodes.core.layers import ADAIN_LAYER
-from adain_nodes.models.weights import TEMPORARY_NAME, atomic_write, save_safetensors
+from adain_nodes.models.weights import save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,9 @@ def save_decoder(path: Path, decoder: nn.Module, metadata: dict[str, Any]) -> No
     save_safetensors({k: v.detach().float().cpu() for k, v in decoder.state_dict().items()}, path, meta)
 
 
-def remove_stale_temporaries(run_dir: Path, out: Path) -> None:
-    """Delete what a killed run left half-written: any temporary in its own run directory, and only the
-    output's own temporaries beside the output (that folder may be shared, e.g. a models folder)."""
-    for folder, only in ((run_dir, None), (out.parent, out.name)):
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            match = TEMPORARY_NAME.match(entry.name)
-            if match and entry.is_file() and (only is None or match.group("name") == only):
-                log.info("removing %s, left by an interrupted write", entry)
-                entry.unlink(missing_ok=True)
+def remove_run_temporaries(run_dir: Path, out: Path) -> None:
+    """Delete what a killed run left half-written: any temporary in its own run directory, and beside the
+    output only the output's own temporaries and those of writers that are gone (that folder may be shared,
+    e.g. a models folder)."""
+    remove_stale_temporaries(run_dir, owned_folder=True)
+    remove_stale_temporaries(out.parent, out.name)

@@ -20,6 +20,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from adain_nodes.dataset.files import IMAGE_ERRORS, IMAGE_SUFFIXES
+from adain_nodes.core.pil_image import to_rgb8
+from adain_nodes.file_walk import walk_files
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,8 @@ _CONTENT, _STYLE, _CROP = 1, 2, 3
 
 
 def scan_images(folder: str | os.PathLike, min_size: int) -> list[Path]:
-    """Image files under ``folder`` (nested, sorted), skipping unreadable or tiny ones with a warning.
+    """Image files under ``folder`` (nested, sorted; each real folder once), skipping unreadable or tiny ones
+    with a warning.
 
     Only headers are read here; files that fail later while decoding are skipped at load time.
     """
@@ -37,24 +40,21 @@ def scan_images(folder: str | os.PathLike, min_size: int) -> list[Path]:
         raise FileNotFoundError(f"{folder}: no such image folder")
     found: list[Path] = []
     skipped = 0
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs.sort()
-        for name in sorted(files):
-            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            path = Path(root, name)
-            try:
-                with Image.open(path) as img:
-                    width, height = img.size
-            except IMAGE_ERRORS as exc:
-                log.warning("skipping unreadable image %s (%s)", path, exc)
-                skipped += 1
-                continue
-            if min(width, height) < min_size:
-                log.warning("skipping tiny image %s (%dx%d < %d px)", path, width, height, min_size)
-                skipped += 1
-                continue
-            found.append(path)
+    for path in walk_files(folder):
+        if path.name.startswith(".") or not path.name.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except IMAGE_ERRORS as exc:
+            log.warning("skipping unreadable image %s (%s)", path, exc)
+            skipped += 1
+            continue
+        if min(width, height) < min_size:
+            log.warning("skipping tiny image %s (%dx%d < %d px)", path, width, height, min_size)
+            skipped += 1
+            continue
+        found.append(path)
     if not found:
         raise ValueError(f"{folder}: no usable images ({', '.join(IMAGE_SUFFIXES)}) found"
                          + (f"; {skipped} skipped" if skipped else ""))
@@ -135,7 +135,7 @@ class PairDataset(Dataset):
                 continue
             try:
                 with Image.open(path) as img:
-                    img = ImageOps.exif_transpose(img).convert("RGB")
+                    img = to_rgb8(ImageOps.exif_transpose(img))
             except IMAGE_ERRORS as exc:
                 log.warning("skipping image that fails to decode: %s (%s)", path, exc)
                 self._bad.add(path)

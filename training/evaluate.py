@@ -30,6 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from adain_nodes.core.color import luminance
+from adain_nodes.core.pil_image import to_rgb8
 from adain_nodes.core.stats import adain, mean_std
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.core.layers import ADAIN_LAYER, STYLE_LAYERS
@@ -70,7 +71,7 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, size: int = 11, sigma: f
 def load_image(path: Path, short_side: int) -> Tensor:
     """RGB ``[1, 3, H, W]`` in 0..1 with the short side resized to ``short_side``."""
     with Image.open(path) as img:
-        img = img.convert("RGB")
+        img = to_rgb8(img)
         scale = short_side / min(img.size)
         img = img.resize((max(round(img.width * scale), 1), max(round(img.height * scale), 1)), Image.BICUBIC)
         return _tensor(img)
@@ -91,7 +92,7 @@ def load_output(folder: Path, index: int, content_path: Path, content: Tensor) -
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no output for pair {index} ({content_path.name})")
     with Image.open(path) as img:
-        output = _tensor(img.convert("RGB"))
+        output = _tensor(to_rgb8(img))
     if output.shape != content.shape:
         raise ValueError(f"{path}: {output.shape[-1]}x{output.shape[-2]}, but the content is "
                          f"{content.shape[-1]}x{content.shape[-2]}")

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from adain_nodes.models.weights import atomic_write
+from adain_nodes.atomic_files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from adain_nodes.models.networks import AdaINDecoder
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 
-from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_stale_temporaries, save_checkpoint, save_decoder,
+from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_run_temporaries, save_checkpoint, save_decoder,
                          set_rng_states)
 from .config import TrainConfig, parse_overrides
 from .data import PairDataset, PairSampler, scan_images
@@ -233,7 +233,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     ckpt_file = checkpoint_path(cfg)
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir, Path(cfg.out))
+        remove_run_temporaries(run_dir, Path(cfg.out))
 
     encoder = load_encoder(cfg.encoder).to(device, memory_format=memory_format)
     encoder_sha = file_sha256(cfg.encoder)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms.functional import resize
+
+from ..core.pil_image import to_rgb8
+from ..file_walk import walk_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # Decode failures that mean "bad file", not "bug": PIL raises all of these on corrupt data.
@@ -28,11 +30,10 @@ def list_images(folder: Path) -> list[str]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such image folder")
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
-                found.append(Path(root, name).relative_to(folder).as_posix())
+    for path in walk_files(folder):  # each real folder once: a link loop cannot make the listing endless
+        relative = path.relative_to(folder)
+        if not any(part.startswith(".") for part in relative.parts) and path.name.lower().endswith(IMAGE_SUFFIXES):
+            found.append(relative.as_posix())
     return found
 
 
@@ -43,7 +44,7 @@ def load_rgb(path: Path, short_side: int) -> Tensor:
     with the original as training code loads it.
     """
     with Image.open(path) as img:
-        img = img.convert("RGB")
+        img = to_rgb8(img)  # 16-bit, palette and CMYK files decode to what they show
     if short_side:
         img = resize(img, short_side, antialias=True)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from PIL import Image
 
-from ..models.weights import atomic_write
+from ..atomic_files import atomic_write
 from .plan import Job
 
 log = logging.getLogger(__name__)

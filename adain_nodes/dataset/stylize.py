@@ -32,7 +32,8 @@ from .. import pipeline
 from ..host.paths import MODELS_FOLDER, resolve_file
 from ..host.runtime import StandaloneRuntime
 from ..models.networks import AdaINDecoder, VGGEncoder
-from ..models.weights import TEMPORARY_NAME, atomic_write, load_decoder, load_encoder
+from ..atomic_files import atomic_write, remove_stale_temporaries
+from ..models.weights import load_decoder, load_encoder
 from .files import IMAGE_ERRORS, IMAGE_SUFFIXES, encode_image, list_images, load_rgb
 from .manifest import (FAILED, OK, PartWriter, check_config, failed_record, merge_manifest, ok_record, read_records,
                        record_from_file)
@@ -135,11 +136,8 @@ class DatasetRuntime(StandaloneRuntime):
 
 def _remove_temporaries(out: Path) -> None:
     """Delete what writes of a killed run left behind (never a final name: those are whole files)."""
-    for root, _, files in os.walk(out):
-        for name in files:
-            if TEMPORARY_NAME.match(name):
-                log.info("removing %s, left by an interrupted write", Path(root, name))
-                Path(root, name).unlink(missing_ok=True)
+    for root, _, _ in os.walk(out):
+        remove_stale_temporaries(root, owned_folder=True)
 
 
 class Stylizer:

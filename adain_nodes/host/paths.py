@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import AdaINInputError
+from ..file_walk import walk_files
 from ..models.weights import WEIGHT_SUFFIXES
 
 PACK_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
@@ -72,19 +73,9 @@ def list_files(folder: str) -> list[str]:
     for base in folder_dirs(folder):
         if not base.is_dir():
             continue
-        # Each real folder is walked once: a link loop (a folder linked into itself) would otherwise
-        # make the walk exponential in the number of loops, and every listing would hang.
-        seen = {os.path.realpath(base)}
-        for root, dirs, files in os.walk(base, followlinks=True):
-            dirs.sort()
-            for name in list(dirs):
-                real = os.path.realpath(os.path.join(root, name))
-                if real in seen:
-                    dirs.remove(name)
-                seen.add(real)
-            for file in files:
-                if file.lower().endswith(_EXTENSIONS[folder]) and not file.startswith("."):
-                    names.add(Path(root, file).relative_to(base).as_posix())
+        for path in walk_files(base):
+            if path.name.lower().endswith(_EXTENSIONS[folder]) and not path.name.startswith("."):
+                names.add(path.relative_to(base).as_posix())
     return sorted(names)
 
 

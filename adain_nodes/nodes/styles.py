@@ -99,11 +99,21 @@ class AdaINSaveStyle:
                                                                   "(atomically); off raises an error instead."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, name):
+        """A name that leaves the presets folder is refused before the graph runs."""
+        try:
+            _preset_name(name)
+        except AdaINInputError as exc:
+            return str(exc)
+        return True
+
     def save(self, style, name, overwrite=True):
         path = writable_path(STYLES_FOLDER, _preset_name(name))
-        if path.exists() and not overwrite:
-            raise AdaINInputError(f"name: the preset {path} exists; choose another name or turn overwrite on")
-        save_style(style, path, source=style.encoder_name)
+        try:
+            save_style(style, path, source=style.encoder_name, overwrite=overwrite)
+        except FileExistsError:
+            raise AdaINInputError(f"name: the preset {path} exists; choose another name or turn overwrite on") from None
         return {"ui": {"text": [str(path)]}, "result": (str(path),)}
 
 

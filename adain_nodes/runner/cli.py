@@ -69,10 +69,11 @@ def _configure_folders(args: argparse.Namespace) -> None:
 
 
 def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Exit status 0 on success, 1 on validation or execution errors, 2 on an unreadable workflow."""
+    """Exit status 0 on success, 1 on a malformed or invalid workflow or a failed run, 2 on a file that is no
+    workflow at all (missing, not UTF-8 JSON, no workflow in the PNG)."""
     from .core_nodes import Folders
     from .execute import NodeExecutionError, execute_prompt
-    from .graph import WorkflowError
+    from .graph import UnreadableWorkflow, WorkflowError
     from .run import default_input_dir, prepare
 
     _configure_folders(args)
@@ -83,7 +84,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         workflow, validation, registry = prepare(args.workflow, folders, args.overrides)
     except WorkflowError as exc:
         reporter.line(f"error: {exc}")
-        return 2
+        return 2 if isinstance(exc, UnreadableWorkflow) else 1
     reporter.line(f"workflow {args.workflow} ({workflow.format} format, {len(workflow.prompt)} nodes)")
     if args.server:
         return _run_on_server(args, workflow, input_dir, reporter)

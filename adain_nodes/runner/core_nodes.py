@@ -10,6 +10,7 @@ Text") shows any value as text (printed by the CLI).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -17,14 +18,15 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
-from ..models.weights import atomic_write
+from ..atomic_files import atomic_write_new
+from ..core.pil_image import rgb_and_alpha
 from .pyav_decode import load_image_pyav
 
 log = logging.getLogger(__name__)
@@ -85,16 +87,13 @@ def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         size = None
         for frame in ImageSequence.Iterator(img):
             frame = ImageOps.exif_transpose(frame)
-            if frame.mode == "I":
-                frame = frame.point(lambda i: i * (1 / 255))
-            rgb = frame.convert("RGB")
+            rgb, alpha = rgb_and_alpha(frame)
             if size is None:
-                size = rgb.size
-            if rgb.size != size:
+                size = rgb.shape[:2]
+            if rgb.shape[:2] != size:
                 continue
-            images.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None])
-            if "A" in frame.getbands():
-                alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
+            images.append(torch.from_numpy(rgb)[None])
+            if alpha is not None:
                 masks.append(1.0 - torch.from_numpy(alpha)[None])
             else:
                 masks.append(torch.zeros((1, 64, 64), dtype=torch.float32))
@@ -111,19 +110,43 @@ def decode_input_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _save_counter(folder: Path, filename: str) -> int:
-    """Next free counter for ``{filename}_{counter:05}_.png``, as ComfyUI's get_save_image_path."""
+    """First counter worth trying for ``{filename}_{counter:05}_.png``, as ComfyUI's get_save_image_path; the
+    name is only claimed when the file is written (another writer may take it first)."""
     pattern = re.compile(re.escape(filename) + r"_(\d+)_?\.")
     counters = [int(m.group(1)) for f in (os.listdir(folder) if folder.is_dir() else []) if (m := pattern.match(f))]
     return max(counters, default=0) + 1
 
 
-def save_target(prefix: str, base: Path) -> tuple[Path, str, str, int]:
-    """Folder, subfolder, file name and next counter for a ``filename_prefix`` (ComfyUI's get_save_image_path)."""
+def output_location(base: Path, prefix: str) -> tuple[Path, str, str]:
+    """Folder, subfolder and file name a ``filename_prefix`` stands for; ValueError if it leaves ``base``."""
+    if any(ord(ch) < 32 for ch in prefix):
+        raise ValueError(f"filename_prefix {prefix!r} contains a control character; use a plain name")
     subfolder = os.path.dirname(os.path.normpath(prefix))
     filename = os.path.basename(os.path.normpath(prefix))
     folder = Path(os.path.abspath(base / subfolder))
     if not _inside(base, folder):
         raise ValueError(f"Saving image outside the output folder is not allowed: {prefix!r}")
+    return folder, subfolder, filename
+
+
+def write_new_file(folder: Path, filename: str, data: bytes) -> Path:
+    """``data`` as ``folder/filename``, or ``stem_1.ext``, ``stem_2.ext``, ... where taken: the name is claimed
+    atomically, so an existing file (or one another run writes at the same time) is never overwritten."""
+    stem, suffix = os.path.splitext(filename)
+    names = itertools.chain([folder / filename], (folder / f"{stem}_{k}{suffix}" for k in itertools.count(1)))
+    return atomic_write_new(names, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def numbered_names(folder: Path, stem: str, first: int, tried: list[int], suffix: str = ".png") -> Iterator[Path]:
+    """``{stem}_{counter:05}_{suffix}`` from counter ``first`` on, noting each counter offered in ``tried``."""
+    for counter in itertools.count(first):
+        tried.append(counter)
+        yield folder / f"{stem}_{counter:05}_{suffix}"
+
+
+def save_target(prefix: str, base: Path) -> tuple[Path, str, str, int]:
+    """Folder (created), subfolder, file name and first counter worth trying for a ``filename_prefix``."""
+    folder, subfolder, filename = output_location(base, prefix)
     folder.mkdir(parents=True, exist_ok=True)
     return folder, subfolder, filename, _save_counter(folder, filename)
 
@@ -141,13 +164,16 @@ def save_images(images: torch.Tensor, prefix: str, base: Path, kind: str, compre
             metadata.add_text("prompt", json.dumps(prompt))
         for key, value in (extra_pnginfo or {}).items():
             metadata.add_text(key, json.dumps(value))
-        name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
+        stem = filename.replace('%batch_num%', str(batch_number))
         png = Image.fromarray(array)
-        # written to a temporary file and renamed: a crash or full disk never leaves a half-written PNG
-        atomic_write(folder / name, lambda tmp: png.save(tmp, format="PNG", pnginfo=metadata,
-                                                         compress_level=compress_level))
-        results.append({"filename": name, "subfolder": subfolder, "type": kind, "path": str(folder / name)})
-        counter += 1
+        # written whole under a temporary name, then published under the first free counter, claimed
+        # atomically: a crash never leaves half a PNG, and two runs saving at once never share a name
+        tried: list[int] = []
+        path = atomic_write_new(numbered_names(folder, stem, counter, tried),
+                                lambda tmp: png.save(tmp, format="PNG", pnginfo=metadata,
+                                                     compress_level=compress_level))
+        results.append({"filename": path.name, "subfolder": subfolder, "type": kind, "path": str(path)})
+        counter = tried[-1] + 1
     return results
 
 
@@ -204,6 +230,15 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
 
         def base(self) -> tuple[Path, str]:
             return folders.output_dir, ""
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, filename_prefix):
+            """Checked before the graph runs, not when the whole graph has run (ComfyUI finds it only then)."""
+            try:
+                output_location(folders.output_dir, filename_prefix)
+            except ValueError as exc:
+                return str(exc)
+            return True
 
         def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
             base, suffix = self.base()

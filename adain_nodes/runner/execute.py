@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .registry import Registry, hidden_inputs
+from .registry import Registry, hidden_inputs, input_specs
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,15 @@ def execute_prompt(prompt: dict[str, dict], order: list[str], registry: Registry
         node = prompt[node_id]
         class_type = node["class_type"]
         cls = registry[class_type]
-        title = (node.get("_meta") or {}).get("title", registry.title(class_type))
+        meta = node.get("_meta")
+        title = meta.get("title", registry.title(class_type)) if isinstance(meta, dict) else registry.title(class_type)
         reporter.node_started(index, len(order), node_id, class_type, title)
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = {}
+        declared = {spec.name for spec in input_specs(cls)}
         for name, value in (node.get("inputs") or {}).items():
+            if name not in declared:
+                continue  # as ComfyUI: an input the node does not declare is not passed to it
             if isinstance(value, list):
                 kwargs[name] = result.outputs[str(value[0])][value[1]]
             elif isinstance(value, dict) and "__value__" in value:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..models.weights import atomic_write
-from .core_nodes import Folders, save_target
+from ..atomic_files import atomic_write_new
+from .core_nodes import Folders, numbered_names, save_target
 
 LATENT_SUFFIX = ".latent"
 FORMAT_MARKER = "latent_format_version_0"
@@ -29,9 +29,10 @@ def load_latent_file(path: Path) -> dict[str, torch.Tensor]:
     return {"samples": tensors["latent_tensor"].float() * scale}
 
 
-def save_latent_file(samples: torch.Tensor, path: Path, metadata: dict[str, str] | None) -> None:
+def save_latent_file(samples: torch.Tensor, candidates: Iterable[Path], metadata: dict[str, str] | None) -> Path:
+    """Write a .latent under the first of ``candidates`` that is free, claimed atomically (never overwrites)."""
     tensors = {"latent_tensor": samples.detach().cpu().contiguous(), FORMAT_MARKER: torch.tensor([])}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write_new(candidates, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def make_latent_nodes(folders: Folders) -> dict[str, type]:
@@ -80,10 +81,10 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
             folder, subfolder, filename, counter = save_target(filename_prefix, folders.output_dir)
             metadata = {"prompt": json.dumps(prompt) if prompt is not None else ""}
             metadata.update({key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()})
-            name = f"{filename}_{counter:05}_{LATENT_SUFFIX}"
-            save_latent_file(samples["samples"], folder / name, metadata)
-            record: dict[str, Any] = {"filename": name, "subfolder": subfolder, "type": "output",
-                                      "path": str(folder / name)}
+            path = save_latent_file(samples["samples"], numbered_names(folder, filename, counter, [], LATENT_SUFFIX),
+                                    metadata)
+            record: dict[str, Any] = {"filename": path.name, "subfolder": subfolder, "type": "output",
+                                      "path": str(path)}
             folders.written.append(record)
             return {"ui": {"latents": [record]}}
 

@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from .core_nodes import output_location, write_new_file
+
 log = logging.getLogger(__name__)
 
 
@@ -201,11 +203,13 @@ def run_on_server(base_url: str, prompt: dict, workflow: dict | None, output_dir
     written = []
     for node_output in entry.get("outputs", {}).values():
         for image in node_output.get("images", []):
-            folder = output_dir / ("temp" if image.get("type") == "temp" else "") / image.get("subfolder", "")
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / Path(image["filename"]).name
-            target.write_bytes(client.view(image))
-            written.append(target)
+            prefix = os.path.join("temp" if image.get("type") == "temp" else "", str(image.get("subfolder") or ""),
+                                  Path(str(image["filename"])).name)
+            try:
+                folder, _, filename = output_location(output_dir, prefix)
+            except ValueError as exc:
+                raise ServerError(f"the server named an output outside {output_dir}: {exc}") from None
+            written.append(write_new_file(folder, filename, client.view(image)))
     return written
 
 

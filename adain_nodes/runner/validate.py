@@ -9,6 +9,7 @@ run: a batch job should not half-succeed silently.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -28,7 +29,8 @@ class ValidationIssue:
     input_name: str | None = None
 
     def describe(self) -> str:
-        where = "prompt" if self.node_id is None else f"node {self.node_id} ({self.class_type})"
+        where = "prompt" if self.node_id is None else f"node {self.node_id}" + (
+            f" ({self.class_type})" if self.class_type else "")
         if self.input_name:
             where += f" input '{self.input_name}'"
         details = f" [{self.details}]" if self.details and self.details != self.input_name else ""
@@ -82,6 +84,8 @@ def _convert(spec: InputSpec, value: Any) -> Any:
             raise ValueError(f"{value} is not finite")
         return number
     if spec.type_name == "STRING":
+        if isinstance(value, (dict, list)):
+            raise ValueError("a list or object is not text")
         return str(value)
     if spec.type_name == "BOOLEAN":
         if isinstance(value, str) and value.lower() in ("true", "false"):
@@ -121,6 +125,9 @@ class _Validator:
             if node_key == node_id and name not in declared:
                 self.issue("unknown_input", "Unknown input", f"{name} is not an input of {node['class_type']}; "
                            f"inputs: {', '.join(sorted(declared))}", node_id, name)
+        for name, value in inputs.items():
+            if name not in declared and isinstance(value, list):
+                self.check_undeclared_link(node_id, name, value)
         checked: dict[str, Any] = {}
         for spec in specs:
             if spec.name not in inputs:
@@ -140,12 +147,23 @@ class _Validator:
         self.done.add(node_id)
         self.order.append(node_id)
 
+    def check_undeclared_link(self, node_id: str, name: str, value: list) -> None:
+        """An input the node does not declare is never passed to it (as in ComfyUI), but a link there must
+        still point at a node and output that exist: a workflow that says otherwise is broken."""
+        spec = InputSpec(name, "*", {}, False)
+        self.check_link(node_id, spec, value)
+
     def check_link(self, node_id: str, spec: InputSpec, value: list) -> str | None:
         if len(value) != 2:
             self.issue("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
                        spec.name, node_id, spec.name)
             return None
-        origin, slot = str(value[0]), value[1]
+        origin, slot = value[0], value[1]
+        if isinstance(origin, (list, dict)) or isinstance(origin, bool):
+            self.issue("bad_linked_input", "Bad linked input, the node id must be a string or number",
+                       f"{spec.name}: {origin!r}", node_id, spec.name)
+            return None
+        origin = str(origin)
         if origin not in self.prompt:
             self.issue("linked_node_missing", "Linked node does not exist",
                        f"{spec.name} is linked to node {origin}, which is not in the workflow", node_id, spec.name)
@@ -154,7 +172,7 @@ class _Validator:
         if origin_type not in self.registry:
             return None  # reported as a missing node type already
         outputs = self.registry.output_types(origin_type)
-        if not isinstance(slot, int) or not 0 <= slot < len(outputs):
+        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < len(outputs):
             self.issue("linked_output_missing", "Linked output does not exist",
                        f"{spec.name} is linked to output {slot} of node {origin} ({origin_type}), which has "
                        f"{len(outputs)} output(s)", node_id, spec.name)
@@ -175,7 +193,7 @@ class _Validator:
             return None
         try:
             value = _convert(spec, value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             self.issue("invalid_input_type", f"Failed to convert an input value to a {spec.type_name} value",
                        f"{spec.name}, {value}, {exc}", node_id, spec.name)
             return None
@@ -203,11 +221,40 @@ class _Validator:
         arguments = {k: v for k, v in values.items() if k in wanted}
         if set(arguments) != set(wanted) - {"cls", "s", "self", "input_types"}:
             return  # an argument comes from a link; ComfyUI checks it at run time
-        result = function(**arguments)
+        try:
+            result = function(**arguments)
+        except Exception as exc:  # a validator that raises still makes one clear line, not a traceback
+            result = f"{type(exc).__name__}: {exc}"
         if result is not True:
             self.issue("custom_validation_failed", "Custom validation failed for node",
                        ", ".join(arguments) + ("" if result is False else f" - {result}"), node_id,
                        next(iter(arguments), None))
+
+
+def _title(node: dict) -> Any:
+    meta = node.get("_meta")
+    return meta.get("title") if isinstance(meta, dict) else None
+
+
+def _node_shape_issue(node_id: str, node: Any, registry: Registry) -> ValidationIssue | None:
+    """What makes a node unusable before its inputs are looked at: not an object, no usable class_type,
+    ``inputs`` that is not an object."""
+    if not isinstance(node, dict) or "class_type" not in node:
+        title = _title(node) if isinstance(node, dict) else None
+        return ValidationIssue("missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. The "
+                               "workflow may be corrupted or a custom node is missing.", f"Node ID '#{node_id}'",
+                               node_id)
+    class_type = node["class_type"]
+    if not isinstance(class_type, str):
+        return ValidationIssue("invalid_node", f"class_type must be a node type name, found {json.dumps(class_type)[:60]}",
+                               f"Node ID '#{node_id}'", node_id, None)
+    if class_type not in registry:
+        return ValidationIssue("missing_node_type", f"Node '{_title(node) or class_type}' not found. The custom node "
+                               "may not be installed.", f"Node ID '#{node_id}'", node_id, class_type)
+    if node.get("inputs") is not None and not isinstance(node["inputs"], dict):
+        return ValidationIssue("invalid_node", "'inputs' must be an object of input names to values or links, found "
+                               f"{type(node['inputs']).__name__}", "", node_id, class_type)
+    return None
 
 
 def validate_prompt(prompt: Any, registry: Registry,
@@ -222,16 +269,9 @@ def validate_prompt(prompt: Any, registry: Registry,
         result.issues.append(ValidationIssue("invalid_prompt", "Invalid prompt", "the workflow has no nodes"))
         return result
     for node_id, node in prompt.items():
-        if not isinstance(node, dict) or "class_type" not in node:
-            title = (node.get("_meta") or {}).get("title") if isinstance(node, dict) else None
-            result.issues.append(ValidationIssue(
-                "missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow may be "
-                "corrupted or a custom node is missing.", f"Node ID '#{node_id}'", node_id))
-        elif node["class_type"] not in registry:
-            title = (node.get("_meta") or {}).get("title", node["class_type"])
-            result.issues.append(ValidationIssue(
-                "missing_node_type", f"Node '{title}' not found. The custom node may not be installed.",
-                f"Node ID '#{node_id}'", node_id, node["class_type"]))
+        issue = _node_shape_issue(node_id, node, registry)
+        if issue is not None:
+            result.issues.append(issue)
     if result.issues:
         return result
     result.outputs = sorted((n for n, node in prompt.items() if getattr(registry[node["class_type"]],
@@ -242,8 +282,12 @@ def validate_prompt(prompt: Any, registry: Registry,
                                              "Preview Image or AdaIN Save Style node"))
         return result
     validator = _Validator(prompt, registry, strict_inputs)
-    for output in result.outputs:
-        validator.visit(output, [])
+    try:
+        for output in result.outputs:
+            validator.visit(output, [])
+    except RecursionError:
+        validator.issues.append(ValidationIssue("invalid_prompt", "Invalid prompt", f"the chain of nodes that "
+                                                f"output {output} depends on is too long to check"))
     result.issues = validator.issues
     result.order = validator.order
     return result
