@@ -9,6 +9,7 @@ import ntpath
 import os
 import posixpath
 import stat
+import sys
 
 import pytest
 import torch
@@ -102,6 +103,47 @@ def test_symlinked_style_folder_is_listed_and_loads(model_dir, tmp_path):
     assert (elsewhere / "calm.safetensors").is_file()
     assert "team/calm.safetensors" in N["AdaINLoadStyle"].INPUT_TYPES()["required"]["preset"][0]
     assert torch.equal(N["AdaINLoadStyle"]().load("team/calm.safetensors")[0].mean, style.mean)
+
+
+def _fake_comfyui_folders(monkeypatch, root) -> None:
+    """Just enough of ComfyUI's folder_paths (and the module whose presence means 'inside ComfyUI')."""
+    import types
+
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = str(root / "models")
+    fp.folder_names_and_paths = {}
+    fp.add_model_folder_path = lambda name, path: fp.folder_names_and_paths[name][0].append(path)
+    fp.get_folder_paths = lambda name: fp.folder_names_and_paths[name][0]
+    fp.get_full_path = lambda name, file: None
+    fp.get_filename_list = lambda name: []
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", types.ModuleType("comfy.model_management"))
+
+
+def test_missing_preset_names_the_styles_folder_and_how_to_fix_it(model_dir, tmp_path, monkeypatch):
+    load = N["AdaINLoadStyle"]
+    message = load.VALIDATE_INPUTS("gone.safetensors")
+    assert "'gone.safetensors' was not found" in message and str(tmp_path / "styles") in message
+    assert "--styles-dir" in message and "ADAIN_STYLES_DIR" in message and "AdaIN Save Style" in message
+    with pytest.raises(AdaINInputError) as error:
+        load().load("gone.safetensors")
+    assert str(error.value) == message
+    assert "not a path that leaves it" in load.VALIDATE_INPUTS("../x.safetensors")
+
+    _fake_comfyui_folders(monkeypatch, tmp_path / "ComfyUI")  # inside ComfyUI: its models folder, no CLI flags
+    message = load.VALIDATE_INPUTS("gone.safetensors")
+    assert str(tmp_path / "ComfyUI" / "models" / "adain_styles") in message and "--styles-dir" not in message
+    assert "models/adain_styles" in message and "AdaIN Save Style" in message
+
+
+def test_missing_model_says_where_to_put_it(model_dir, tmp_path, monkeypatch):
+    with pytest.raises(AdaINInputError) as error:
+        N["AdaINDecoderLoader"]().load("gone.safetensors")
+    assert str(model_dir) in str(error.value) and "--models-dir" in str(error.value)
+    _fake_comfyui_folders(monkeypatch, tmp_path / "ComfyUI")
+    with pytest.raises(AdaINInputError) as error:
+        N["AdaINDecoderLoader"]().load("gone.safetensors")
+    assert "models/adain" in str(error.value) and "--models-dir" not in str(error.value)
 
 
 @pytest.fixture

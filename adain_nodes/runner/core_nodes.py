@@ -154,7 +154,9 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
                     return True
             except ValueError:
                 pass
-            return f"Invalid image file: {image}"
+            # ComfyUI's message, plus where the runner looked and how to point it elsewhere
+            return (f"Invalid image file: {image} (not in the input folder {folders.input_dir.resolve()}; put it "
+                    "there or run with --input-dir FOLDER)")
 
         def load_image(self, image):
             return load_image_file(folders.annotated_path(image))
