@@ -10,7 +10,6 @@ from PIL import Image, ImageSequence
 from adain_nodes.cli import main
 from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
-from runner_fixtures import model_dir, module_models  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

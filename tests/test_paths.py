@@ -68,8 +68,8 @@ def _user_links(model_dir, tmp_path):
     (model_dir / "linked").symlink_to(elsewhere / "shared_models", target_is_directory=True)
 
 
-def test_symlinked_file_and_folder_in_models_dir_are_listed_and_load(model_dir, tmp_path):
-    _user_links(model_dir, tmp_path)
+def test_symlinked_file_and_folder_in_models_dir_are_listed_and_load(private_model_dir, tmp_path):
+    _user_links(private_model_dir, tmp_path)
     files = list_files(MODELS_FOLDER)
     assert "linked_decoder.safetensors" in files and "linked/vgg19_normalised_relu4_1.safetensors" in files
     assert "linked/vgg19_normalised_relu4_1.safetensors" in N["AdaINEncoderLoader"].INPUT_TYPES()["required"]["encoder_name"][0]
@@ -81,8 +81,9 @@ def test_symlinked_file_and_folder_in_models_dir_are_listed_and_load(model_dir, 
         N["AdaINDecoderLoader"]().load("../elsewhere/dec.safetensors")
 
 
-def test_link_loops_in_models_dir_do_not_hang_listing(model_dir):
+def test_link_loops_in_models_dir_do_not_hang_listing(private_model_dir):
     """Two folders linked into themselves used to make the walk exponential (a hang)."""
+    model_dir = private_model_dir
     (model_dir / "loop_a").symlink_to(model_dir, target_is_directory=True)
     (model_dir / "loop_b").symlink_to(model_dir, target_is_directory=True)
     (model_dir / "broken.safetensors").symlink_to(model_dir / "absent.safetensors")

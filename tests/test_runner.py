@@ -12,7 +12,6 @@ from PIL import Image
 from adain_nodes.cli import main
 from adain_nodes.runner import Folders, Registry, ui_to_api, validate_prompt
 from adain_nodes.runner.core_nodes import load_image_file
-from runner_fixtures import model_dir, module_models, write_random_models  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -205,10 +204,9 @@ def test_alpha_zero_reconstructs_and_alpha_one_differs(model_dir, inputs, tmp_pa
     assert np.abs(outs[0] - outs[1]).mean() > 1.0
 
 
-def test_node_error_names_the_node(model_dir, inputs, tmp_path, capsys, monkeypatch):
-    broken = write_random_models(tmp_path / "broken_models")
-    (broken / DEC).write_bytes(b"not a safetensors file")
-    monkeypatch.setenv("ADAIN_MODELS_DIR", str(broken))
+def test_node_error_names_the_node(private_model_dir, inputs, tmp_path, capsys):
+    (private_model_dir / DEC).unlink()  # a link to the session's file: replace it, never write through it
+    (private_model_dir / DEC).write_bytes(b"not a safetensors file")
     code, _, _ = run_cli(tmp_path, inputs, api_prompt())
     assert code == 1 and "Error while executing node 2 (AdaINDecoderLoader)" in capsys.readouterr().out
 
