@@ -21,8 +21,8 @@ def style_distance(encoder, image, style):
     """Mean/std style loss at relu1_1..relu4_1, as in the paper (Fig. 3)."""
     layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
     with torch.no_grad():
-        a = encoder.encode(image.permute(0, 3, 1, 2), layers)
-        b = encoder.encode(style.permute(0, 3, 1, 2), layers)
+        a = encoder.network.encode(image.permute(0, 3, 1, 2), layers)
+        b = encoder.network.encode(style.permute(0, 3, 1, 2), layers)
     loss = 0.0
     for fa, fb in zip(a, b):
         (ma, sa), (mb, sb) = mean_std(fa), mean_std(fb)
@@ -32,11 +32,11 @@ def style_distance(encoder, image, style):
 
 @pytest.fixture(scope="module")
 def real_models():
-    import os
     weights = shared_path("weights", "vgg19_normalised_relu4_1.safetensors").parent
-    os.environ["ADAIN_MODELS_DIR"] = str(weights)
-    encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors")[0]
-    decoder = N["AdaINDecoderLoader"]().load("adain_decoder_relu4_1.safetensors")[0]  # the shipped decoder
+    with pytest.MonkeyPatch.context() as env:  # loaded once; the folder setting does not outlive the loading
+        env.setenv("ADAIN_MODELS_DIR", str(weights))
+        encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors")[0]
+        decoder = N["AdaINDecoderLoader"]().load("adain_decoder_relu4_1.safetensors")[0]  # the shipped decoder
     return encoder, decoder
 
 

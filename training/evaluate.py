@@ -32,12 +32,12 @@ from torch import Tensor
 from adain_nodes.core.color import luminance
 from adain_nodes.core.stats import adain, mean_std
 from adain_nodes.host.runtime import StandaloneRuntime
+from adain_nodes.image_files import IMAGE_SUFFIXES
 from adain_nodes.models.loaded import LoadedModel
 from adain_nodes.models.networks import ADAIN_LAYER, STYLE_LAYERS, VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder, read_tensors, save_safetensors
 from adain_nodes.pipeline import stylize
 
-from .data import IMAGE_SUFFIXES
 from .losses import style_loss, style_loss_terms
 from .monitor import save_png, to_pil
 

@@ -22,12 +22,11 @@ import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
+from ..image_files import IMAGE_SUFFIXES
 from ..models.weights import atomic_write
 
 log = logging.getLogger(__name__)
 
-# ComfyUI lists input files whose mimetype is an image; these are the suffixes Pillow reads.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image"}
 
 
