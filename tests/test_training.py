@@ -27,7 +27,8 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
 from training.losses import compute_losses, total_variation
-from training.train import autocast_dtype, build_decoder, cpu_has_fast_bf16, resolve_config, train
+from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
+from training.train import autocast_dtype, build_decoder, resolve_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,7 @@ def _config(data: Path, out: Path, **options) -> TrainConfig:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_decoder(path).state_dict()
+    return load_decoder(path).network.state_dict()
 
 
 def test_loss_falls(data, tmp_path):
@@ -284,8 +285,8 @@ def test_output_loads_in_decoder_node(data, tmp_path, monkeypatch):
     assert set(json.loads(meta["final_losses"])) == {"loss", "content_loss", "style_loss"}
     assert TrainConfig(**json.loads(meta["training_options"])).crop == 32
     saved = load_checkpoint(result.checkpoint)["ema"]  # the output is the weight average (default)
-    assert all(torch.equal(decoder.state_dict()[k], saved[k]) for k in saved)
-    assert decoder(torch.rand(1, 512, 4, 4)).shape == (1, 3, 32, 32)
+    assert all(torch.equal(decoder.network.state_dict()[k], saved[k]) for k in saved)
+    assert decoder.network(torch.rand(1, 512, 4, 4)).shape == (1, 3, 32, 32)
 
 
 def test_warm_start_and_bf16(data, tmp_path):
@@ -295,7 +296,7 @@ def test_warm_start_and_bf16(data, tmp_path):
     result = train(_config(data, tmp_path / "w.safetensors", warm_start=str(tmp_path / "start.safetensors"),
                            max_iter=0))
     loaded = load_decoder(result.out)
-    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in start.state_dict().items())
+    assert all(torch.equal(loaded.network.state_dict()[k], v) for k, v in start.state_dict().items())
     assert loaded.metadata["trained_steps"] == "500" and loaded.metadata["warm_start"] == "start.safetensors"
     result = train(_config(data, tmp_path / "b.safetensors", warm_start=str(tmp_path / "start.safetensors"),
                            max_iter=2, precision="bf16", warmup_iters=4, run_dir=str(tmp_path / "b_run")))
@@ -351,8 +352,11 @@ def test_min_scale_zooms_out_so_crops_can_show_the_whole_image(tmp_path):
 
 
 def test_automatic_precision_per_device():
+    """Training and the nodes pick bf16 on the same CPUs (one definition of a fast-bf16 CPU)."""
     cpu = torch.device("cpu")
     assert autocast_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
+    assert resolve_precision("auto", torch.device("cuda")) == torch.float16
     assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         autocast_dtype("fp16", cpu)

@@ -76,14 +76,14 @@ def test_evaluate_random_networks(tmp_path):
     assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
                  str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())[0]["pairs"] == 1
-    before = load_decoder(tmp_path / "dec.safetensors").state_dict()
+    before = load_decoder(tmp_path / "dec.safetensors").network.state_dict()
     assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
                  str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--record"]) == 0
     recorded = load_decoder(tmp_path / "dec.safetensors")
     scored = json.loads((tmp_path / "s.json").read_text())[0]
     validation = json.loads(recorded.metadata["validation"])
     assert validation["pairs"] == 1 and validation["grey_ssim"] == round(scored["ssim"], 4)
-    assert all(torch.equal(before[k], v) for k, v in recorded.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in recorded.network.state_dict().items())
 
 
 def test_outliers_show_in_the_mean_layers_and_worst_pair(tmp_path):
