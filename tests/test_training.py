@@ -88,10 +88,10 @@ def test_loss_falls(data, tmp_path):
                           cfg.resize_mode)
     items = [dataset[(i, i % 6, i % 5)] for i in range(6)]
     content, style = torch.stack([c for c, _ in items]), torch.stack([s for _, s in items])
-    encoder = load_encoder(cfg.encoder)
+    encoder = load_encoder(cfg.encoder).network
     with torch.no_grad():
         before = compute_losses(encoder, build_decoder(cfg)[0], content, style).total.item()
-        after = compute_losses(encoder, load_decoder(result.out), content, style).total.item()
+        after = compute_losses(encoder, load_decoder(result.out).network, content, style).total.item()
     assert after < 0.5 * before, (before, after)
     assert (tmp_path / "decoder_run" / "loss_plot.png").is_file()
     assert Image.open(tmp_path / "decoder_run" / "samples" / "iter_0000016.png").size == (3 * 32 + 4, 2 * 32 + 2)
