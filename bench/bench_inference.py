@@ -59,7 +59,8 @@ def reduced_precision(encoder, decoder, runtime, device: torch.device, args: arg
     print(f"\n3. reduced precision against the pack's fp32, {args.photo_pairs} photo/painting pairs, default "
           f"tiling; auto = {str(auto).replace('torch.', '')} here")
     precisions = ["bf16", "fp16"] if device.type == "cuda" else ["bf16"]
-    print(f"{'size':>6} {'precision':>9} {'fp32 s':>8} {'low s':>8} {'speed':>7} {'min PSNR dB':>12} {'mean PSNR dB':>13}")
+    print(f"{'size':>6} {'precision':>9} {'fp32 s':>8} {'low s':>8} {'speed':>7} {'min PSNR dB':>12} "
+          f"{'mean PSNR dB':>13}")
     for size in args.precision_sizes:
         pairs = [(photo(c, "content", size, 10 + i), photo(s, "style", size, 20 + i))
                  for i, (c, s) in enumerate(PHOTO_PAIRS[:args.photo_pairs])]

@@ -25,8 +25,8 @@ def models() -> tuple[LoadedModel[VGGEncoder], LoadedModel[AdaINDecoder], str]:
         return (load_encoder(shared / "vgg19_normalised_relu4_1.safetensors"),
                 load_decoder(ROOT / "weights" / "adain_decoder_relu4_1.safetensors"),
                 "real weights (../shared encoder, the pack's decoder)")
-    return (LoadedModel(VGGEncoder().eval(), "random", "random"), LoadedModel(AdaINDecoder().eval(), "random", "random"),
-            "random weights (../shared absent)")
+    return (LoadedModel(VGGEncoder().eval(), "random", "random"),
+            LoadedModel(AdaINDecoder().eval(), "random", "random"), "random weights (../shared absent)")
 
 
 def plain_stylize(encoder: torch.nn.Sequential, decoder: torch.nn.Sequential, content: torch.Tensor,

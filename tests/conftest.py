@@ -1,4 +1,4 @@
-"""Shared fixtures: random-weight model files in the released layout (written once per run), model folders, ../shared."""
+"""Shared fixtures: random-weight model files in the released layout (written once per run), folders, ../shared."""
 from __future__ import annotations
 
 import os

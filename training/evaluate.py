@@ -136,8 +136,8 @@ def evaluate_outputs(folder: str | os.PathLike, encoder: LoadedModel[VGGEncoder]
 
 
 @torch.inference_mode()
-def _score(name: str, encoder: LoadedModel[VGGEncoder], pairs: list[tuple[Path, Path]], short_side: int, sheet: Path | None,
-           thumb: int, make_output) -> Score:
+def _score(name: str, encoder: LoadedModel[VGGEncoder], pairs: list[tuple[Path, Path]], short_side: int,
+           sheet: Path | None, thumb: int, make_output) -> Score:
     log_ratios, ssims, content_losses, style_losses, rows = [], [], [], [], []
     layer_sums = torch.zeros(len(STYLE_LAYERS), 2, dtype=torch.float64)
     channel_errors: list[Tensor] = [torch.zeros(())] * len(STYLE_LAYERS)  # squared std error per channel
