@@ -2,7 +2,7 @@
 
 Everything here is plain torch plus a ``Runtime`` (device, memory, progress, interrupts), so the
 same code runs inside ComfyUI, in the headless runner and in tests. Batches are processed in
-chunks sized to free memory, halving the chunk on out-of-memory instead of failing.
+chunks sized to free memory, halving the chunk (then the tile) on out-of-memory instead of failing.
 """
 from __future__ import annotations
 
@@ -22,13 +22,14 @@ from .core.stats import adain, masked_mean_std, mean_std, mix_statistics
 from .errors import AdaINInputError
 from .host.runtime import Runtime
 from .core.layers import ADAIN_LAYER
+from .models.loaded import LoadedModel
 from .models.networks import AdaINDecoder, VGGEncoder
+from .models.precision import resolve_precision
 from .tiling import GRID, Tiling, decode_tiled, encode_tiled
 
 log = logging.getLogger(__name__)
 
 COLOR_MODES = ("off", "match style colors", "luminance only")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_TILING = Tiling()
 # Activation memory per pixel at full resolution: the 64-channel layers dominate (input,
 # output and padded copy of a float32 conv), with slack for the allocator.
@@ -95,12 +96,22 @@ def _check_unit(value: float, name: str) -> float:
     return float(value)
 
 
-def run_chunked(runtime: Runtime, count: int, bytes_per_item: int, step: Callable[[int, int], Tensor],
-                model: torch.nn.Module | None = None) -> Tensor:
-    """Concatenate ``step(start, stop)`` over a batch in chunks that fit memory, with OOM back-off."""
-    chunk = max(1, min(count, runtime.free_bytes() // max(bytes_per_item, 1)))
+Encoder = LoadedModel[VGGEncoder]
+Decoder = LoadedModel[AdaINDecoder]
+
+
+def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Tiling,
+                step: Callable[[int, int, Tiling], Tensor], model: LoadedModel | None = None) -> Tensor:
+    """Concatenate ``step(start, stop, tiling)`` over a batch of ``count`` images of ``size`` pixels, in
+    chunks that fit memory. On out-of-memory the chunk is halved; once one image does not fit, the tiles
+    are (as ComfyUI's upscale node does), down to ``MIN_BACKOFF_TILE``; then the error is raised."""
+
+    def image_bytes(t: Tiling) -> int:
+        return t.working_pixels(*size) * BYTES_PER_PIXEL
+
+    chunk = max(1, min(count, runtime.free_bytes() // max(image_bytes(tiling), 1)))
     if model is not None:
-        runtime.load(model, chunk * bytes_per_item)
+        runtime.load(model, chunk * image_bytes(tiling))
     report = runtime.progress(count)
     outputs: list[Tensor] = []
     start = 0
@@ -108,12 +119,19 @@ def run_chunked(runtime: Runtime, count: int, bytes_per_item: int, step: Callabl
         runtime.check_interrupt()
         stop = min(start + chunk, count)
         try:
-            outputs.append(step(start, stop))
+            outputs.append(step(start, stop, tiling))
         except Exception as error:
-            if chunk == 1 or not runtime.is_out_of_memory(error):
+            if not runtime.is_out_of_memory(error):
                 raise
-            chunk = max(1, chunk // 2)
-            log.warning("out of memory; retrying with %d image(s) at a time", chunk)
+            if chunk > 1:
+                chunk = max(1, chunk // 2)
+                log.warning("out of memory; retrying with %d image(s) at a time", chunk)
+            else:
+                smaller = tiling.halved(*size)
+                if smaller is None:
+                    raise
+                tiling = smaller
+                log.warning("out of memory on one image; retrying in tiles of %d px", tiling.size)
             runtime.release_cache()
             continue
         start = stop
@@ -121,23 +139,15 @@ def run_chunked(runtime: Runtime, count: int, bytes_per_item: int, step: Callabl
     return torch.cat(outputs)
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` is float32 on the CPU (exact) and float16 on accelerators (measured in bench/)."""
-    if precision not in PRECISIONS:
-        raise AdaINInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _compute(model: torch.nn.Module, device: torch.device):
+def _compute(model: LoadedModel, device: torch.device):
     """Inference context for ``model`` on ``device``: autocast to its precision, channels_last weights.
 
     channels_last is what oneDNN (CPU) and cuDNN (GPU) convolve fastest without reordering every
     layer: about 3x on the 2-core AVX-512 CPU this pack is benchmarked on, at equal fp32 output.
+    Autocast lowers only the convolutions: statistics, AdaIN and blending stay in float32.
     """
-    dtype = resolve_precision(getattr(model, "precision", "fp32"), device)
-    model.to(memory_format=torch.channels_last)
+    dtype = resolve_precision(model.precision, device)
+    model.network.to(memory_format=torch.channels_last)
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
     if dtype != torch.float32:
@@ -149,37 +159,35 @@ def _to_device(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device, torch.float32, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
-def _encode_images(encoder: VGGEncoder, images: Tensor, runtime: Runtime, tiling: Tiling,
+def _encode_images(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: Tiling,
                    reduce: Callable[[Tensor, int, int], Tensor]) -> Tensor:
     """Encode padded images in memory-sized chunks (whole images) or tile by tile (large images)."""
     device, out = runtime.compute_device(), runtime.output_device()
-    height, width = pad_for_encoder(images[:1, :1]).shape[-2:]
-    tiled = tiling.applies(height, width)
+    size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
 
     def run(x: Tensor) -> Tensor:
-        return encoder.encode(_to_device(x, device), fast=True)[0].float()
+        return encoder.network.encode(_to_device(x, device), fast=True)[0].float()
 
-    def step(a: int, b: int) -> Tensor:
+    def step(a: int, b: int, tiling: Tiling) -> Tensor:
         with _compute(encoder, device):
             x = pad_for_encoder(images[a:b])
-            if tiled:
+            if tiling.applies(*size):
                 features = torch.cat([encode_tiled(run, x[i:i + 1], tiling, out) for i in range(b - a)])
             else:
                 features = run(x)
             return reduce(features, a, b)
 
-    per_image = tiling.working_pixels(height, width) * BYTES_PER_PIXEL
-    return run_chunked(runtime, images.shape[0], per_image, step, encoder)
+    return run_chunked(runtime, images.shape[0], size, tiling, step, encoder)
 
 
-def encode(encoder: VGGEncoder, images: Tensor, runtime: Runtime, tiling: Tiling = DEFAULT_TILING) -> AdaINFeatures:
+def encode(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: Tiling = DEFAULT_TILING) -> AdaINFeatures:
     """Encode RGB ``[B, 3, H, W]`` images to ADAIN_LAYER features (padded to a multiple of SIZE_MULTIPLE)."""
     out = runtime.output_device()
     features = _encode_images(encoder, images, runtime, tiling, lambda f, a, b: f.to(out))
     return AdaINFeatures(features, features, tuple(images.shape[-2:]), encoder.identity, encoder.name)
 
 
-def style_statistics(encoder: VGGEncoder, images: Tensor, runtime: Runtime, mask: Tensor | None = None,
+def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: Tensor | None = None,
                      average: bool = False, tiling: Tiling = DEFAULT_TILING) -> AdaINStyle:
     """Statistics of each style image (or their average), optionally within a mask of the style image."""
     weights = None
@@ -247,38 +255,37 @@ def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float],
     return AdaINStyle(mean, std, first.encoder_id, first.encoder_name, first.layer)
 
 
-def decode(decoder: AdaINDecoder, features: AdaINFeatures, runtime: Runtime,
+def decode(decoder: Decoder, features: AdaINFeatures, runtime: Runtime,
            tiling: Tiling = DEFAULT_TILING) -> Tensor:
     """Decode features to RGB ``[B, 3, H, W]`` in 0..1 at the size of the image that was encoded."""
-    if features.features.shape[1] != decoder[1].in_channels:
-        raise AdaINInputError(f"the decoder expects {decoder[1].in_channels}-channel features, got "
-                              f"{features.features.shape[1]}")
+    channels = decoder.network[1].in_channels
+    if features.features.shape[1] != channels:
+        raise AdaINInputError(f"the decoder expects {channels}-channel features, got {features.features.shape[1]}")
     h, w = features.image_size
     device, out = runtime.compute_device(), runtime.output_device()
     fh, fw = features.features.shape[-2:]
-    tiled = tiling.applies(fh * GRID, fw * GRID)
+    size = (fh * GRID, fw * GRID)
 
     def run(x: Tensor) -> Tensor:
-        return decoder.infer(_to_device(x, device)).float()
+        return decoder.network.infer(_to_device(x, device)).float()
 
-    def step(a: int, b: int) -> Tensor:
+    def step(a: int, b: int, tiling: Tiling) -> Tensor:
         with _compute(decoder, device):
             x = features.features[a:b]
-            if tiled:
+            if tiling.applies(*size):
                 image = torch.cat([decode_tiled(run, x[i:i + 1], tiling, out) for i in range(b - a)])
             else:
                 image = run(x)
             return image[..., :h, :w].clamp(0.0, 1.0).to(out)
 
-    per_image = tiling.working_pixels(fh * GRID, fw * GRID) * BYTES_PER_PIXEL
-    result = run_chunked(runtime, features.count, per_image, step, decoder)
+    result = run_chunked(runtime, features.count, size, tiling, step, decoder)
     if not torch.isfinite(result).all():
         raise AdaINInputError("the decoder produced NaN or infinite values; the decoder file is probably "
                               "corrupt, or its precision (fp16) overflows: load it with precision fp32")
     return result
 
 
-def stylize(encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, style: Tensor, runtime: Runtime,
+def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, runtime: Runtime,
             alpha: float = 1.0, color: str = "off", tiling: Tiling = DEFAULT_TILING) -> Tensor:
     """One-call style transfer of RGB ``[B, 3, H, W]`` content with a style batch of 1 or B."""
     if color not in COLOR_MODES:

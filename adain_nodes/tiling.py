@@ -21,6 +21,7 @@ GRID = ENCODER_LAYERS[ADAIN_LAYER].stride  # image pixels per feature pixel of t
 MAX_OVERLAP = 1024
 # The networks' reflection padding needs at least 2 features (16 pixels) a side: a thinner tile would crash.
 MIN_TILE_FEATURES = MIN_SIZE // GRID
+MIN_BACKOFF_TILE = 128  # the out-of-memory back-off gives up below this tile size (as ComfyUI's upscale node)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class Tiling:
             return height * width
         side = self.size + 2 * self.overlap
         return min(side, height) * min(side, width)
+
+    def halved(self, height: int, width: int) -> "Tiling | None":
+        """Tiles of half the current side (of the image's long side if it is not tiled yet), on the
+        8-pixel grid; None below ``MIN_BACKOFF_TILE``: what to retry with after running out of memory."""
+        side = self.size if self.applies(height, width) else max(height, width)
+        size = side // 2 // GRID * GRID
+        return Tiling(size, self.overlap) if size >= MIN_BACKOFF_TILE else None
 
 
 NO_TILING = Tiling(size=0)

@@ -1,11 +1,14 @@
 """Speed of the pack next to a plain fp32 NCHW run of the same network, measured in the same process.
 
     python bench/bench_inference.py [--sizes 256 512 1024] [--repeats 3] [--frames 8]
+                                    [--precision-sizes 256 512 1024 2048] [--photo-pairs 3] [--only precision]
 
 1. Seconds per stylization (content and style of the same size): plain vs pack, and max |diff|.
 2. A batch of video frames sharing one style: plain stylizes frame by frame (style encoded each
    time, as the reference port does); the pack computes the style once and decodes the batch.
-3. Reduced precision: time and error of bf16 / fp16 against the pack's fp32 output.
+3. Reduced precision: PSNR and speed of bf16 (fp16 on CUDA) against the pack's fp32 output, on real
+   photos and paintings of ../shared/images from 256 to 2048 px, with the default tiling; says what
+   ``auto`` picks here. ``auto`` may only pick bf16 where it keeps at least 45 dB.
 4. On CUDA: 512x512 latency and 1920x1080 frames per second.
 Ratios > 1 mean the pack is faster.
 """
@@ -13,14 +16,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 
+import numpy as np
 import torch
+from PIL import Image
 
-from common import header, models, plain_stylize, timed
+from common import SHARED, header, models, plain_stylize, psnr, timed
 
 from adain_nodes import pipeline
 from adain_nodes.host.runtime import StandaloneRuntime
+from adain_nodes.models.precision import resolve_precision
 from adain_nodes.tiling import NO_TILING
+
+# content photo, style painting (../shared/images): large photos first, so 2048 px is mostly real detail
+PHOTO_PAIRS = (("street.jpg", "the_scream.jpg"), ("avril.jpg", "starry_night.jpg"), ("tubingen.jpg", "mosaic.jpg"),
+               ("newyork.jpg", "candy.jpg"))
+MIN_PSNR_DB = 45.0  # what ``auto`` must keep to pick a reduced precision
 
 
 def images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -29,21 +41,52 @@ def images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--frame-size", type=int, default=512)
-    args = parser.parse_args()
-    encoder, decoder, which = models()
-    runtime = StandaloneRuntime()
-    device = runtime.compute_device()
-    print(header(device, which))
-    encoder.precision = decoder.precision = "fp32"
-    # the reference keeps its own copies: the pack converts its modules' weights to channels_last
-    plain_encoder, plain_decoder = copy.deepcopy(encoder).to(device), copy.deepcopy(decoder).to(device)
+def photo(name: str, kind: str, long_side: int, seed: int) -> torch.Tensor:
+    """An image of ../shared/images/KIND resized to ``long_side`` (synthetic when ../shared is absent)."""
+    path = SHARED / "images" / kind / name
+    if not path.exists():
+        return images(1, long_side, long_side * 3 // 4, seed)
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        scale = long_side / max(img.size)
+        img = img.resize((max(round(img.width * scale), 8), max(round(img.height * scale), 8)), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
 
+
+def reduced_precision(encoder, decoder, runtime, device: torch.device, args: argparse.Namespace) -> None:
+    """PSNR (worst pair) and speed of each reduced precision against fp32, size by size."""
+    auto = resolve_precision("auto", device)
+    print(f"\n3. reduced precision against the pack's fp32, {args.photo_pairs} photo/painting pairs, default "
+          f"tiling; auto = {str(auto).replace('torch.', '')} here")
+    precisions = ["bf16", "fp16"] if device.type == "cuda" else ["bf16"]
+    print(f"{'size':>6} {'precision':>9} {'fp32 s':>8} {'low s':>8} {'speed':>7} {'min PSNR dB':>12} "
+          f"{'mean PSNR dB':>13}")
+    for size in args.precision_sizes:
+        pairs = [(photo(c, "content", size, 10 + i), photo(s, "style", size, 20 + i))
+                 for i, (c, s) in enumerate(PHOTO_PAIRS[:args.photo_pairs])]
+        for precision in precisions:
+            seconds = {"fp32": 0.0, precision: 0.0}
+            scores = []
+            for i, (content, style) in enumerate(pairs):
+                outputs = {}
+                for which in ("fp32", precision):  # interleaved: both see the same machine load
+                    encoder.precision = decoder.precision = which
+                    if i == 0:  # warm-up at this size: kernel selection is not what is measured
+                        pipeline.stylize(encoder, decoder, content, style, runtime)
+                    start = time.perf_counter()
+                    outputs[which] = pipeline.stylize(encoder, decoder, content, style, runtime)
+                    seconds[which] += time.perf_counter() - start
+                scores.append(psnr(outputs["fp32"], outputs[precision]))
+            flag = "" if min(scores) >= MIN_PSNR_DB else f"  below {MIN_PSNR_DB:.0f} dB"
+            print(f"{size:>6} {precision:>9} {seconds['fp32']:>8.2f} {seconds[precision]:>8.2f} "
+                  f"{seconds['fp32'] / seconds[precision]:>6.2f}x {min(scores):>12.1f} "
+                  f"{sum(scores) / len(scores):>13.1f}{flag}", flush=True)
+    encoder.precision = decoder.precision = "fp32"
+
+
+def single(encoder, decoder, runtime, device: torch.device, args: argparse.Namespace) -> None:
+    # the reference keeps its own copies: the pack converts its modules' weights to channels_last
+    plain_encoder, plain_decoder = (copy.deepcopy(m.network).to(device) for m in (encoder, decoder))
     print("\n1. one stylization, content and style of the same size")
     print(f"{'size':>6} {'plain fp32 s':>13} {'pack s':>9} {'ratio':>7} {'max |diff|':>11}")
     for size in args.sizes:
@@ -74,33 +117,41 @@ def main() -> None:
     print(f"plain {plain_s / n:.3f} s/frame, pack {pack_s / n:.3f} s/frame, ratio {plain_s / pack_s:.2f}x, "
           f"max |diff| {diff:.2e}")
 
-    print("\n3. reduced precision against the pack's fp32 (512x512)")
-    content, style = images(1, 512, 512, 5), images(1, 512, 512, 6)
-    fp32_s, reference = timed(lambda: pipeline.stylize(encoder, decoder, content, style, runtime,
-                                                       tiling=NO_TILING), args.repeats)
-    for precision in ("bf16", "fp16"):
+
+def gpu(encoder, decoder, runtime) -> None:
+    print("\n4. GPU")
+    style = images(1, 512, 512, 4)
+    for precision in ("fp32", "fp16", "bf16"):
         encoder.precision = decoder.precision = precision
-        try:
-            low_s, out = timed(lambda: pipeline.stylize(encoder, decoder, content, style, runtime,
-                                                        tiling=NO_TILING), args.repeats)
-        except RuntimeError as exc:
-            print(f"{precision}: not supported here ({exc})")
-            continue
-        err = (out.cpu() - reference.cpu()).abs()
-        print(f"{precision}: {low_s:.3f} s vs fp32 {fp32_s:.3f} s, ratio {fp32_s / low_s:.2f}x, "
-              f"max |diff| {err.max():.3f}, mean |diff| {err.mean():.4f} (of 1.0)")
+        stats = pipeline.style_statistics(encoder, style, runtime)
+        for h, w, what in ((512, 512, "512x512 latency"), (1080, 1920, "1080p")):
+            frame = images(1, h, w, 7).to(runtime.compute_device())
+            secs, _ = timed(lambda: pipeline.decode(decoder, pipeline.blend(
+                pipeline.encode(encoder, frame, runtime, NO_TILING), stats), runtime, NO_TILING), 10)
+            print(f"{precision} {what}: {secs * 1000:.1f} ms, {1 / secs:.1f} fps (style reused)")
     encoder.precision = decoder.precision = "fp32"
 
-    if device.type == "cuda":
-        print("\n4. GPU")
-        for precision in ("fp32", "fp16", "bf16"):
-            encoder.precision = decoder.precision = precision
-            stats = pipeline.style_statistics(encoder, style, runtime)
-            for h, w, what in ((512, 512, "512x512 latency"), (1080, 1920, "1080p")):
-                frame = images(1, h, w, 7).to(device)
-                secs, _ = timed(lambda: pipeline.decode(decoder, pipeline.blend(
-                    pipeline.encode(encoder, frame, runtime, NO_TILING), stats), runtime, NO_TILING), 10)
-                print(f"{precision} {what}: {secs * 1000:.1f} ms, {1 / secs:.1f} fps (style reused)")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--frame-size", type=int, default=512)
+    parser.add_argument("--precision-sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--photo-pairs", type=int, default=3, choices=range(1, len(PHOTO_PAIRS) + 1))
+    parser.add_argument("--only", choices=["speed", "precision"], help="run only parts 1-2 or part 3")
+    args = parser.parse_args()
+    encoder, decoder, which = models()
+    runtime = StandaloneRuntime()
+    device = runtime.compute_device()
+    print(header(device, which))
+    if args.only != "precision":
+        single(encoder, decoder, runtime, device, args)
+    if args.only != "speed":
+        reduced_precision(encoder, decoder, runtime, device, args)
+    if device.type == "cuda" and args.only is None:
+        gpu(encoder, decoder, runtime)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import time
 
 import torch
 
-from common import models
+from common import models, psnr
 
 
 def child(size: int, tile: int) -> None:
@@ -47,7 +46,7 @@ def measure(size: int, tile: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def psnr(size: int) -> float:
+def tiled_psnr(size: int) -> float:
     from adain_nodes import pipeline
     from adain_nodes.host.runtime import StandaloneRuntime
     from adain_nodes.tiling import NO_TILING, Tiling
@@ -60,7 +59,7 @@ def psnr(size: int) -> float:
     style = torch.rand(1, 3, 256, 256, generator=g)
     whole = pipeline.stylize(encoder, decoder, content, style, runtime, tiling=NO_TILING)
     tiled = pipeline.stylize(encoder, decoder, content, style, runtime, tiling=Tiling(size // 2, 64))
-    return 10 * math.log10(1.0 / float(((whole - tiled) ** 2).mean()))
+    return psnr(whole, tiled)
 
 
 def main() -> None:
@@ -85,7 +84,7 @@ def main() -> None:
             row += f" {whole['seconds']:>10.1f} {whole['peak_mb']:>16.0f}"
         print(row, flush=True)
     print(f"\ntiled (tile {args.psnr_size // 2}, overlap 64) vs untiled at {args.psnr_size}x{args.psnr_size}: "
-          f"PSNR {psnr(args.psnr_size):.1f} dB")
+          f"PSNR {tiled_psnr(args.psnr_size):.1f} dB")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def _loop(dataset: Dataset, batch: int, workers: int):
 
 def straightforward(args, encoder_file: str) -> float:
     """Iterations per second of a plain fp32 loop written the obvious way."""
-    encoder = load_encoder(encoder_file)
+    encoder = load_encoder(encoder_file).network
     torch.manual_seed(0)
     decoder = AdaINDecoder()
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)

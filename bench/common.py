@@ -1,6 +1,7 @@
 """Shared pieces of the benchmarks: models (real ones from ../shared when present) and timing."""
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -10,21 +11,22 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT))
 
+from adain_nodes.models.loaded import LoadedModel  # noqa: E402
 from adain_nodes.models.networks import AdaINDecoder, VGGEncoder  # noqa: E402
 from adain_nodes.models.weights import load_decoder, load_encoder  # noqa: E402
 
 
-def models() -> tuple[VGGEncoder, AdaINDecoder, str]:
-    shared = Path(os.environ.get("ADAIN_SHARED_DIR", ROOT.parent / "shared")) / "weights"
+def models() -> tuple[LoadedModel[VGGEncoder], LoadedModel[AdaINDecoder], str]:
+    shared = SHARED / "weights"
     if (shared / "vgg19_normalised_relu4_1.safetensors").exists():
         return (load_encoder(shared / "vgg19_normalised_relu4_1.safetensors"),
                 load_decoder(ROOT / "weights" / "adain_decoder_relu4_1.safetensors"),
                 "real weights (../shared encoder, the pack's decoder)")
-    encoder, decoder = VGGEncoder().eval(), AdaINDecoder().eval()
-    encoder.identity = decoder.identity = "random"
-    return encoder, decoder, "random weights (../shared absent)"
+    return (LoadedModel(VGGEncoder().eval(), "random", "random"),
+            LoadedModel(AdaINDecoder().eval(), "random", "random"), "random weights (../shared absent)")
 
 
 def plain_stylize(encoder: torch.nn.Sequential, decoder: torch.nn.Sequential, content: torch.Tensor,
@@ -48,6 +50,12 @@ def timed(fn, repeats: int) -> tuple[float, object]:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
+
+
+def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in 0..1 (infinite when equal)."""
+    mse = float(((reference.float().cpu() - other.float().cpu()) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def header(device: torch.device, which: str) -> str:

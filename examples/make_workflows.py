@@ -24,7 +24,7 @@ from adain_nodes.runner.core_nodes import DISPLAY_NAMES, Folders, make_core_node
 from adain_nodes.runner.registry import input_specs  # noqa: E402
 
 ENCODER_FILE = "vgg19_normalised_relu4_1.safetensors"
-# The pack's own trained decoder will replace this baseline: change this one line, rerun the script.
+# The pack's own decoder, shipped in weights/ (made by training/); every example names this one file.
 DECODER_FILE = "adain_decoder_relu4_1.safetensors"
 API_DIR = HERE / "api"
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: random-weight model files in the released layout, temporary model folders, ../shared."""
+"""Shared fixtures: random-weight model files in the released layout (written once per run), folders, ../shared."""
 from __future__ import annotations
 
 import os
@@ -55,16 +55,48 @@ def random_released_vgg(seed: int = 0) -> torch.nn.Sequential:
     return he_init(torch.nn.Sequential(*vgg19_modules(RELEASED_VGG_MODULES)), seed)
 
 
+ENCODER_FILE = "vgg19_normalised_relu4_1.safetensors"
+DECODER_FILES = ("decoder_baseline_relu4_1.safetensors", "adain_decoder_relu4_1.safetensors")
+
+
+def write_random_models(folder: Path, released_pth: bool = True) -> Path:
+    """Random weights under the example file names (the decoder under both names the tests use), and the
+    released 53-module ``vgg_normalised.pth`` (80 MB) unless ``released_pth`` is off."""
+    folder.mkdir(parents=True, exist_ok=True)
+    released = random_released_vgg()
+    encoder = VGGEncoder()
+    encoder.load_state_dict(released.state_dict(), strict=False)
+    save_safetensors(encoder.state_dict(), folder / ENCODER_FILE, {"kind": "encoder"})
+    decoder = random_decoder().state_dict()
+    for name in DECODER_FILES:
+        save_safetensors(decoder, folder / name, {"kind": "decoder"})
+    if released_pth:
+        torch.save(released.state_dict(), folder / "vgg_normalised.pth")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def session_models(tmp_path_factory) -> Path:
+    """Written once per run: tests only read these files (``private_model_dir`` for tests that change them)."""
+    return write_random_models(tmp_path_factory.mktemp("models"))
+
+
 @pytest.fixture
-def model_dir(tmp_path, monkeypatch) -> Path:
-    """A models folder with random weights under the example file names, plus a styles folder."""
+def model_dir(session_models, tmp_path, monkeypatch) -> Path:
+    """The models folder with random weights in ``ADAIN_MODELS_DIR``, and a fresh styles folder."""
+    monkeypatch.setenv("ADAIN_MODELS_DIR", str(session_models))
+    monkeypatch.setenv("ADAIN_STYLES_DIR", str(tmp_path / "styles"))
+    return session_models
+
+
+@pytest.fixture
+def private_model_dir(session_models, tmp_path, monkeypatch) -> Path:
+    """A models folder of this test's own, for tests that move, add or replace files. Its files are hard links
+    to the session's: replace a file (unlink first), never write into one."""
     models = tmp_path / "models"
     models.mkdir()
-    encoder = VGGEncoder()
-    encoder.load_state_dict(random_released_vgg().state_dict(), strict=False)
-    save_safetensors(encoder.state_dict(), models / "vgg19_normalised_relu4_1.safetensors", {"kind": "encoder"})
-    save_safetensors(random_decoder().state_dict(), models / "decoder_baseline_relu4_1.safetensors", {"kind": "decoder"})
-    torch.save(random_released_vgg().state_dict(), models / "vgg_normalised.pth")
+    for file in session_models.iterdir():
+        os.link(file, models / file.name)
     monkeypatch.setenv("ADAIN_MODELS_DIR", str(models))
     monkeypatch.setenv("ADAIN_STYLES_DIR", str(tmp_path / "styles"))
     return models
@@ -72,14 +104,15 @@ def model_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def encoder(model_dir):
+    """Loaded through the node, in fp32: tests compare against exact references (bf16 has its own tests)."""
     from adain_nodes.nodes.loaders import AdaINEncoderLoader
-    return AdaINEncoderLoader().load("vgg19_normalised_relu4_1.safetensors")[0]
+    return AdaINEncoderLoader().load(ENCODER_FILE, "fp32")[0]
 
 
 @pytest.fixture
 def decoder(model_dir):
     from adain_nodes.nodes.loaders import AdaINDecoderLoader
-    return AdaINDecoderLoader().load("decoder_baseline_relu4_1.safetensors")[0]
+    return AdaINDecoderLoader().load(DECODER_FILES[0], "fp32")[0]
 
 
 def random_image(batch: int = 1, height: int = 32, width: int = 32, channels: int = 3, seed: int = 0) -> torch.Tensor:

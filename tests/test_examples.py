@@ -15,7 +15,6 @@ from adain_nodes.runner.latent_nodes import load_latent_file
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
 from examples.make_workflows import (BADGE_HEIGHT, DECODER_FILE, GROUP_TITLE, TITLE_HEIGHT, VIEW_BOX,  # noqa: E402
                                      WIDE)
-from runner_fixtures import model_dir, module_models  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -51,6 +51,18 @@ def test_decoder_infer_under_bf16_autocast_stays_close():
     assert (got - expected).abs().max() <= 0.05 * expected.abs().max()
 
 
+def test_encoder_input_layers_stay_float32_under_bf16_autocast():
+    """The image itself is never rounded to bf16: relu1_1 is exact, the layers after it are not."""
+    encoder = he_init(VGGEncoder(), seed=0)
+    image = torch.rand(1, 3, 24, 24)
+    with torch.inference_mode():
+        exact = encoder.encode(image, ("relu1_1", "relu2_1"), fast=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = encoder.encode(image, ("relu1_1", "relu2_1"), fast=True)
+    assert mixed[0].dtype == torch.float32 and torch.equal(mixed[0], exact[0])
+    assert mixed[1].dtype == torch.bfloat16 and not torch.equal(mixed[1].float(), exact[1])
+
+
 @pytest.mark.parametrize("size", [(2, 2), (2, 9), (7, 3), (16, 16)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_reflect_conv_equals_pad_then_conv(size, channels_last):

@@ -176,9 +176,9 @@ def test_mix_styles_weights_normalised(encoder):
 
 
 def test_statistics_from_another_encoder_are_refused(encoder, model_dir):
+    from adain_nodes.models.loaded import LoadedModel
     from adain_nodes.models.networks import VGGEncoder
-    other = VGGEncoder().eval()
-    other.identity, other.name = "0123456789abcdef", "other.safetensors"
+    other = LoadedModel(VGGEncoder().eval(), "0123456789abcdef", "other.safetensors")
     features = N["AdaINEncode"]().encode(encoder, random_image(1, 32, 32))[0]
     style = N["AdaINStyleStats"]().compute(other, random_image(1, 32, 32))[0]
     with pytest.raises(AdaINInputError, match="use the same encoder"):

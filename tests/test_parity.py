@@ -105,7 +105,7 @@ def images(seed, batch=1, size=(48, 64)):
 def test_encoder_layers_match_reference(released):
     vgg, _, encoder, _ = released
     x = images(1)
-    ours = encoder.encode(x, ("relu1_1", "relu2_1", "relu3_1", "relu4_1"))
+    ours = encoder.network.encode(x, ("relu1_1", "relu2_1", "relu3_1", "relu4_1"))
     for ref_end, got in zip((4, 11, 18, 31), ours):
         with torch.no_grad():
             expected = vgg[:ref_end](x)

@@ -9,6 +9,7 @@ import ntpath
 import os
 import posixpath
 import stat
+import sys
 
 import pytest
 import torch
@@ -67,8 +68,8 @@ def _user_links(model_dir, tmp_path):
     (model_dir / "linked").symlink_to(elsewhere / "shared_models", target_is_directory=True)
 
 
-def test_symlinked_file_and_folder_in_models_dir_are_listed_and_load(model_dir, tmp_path):
-    _user_links(model_dir, tmp_path)
+def test_symlinked_file_and_folder_in_models_dir_are_listed_and_load(private_model_dir, tmp_path):
+    _user_links(private_model_dir, tmp_path)
     files = list_files(MODELS_FOLDER)
     assert "linked_decoder.safetensors" in files and "linked/vgg19_normalised_relu4_1.safetensors" in files
     assert "linked/vgg19_normalised_relu4_1.safetensors" in N["AdaINEncoderLoader"].INPUT_TYPES()["required"]["encoder_name"][0]
@@ -80,8 +81,9 @@ def test_symlinked_file_and_folder_in_models_dir_are_listed_and_load(model_dir, 
         N["AdaINDecoderLoader"]().load("../elsewhere/dec.safetensors")
 
 
-def test_link_loops_in_models_dir_do_not_hang_listing(model_dir):
+def test_link_loops_in_models_dir_do_not_hang_listing(private_model_dir):
     """Two folders linked into themselves used to make the walk exponential (a hang)."""
+    model_dir = private_model_dir
     (model_dir / "loop_a").symlink_to(model_dir, target_is_directory=True)
     (model_dir / "loop_b").symlink_to(model_dir, target_is_directory=True)
     (model_dir / "broken.safetensors").symlink_to(model_dir / "absent.safetensors")
@@ -104,6 +106,47 @@ def test_symlinked_style_folder_is_listed_and_loads(model_dir, tmp_path):
     assert torch.equal(N["AdaINLoadStyle"]().load("team/calm.safetensors")[0].mean, style.mean)
 
 
+def _fake_comfyui_folders(monkeypatch, root) -> None:
+    """Just enough of ComfyUI's folder_paths (and the module whose presence means 'inside ComfyUI')."""
+    import types
+
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = str(root / "models")
+    fp.folder_names_and_paths = {}
+    fp.add_model_folder_path = lambda name, path: fp.folder_names_and_paths[name][0].append(path)
+    fp.get_folder_paths = lambda name: fp.folder_names_and_paths[name][0]
+    fp.get_full_path = lambda name, file: None
+    fp.get_filename_list = lambda name: []
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", types.ModuleType("comfy.model_management"))
+
+
+def test_missing_preset_names_the_styles_folder_and_how_to_fix_it(model_dir, tmp_path, monkeypatch):
+    load = N["AdaINLoadStyle"]
+    message = load.VALIDATE_INPUTS("gone.safetensors")
+    assert "'gone.safetensors' was not found" in message and str(tmp_path / "styles") in message
+    assert "--styles-dir" in message and "ADAIN_STYLES_DIR" in message and "AdaIN Save Style" in message
+    with pytest.raises(AdaINInputError) as error:
+        load().load("gone.safetensors")
+    assert str(error.value) == message
+    assert "not a path that leaves it" in load.VALIDATE_INPUTS("../x.safetensors")
+
+    _fake_comfyui_folders(monkeypatch, tmp_path / "ComfyUI")  # inside ComfyUI: its models folder, no CLI flags
+    message = load.VALIDATE_INPUTS("gone.safetensors")
+    assert str(tmp_path / "ComfyUI" / "models" / "adain_styles") in message and "--styles-dir" not in message
+    assert "models/adain_styles" in message and "AdaIN Save Style" in message
+
+
+def test_missing_model_says_where_to_put_it(model_dir, tmp_path, monkeypatch):
+    with pytest.raises(AdaINInputError) as error:
+        N["AdaINDecoderLoader"]().load("gone.safetensors")
+    assert str(model_dir) in str(error.value) and "--models-dir" in str(error.value)
+    _fake_comfyui_folders(monkeypatch, tmp_path / "ComfyUI")
+    with pytest.raises(AdaINInputError) as error:
+        N["AdaINDecoderLoader"]().load("gone.safetensors")
+    assert "models/adain" in str(error.value) and "--models-dir" not in str(error.value)
+
+
 @pytest.fixture
 def folders(tmp_path):
     (tmp_path / "input").mkdir()
@@ -123,7 +166,7 @@ def test_load_image_refuses_escapes_but_follows_user_links(folders, tmp_path):
         assert load().load_image(name)[0].shape[1:3] in ((3, 5), (4, 4))
     for name in ("../outside/photo.png", str(tmp_path / "outside" / "photo.png"), "album/../../outside/photo.png",
                  "../outside/photo.png [output]", "../input/own.png [temp]"):
-        assert load.VALIDATE_INPUTS(name) == f"Invalid image file: {name}"
+        assert load.VALIDATE_INPUTS(name).startswith(f"Invalid image file: {name} (")  # ComfyUI's words first
         with pytest.raises(ValueError, match="Invalid file path"):
             load().load_image(name)
 

@@ -1,14 +1,20 @@
 """With the real pretrained encoder and baseline decoder of ../shared: the stylization really stylizes."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from adain_nodes import pipeline
 from adain_nodes.core.stats import mean_std
+from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.nodes import NODE_CLASS_MAPPINGS as N
 from conftest import shared_path
+
+CPU = torch.device("cpu")
 
 
 def load_image(path, size=128):
@@ -21,8 +27,8 @@ def style_distance(encoder, image, style):
     """Mean/std style loss at relu1_1..relu4_1, as in the paper (Fig. 3)."""
     layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
     with torch.no_grad():
-        a = encoder.encode(image.permute(0, 3, 1, 2), layers)
-        b = encoder.encode(style.permute(0, 3, 1, 2), layers)
+        a = encoder.network.encode(image.permute(0, 3, 1, 2), layers)
+        b = encoder.network.encode(style.permute(0, 3, 1, 2), layers)
     loss = 0.0
     for fa, fb in zip(a, b):
         (ma, sa), (mb, sb) = mean_std(fa), mean_std(fb)
@@ -32,11 +38,11 @@ def style_distance(encoder, image, style):
 
 @pytest.fixture(scope="module")
 def real_models():
-    import os
     weights = shared_path("weights", "vgg19_normalised_relu4_1.safetensors").parent
-    os.environ["ADAIN_MODELS_DIR"] = str(weights)
-    encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors")[0]
-    decoder = N["AdaINDecoderLoader"]().load("adain_decoder_relu4_1.safetensors")[0]  # the shipped decoder
+    with pytest.MonkeyPatch.context() as env:  # loaded once; the folder setting does not outlive the loading
+        env.setenv("ADAIN_MODELS_DIR", str(weights))
+        encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors")[0]
+        decoder = N["AdaINDecoderLoader"]().load("adain_decoder_relu4_1.safetensors")[0]  # the shipped decoder
     return encoder, decoder
 
 
@@ -51,6 +57,23 @@ def test_real_stylization_moves_towards_the_style(real_models):
     before, after, partial = (style_distance(encoder, x, style) for x in (content, out, half))
     assert after < before / 2, (before, after)
     assert after < partial < before  # alpha trades content for style
+
+
+def test_bf16_output_stays_within_45_db_of_fp32():
+    """What lets ``auto`` pick bf16 (bench/bench_inference.py measures it up to 2048 px): a real photo and
+    painting, real weights, bf16 against fp32 output."""
+    weights = shared_path("weights", "vgg19_normalised_relu4_1.safetensors").parent
+    content = load_image(shared_path("images", "content", "avril.jpg"), 192).permute(0, 3, 1, 2)
+    style = load_image(shared_path("images", "style", "starry_night.jpg"), 192).permute(0, 3, 1, 2)
+    outputs = {}
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ADAIN_MODELS_DIR", str(weights))
+        for precision in ("fp32", "bf16"):
+            encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors", precision)[0]
+            decoder = N["AdaINDecoderLoader"]().load("adain_decoder_relu4_1.safetensors", precision)[0]
+            outputs[precision] = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime(CPU))
+    mse = float(((outputs["fp32"] - outputs["bf16"]) ** 2).mean())
+    assert 0 < mse and 10 * math.log10(1 / mse) >= 45
 
 
 def test_spatial_control_with_real_mask(real_models):

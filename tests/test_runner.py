@@ -12,7 +12,6 @@ from PIL import Image
 from adain_nodes.cli import main
 from adain_nodes.runner import Folders, Registry, ui_to_api, validate_prompt
 from adain_nodes.runner.core_nodes import load_image_file
-from runner_fixtures import model_dir, module_models, write_random_models  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -93,7 +92,7 @@ CASES = {
     "link_required": (lambda p: p["5"]["inputs"].update(style_image="style.png"), "5", "style_image",
                       "Input needs a link"),
     "custom_validation_failed": (lambda p: p["4"]["inputs"].update(image="../../etc/passwd"), "4", "image",
-                                 "Value not in list"),
+                                 "Custom validation failed for node"),
     "dependency_cycle": (lambda p: (p.__setitem__("7", {"class_type": "AdaINMatchColor", "inputs": {
         "image": ["8", 0], "reference": ["3", 0]}}), p.__setitem__("8", {"class_type": "AdaINMatchColor", "inputs": {
             "image": ["7", 0], "reference": ["3", 0]}}), p["5"]["inputs"].update(style_image=["8", 0])), "8", None,
@@ -108,9 +107,7 @@ def test_each_validation_error_is_reported_and_nothing_runs(kind, model_dir, inp
     result = validate_prompt(copy.deepcopy(prompt), registry(inputs, tmp_path))
     assert not result.ok
     issue = result.issues[0]
-    expected_kind = "value_not_in_list" if kind == "custom_validation_failed" else kind
-    assert (issue.type, issue.node_id, issue.input_name, issue.message) == (expected_kind, node_id, input_name,
-                                                                            message)
+    assert (issue.type, issue.node_id, issue.input_name, issue.message) == (kind, node_id, input_name, message)
     code, _, out = run_cli(tmp_path, inputs, prompt)
     printed = capsys.readouterr().out
     assert code == 1 and "nothing was executed" in printed and message in printed
@@ -130,12 +127,39 @@ def test_all_errors_are_collected(model_dir, inputs, tmp_path):
     assert kinds == {("5", "value_bigger_than_max"), ("6", "required_input_missing")}
 
 
-def test_missing_image_file_fails_custom_validation(model_dir, inputs, tmp_path):
+def test_missing_image_file_names_the_folder_and_the_option(model_dir, inputs, tmp_path, capsys):
+    """As in ComfyUI, LoadImage's own check reports it (not 'value not in list'), saying where to put it."""
     prompt = api_prompt()
     reg = registry(inputs, tmp_path)
     (inputs / "content.png").unlink()
-    issues = validate_prompt(prompt, reg).issues
-    assert issues[0].type == "value_not_in_list" and issues[0].input_name == "image"
+    issues = validate_prompt(copy.deepcopy(prompt), reg).issues
+    assert [(i.type, i.node_id, i.input_name) for i in issues] == [("custom_validation_failed", "3", "image")]
+    assert "Invalid image file: content.png" in issues[0].details
+    assert str(inputs.resolve()) in issues[0].details and "--input-dir" in issues[0].details
+    code, _, _ = run_cli(tmp_path, inputs, prompt)
+    printed = capsys.readouterr().out
+    assert code == 1 and str(inputs.resolve()) in printed and "--input-dir" in printed
+
+
+def test_image_in_a_subfolder_of_the_input_folder_is_valid(model_dir, inputs, tmp_path):
+    """Like ComfyUI, an existing file the list does not show (a subfolder) passes LoadImage's own check."""
+    (inputs / "sub").mkdir()
+    (inputs / "content.png").rename(inputs / "sub" / "content.png")
+    prompt = api_prompt()
+    prompt["3"]["inputs"]["image"] = "sub/content.png"
+    assert validate_prompt(prompt, registry(inputs, tmp_path)).ok
+
+
+def test_missing_preset_names_the_styles_folder_and_the_option(model_dir, inputs, tmp_path, capsys):
+    prompt = {"1": {"class_type": "AdaINLoadStyle", "inputs": {"preset": "starry.safetensors"}},
+              "2": {"class_type": "AdaINSaveStyle", "inputs": {"style": ["1", 0], "name": "copy", "overwrite": True}}}
+    styles = tmp_path / "styles"
+    issues = validate_prompt(copy.deepcopy(prompt), registry(inputs, tmp_path)).issues
+    assert [(i.type, i.node_id, i.input_name) for i in issues] == [("custom_validation_failed", "1", "preset")]
+    assert "'starry.safetensors' was not found" in issues[0].details and str(styles) in issues[0].details
+    code, _, _ = run_cli(tmp_path, inputs, prompt)
+    printed = capsys.readouterr().out
+    assert code == 1 and str(styles) in printed and "--styles-dir" in printed and "nothing was executed" in printed
 
 
 def test_no_outputs(model_dir, inputs, tmp_path):
@@ -180,10 +204,9 @@ def test_alpha_zero_reconstructs_and_alpha_one_differs(model_dir, inputs, tmp_pa
     assert np.abs(outs[0] - outs[1]).mean() > 1.0
 
 
-def test_node_error_names_the_node(model_dir, inputs, tmp_path, capsys, monkeypatch):
-    broken = write_random_models(tmp_path / "broken_models")
-    (broken / DEC).write_bytes(b"not a safetensors file")
-    monkeypatch.setenv("ADAIN_MODELS_DIR", str(broken))
+def test_node_error_names_the_node(private_model_dir, inputs, tmp_path, capsys):
+    (private_model_dir / DEC).unlink()  # a link to the session's file: replace it, never write through it
+    (private_model_dir / DEC).write_bytes(b"not a safetensors file")
     code, _, _ = run_cli(tmp_path, inputs, api_prompt())
     assert code == 1 and "Error while executing node 2 (AdaINDecoderLoader)" in capsys.readouterr().out
 

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adain_nodes.cli import main
-from runner_fixtures import model_dir, module_models  # noqa: F401
 from test_runner import EXAMPLES, api_prompt, inputs  # noqa: F401
 
 

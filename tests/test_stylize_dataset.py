@@ -21,7 +21,7 @@ from adain_nodes.dataset.plan import choose_styles, output_name, plan_jobs, shar
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.weights import load_decoder, load_encoder
 from conftest import random_image
-from runner_fixtures import DECODER_FILE, ENCODER_FILE, write_random_models
+from conftest import DECODER_FILES, ENCODER_FILE, write_random_models
 
 REPO = Path(__file__).resolve().parents[1]
 CONTENT_SIZES = {"cats/a.png": (40, 56), "cats/b.png": (48, 48), "dogs/c.png": (64, 40), "dogs/d.jpg": (36, 52),
@@ -43,7 +43,7 @@ def dataset(tmp_path_factory) -> Path:
     (root / "content" / "dogs" / "broken.png").write_bytes(b"not an image")
     for i, name in enumerate(("waves.png", "dots.jpg", "more/mosaic.png")):
         _save(random_image(1, 32 + 8 * i, 40, seed=20 + i), root / "style" / name)
-    write_random_models(root / "models")
+    write_random_models(root / "models", released_pth=False)
     return root
 
 
@@ -120,7 +120,7 @@ def test_outputs_manifest_and_failures(dataset, reference):
     assert [r["output"] for r in records] == sorted(r["output"] for r in records)
     files = _files(reference)
     encoder = load_encoder(dataset / "models" / ENCODER_FILE)
-    decoder = load_decoder(dataset / "models" / DECODER_FILE)
+    decoder = load_decoder(dataset / "models" / DECODER_FILES[1])
     encoder.precision = decoder.precision = "auto"
     to_tensor = lambda path: torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(
         2, 0, 1)[None]

@@ -26,8 +26,9 @@ from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder, 
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
+from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
 from training.losses import LossWeights, compute_losses, total_variation
-from training.train import autocast_dtype, build_decoder, cpu_has_fast_bf16, resolve_config, train
+from training.train import autocast_dtype, build_decoder, resolve_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,7 @@ def _config(data: Path, out: Path, **options) -> TrainConfig:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_decoder(path).state_dict()
+    return load_decoder(path).network.state_dict()
 
 
 def test_loss_falls(data, tmp_path):
@@ -87,10 +88,10 @@ def test_loss_falls(data, tmp_path):
                           cfg.resize_mode)
     items = [dataset[(i, i % 6, i % 5)] for i in range(6)]
     content, style = torch.stack([c for c, _ in items]), torch.stack([s for _, s in items])
-    encoder = load_encoder(cfg.encoder)
+    encoder = load_encoder(cfg.encoder).network
     with torch.no_grad():
         before = compute_losses(encoder, build_decoder(cfg)[0], content, style).total.item()
-        after = compute_losses(encoder, load_decoder(result.out), content, style).total.item()
+        after = compute_losses(encoder, load_decoder(result.out).network, content, style).total.item()
     assert after < 0.5 * before, (before, after)
     assert (tmp_path / "decoder_run" / "loss_plot.png").is_file()
     assert Image.open(tmp_path / "decoder_run" / "samples" / "iter_0000016.png").size == (3 * 32 + 4, 2 * 32 + 2)
@@ -284,8 +285,8 @@ def test_output_loads_in_decoder_node(data, tmp_path, monkeypatch):
     assert set(json.loads(meta["final_losses"])) == {"loss", "content_loss", "style_loss"}
     assert TrainConfig(**json.loads(meta["training_options"])).crop == 32
     saved = load_checkpoint(result.checkpoint)["ema"]  # the output is the weight average (default)
-    assert all(torch.equal(decoder.state_dict()[k], saved[k]) for k in saved)
-    assert decoder(torch.rand(1, 512, 4, 4)).shape == (1, 3, 32, 32)
+    assert all(torch.equal(decoder.network.state_dict()[k], saved[k]) for k in saved)
+    assert decoder.network(torch.rand(1, 512, 4, 4)).shape == (1, 3, 32, 32)
 
 
 def test_warm_start_and_bf16(data, tmp_path):
@@ -295,7 +296,7 @@ def test_warm_start_and_bf16(data, tmp_path):
     result = train(_config(data, tmp_path / "w.safetensors", warm_start=str(tmp_path / "start.safetensors"),
                            max_iter=0))
     loaded = load_decoder(result.out)
-    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in start.state_dict().items())
+    assert all(torch.equal(loaded.network.state_dict()[k], v) for k, v in start.state_dict().items())
     assert loaded.metadata["trained_steps"] == "500" and loaded.metadata["warm_start"] == "start.safetensors"
     result = train(_config(data, tmp_path / "b.safetensors", warm_start=str(tmp_path / "start.safetensors"),
                            max_iter=2, precision="bf16", warmup_iters=4, run_dir=str(tmp_path / "b_run")))
@@ -351,8 +352,11 @@ def test_min_scale_zooms_out_so_crops_can_show_the_whole_image(tmp_path):
 
 
 def test_automatic_precision_per_device():
+    """Training and the nodes pick bf16 on the same CPUs (one definition of a fast-bf16 CPU)."""
     cpu = torch.device("cpu")
     assert autocast_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
+    assert resolve_precision("auto", torch.device("cuda")) == torch.float16
     assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         autocast_dtype("fp16", cpu)
@@ -374,7 +378,7 @@ def test_tv_weight_is_trained_and_logged(data, tmp_path):
 
 def test_identity_terms_are_the_reconstruction_errors(data):
     """The identity terms equal an independent reconstruction error; the paper's terms do not change."""
-    encoder = load_encoder(data / "encoder.safetensors")
+    encoder = load_encoder(data / "encoder.safetensors").network
     torch.manual_seed(3)
     decoder = AdaINDecoder()
     content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
@@ -399,7 +403,7 @@ def test_identity_loss_teaches_reconstruction(data, tmp_path):
     """Trained on the identity terms alone, the decoder gives the content back better than at the start."""
     cfg = _config(data, tmp_path / "id.safetensors", max_iter=40, content_weight=0.0, style_weight=0.0,
                   identity_pixel_weight=50.0, identity_feature_weight=1.0, ema_decay=0.0, lr=1e-3)
-    encoder = load_encoder(data / "encoder.safetensors")
+    encoder = load_encoder(data / "encoder.safetensors").network
     files = scan_images(data / "content", 16)
     dataset = PairDataset(files, files, crop=32, resize=48, resize_mode="short")
     content = torch.stack([dataset[(i, i, i)][0] for i in range(4)])
@@ -413,7 +417,7 @@ def test_identity_loss_teaches_reconstruction(data, tmp_path):
     records = _records(tmp_path / "id_run")
     assert all(abs(r["loss"] - (50 * r["identity_pixel_loss"] + r["identity_feature_loss"])) < 1e-3 * r["loss"]
                for r in records)
-    assert error(load_decoder(cfg.out)) < 0.5 * before
+    assert error(load_decoder(cfg.out).network) < 0.5 * before
 
 
 def test_identity_weights_are_checked(data, tmp_path):

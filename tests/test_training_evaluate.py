@@ -78,13 +78,13 @@ def test_evaluate_random_networks(tmp_path):
     encoder, decoder = load_encoder(tmp_path / "enc.safetensors"), load_decoder(tmp_path / "dec.safetensors")
     with torch.no_grad():  # alpha 0 decodes the content's own features: the decoder as an inverse of the encoder
         contents = [load_image(c, 32) for c, _ in pairs]
-        reconstructions = [decoder(encoder.encode(c)[0])[..., :c.shape[-2], :c.shape[-1]].clamp(0, 1) for c in contents]
+        reconstructions = [decoder.network(encoder.network.encode(c)[0])[..., :c.shape[-2], :c.shape[-1]].clamp(0, 1) for c in contents]
     expected = sum(float(ssim(luminance(r), luminance(c))) for r, c in zip(reconstructions, contents)) / 2
     assert score.reconstruction_ssim == pytest.approx(expected, abs=1e-3)
     assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
                  str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())[0]["pairs"] == 1
-    before = load_decoder(tmp_path / "dec.safetensors").state_dict()
+    before = load_decoder(tmp_path / "dec.safetensors").network.state_dict()
     assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
                  str(tmp_path / "val"), "--pairs", "1", "--size", "32", "--record"]) == 0
     recorded = load_decoder(tmp_path / "dec.safetensors")
@@ -92,7 +92,7 @@ def test_evaluate_random_networks(tmp_path):
     validation = json.loads(recorded.metadata["validation"])
     assert validation["pairs"] == 1 and validation["grey_ssim"] == round(scored["ssim"], 4)
     assert validation["reconstruction_ssim"] == round(scored["reconstruction_ssim"], 4)
-    assert all(torch.equal(before[k], v) for k, v in recorded.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in recorded.network.state_dict().items())
 
 
 def test_outliers_show_in_the_mean_layers_and_worst_pair(tmp_path):

@@ -150,7 +150,7 @@ def _check_leftovers(out: Path, run_dir: Path, previous: tuple[int, int], reache
         assert decoder.metadata["complete"] == ("true" if done == MAX_ITER else "false")
         if done == ckpt:
             written = state.get("ema", state["decoder"])  # the output is the weight average by default
-            assert all(torch.equal(v, written[k]) for k, v in decoder.state_dict().items())
+            assert all(torch.equal(v, written[k]) for k, v in decoder.network.state_dict().items())
     # the decoder is written after the checkpoint, from the same state: it may lag, never lead or go back
     assert previous[1] <= done <= ckpt, (previous[1], done, ckpt)
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
+from adain_nodes.models.precision import PRECISIONS
+
 from .losses import LossWeights
 
 RESIZE_MODES = ("square", "short", "none")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:

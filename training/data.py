@@ -19,9 +19,9 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from adain_nodes.dataset.files import IMAGE_ERRORS, IMAGE_SUFFIXES
 from adain_nodes.core.pil_image import to_rgb8
 from adain_nodes.file_walk import walk_files
+from adain_nodes.image_files import IMAGE_ERRORS, IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

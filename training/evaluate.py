@@ -34,11 +34,12 @@ from adain_nodes.core.pil_image import to_rgb8
 from adain_nodes.core.stats import adain, mean_std
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.core.layers import ADAIN_LAYER, STYLE_LAYERS
+from adain_nodes.image_files import IMAGE_SUFFIXES
+from adain_nodes.models.loaded import LoadedModel
 from adain_nodes.models.networks import VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder, read_tensors, save_safetensors
 from adain_nodes.pipeline import stylize
 
-from .data import IMAGE_SUFFIXES
 from .losses import style_loss, style_loss_terms
 from .monitor import save_png, to_pil
 
@@ -122,7 +123,7 @@ class Score:
     # how well the decoder inverts the encoder; None for precomputed outputs
 
 
-def evaluate(decoder_file: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
+def evaluate(decoder_file: str | os.PathLike, encoder: LoadedModel[VGGEncoder], pairs: list[tuple[Path, Path]],
              short_side: int = 256, sheet: Path | None = None, thumb: int = 160) -> Score:
     """Score one decoder; ``sheet`` also saves rows of content | style | output."""
     decoder, runtime = load_decoder(decoder_file), StandaloneRuntime(torch.device("cpu"))
@@ -136,7 +137,7 @@ def evaluate(decoder_file: str | os.PathLike, encoder: VGGEncoder, pairs: list[t
     return score
 
 
-def evaluate_outputs(folder: str | os.PathLike, encoder: VGGEncoder, pairs: list[tuple[Path, Path]],
+def evaluate_outputs(folder: str | os.PathLike, encoder: LoadedModel[VGGEncoder], pairs: list[tuple[Path, Path]],
                      short_side: int = 256, sheet: Path | None = None, thumb: int = 160) -> Score:
     """Score outputs made elsewhere, ``folder/output_name(i, content)`` for pair i, like ``evaluate``."""
     folder = Path(folder).resolve()
@@ -145,8 +146,8 @@ def evaluate_outputs(folder: str | os.PathLike, encoder: VGGEncoder, pairs: list
 
 
 @torch.inference_mode()
-def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short_side: int, sheet: Path | None,
-           thumb: int, make_output) -> Score:
+def _score(name: str, encoder: LoadedModel[VGGEncoder], pairs: list[tuple[Path, Path]], short_side: int,
+           sheet: Path | None, thumb: int, make_output) -> Score:
     log_ratios, ssims, content_losses, style_losses, rows = [], [], [], [], []
     layer_sums = torch.zeros(len(STYLE_LAYERS), 2, dtype=torch.float64)
     channel_errors: list[Tensor] = [torch.zeros(())] * len(STYLE_LAYERS)  # squared std error per channel
@@ -155,7 +156,8 @@ def _score(name: str, encoder: VGGEncoder, pairs: list[tuple[Path, Path]], short
     for i, (content_path, style_path) in enumerate(pairs):
         content, style = load_image(content_path, short_side), load_image(style_path, short_side)
         output = make_output(i, content_path, content, style)
-        style_feats, output_feats, content_feats = (encoder.encode(x, STYLE_LAYERS) for x in (style, output, content))
+        style_feats, output_feats, content_feats = (encoder.network.encode(x, STYLE_LAYERS)
+                                                     for x in (style, output, content))
         terms = torch.tensor([[float(m), float(s)] for m, s in style_loss_terms(output_feats, style_feats)])
         for k, (out_feat, style_feat) in enumerate(zip(output_feats, style_feats)):
             std_error = mean_std(out_feat)[1] - mean_std(style_feat)[1]

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from adain_nodes.models.networks import AdaINDecoder
+from adain_nodes.models.precision import cpu_has_fast_bf16
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_run_temporaries, save_checkpoint, save_decoder,
@@ -93,12 +94,6 @@ def pick_device(name: str, ddp: Distributed) -> torch.device:
             device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
     return device
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 convolutions run about twice as fast as fp32 there."""
-    names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch 2.x: absent means no
-    return any(getattr(torch.cpu, name, lambda: False)() for name in names)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -175,8 +170,8 @@ def build_decoder(cfg: TrainConfig) -> tuple[AdaINDecoder, dict[str, Any]]:
     info: dict[str, Any] = {}
     if cfg.warm_start:
         source = load_decoder(cfg.warm_start)
-        decoder.load_state_dict(source.state_dict())
-        steps = int(getattr(source, "metadata", {}).get("trained_steps", 0) or 0)
+        decoder.load_state_dict(source.network.state_dict())
+        steps = int(source.metadata.get("trained_steps", 0) or 0)
         info = {"warm_start": Path(cfg.warm_start).name, "warm_start_sha256": file_sha256(cfg.warm_start),
                 "warm_start_steps": steps}
         log.info("warm start from %s (%d steps trained before)", cfg.warm_start, steps)
@@ -235,7 +230,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_run_temporaries(run_dir, Path(cfg.out))
 
-    encoder = load_encoder(cfg.encoder).to(device, memory_format=memory_format)
+    encoder = load_encoder(cfg.encoder).network.to(device, memory_format=memory_format)
     encoder_sha = file_sha256(cfg.encoder)
     decoder, warm_info = build_decoder(cfg)
     decoder.to(device, memory_format=memory_format)

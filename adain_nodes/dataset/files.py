@@ -6,19 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import resize
 
 from ..core.pil_image import to_rgb8
 from ..file_walk import walk_files
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-# Decode failures that mean "bad file", not "bug": PIL raises all of these on corrupt data.
-IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 # Output format by suffix; JPEG and WebP at high quality, so the style's texture survives compression.
 SAVE_OPTIONS = {".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
                 ".png": ("PNG", {"compress_level": 4}), ".webp": ("WEBP", {"quality": 95})}
+# The images a dataset run stylizes: those whose format it can write back under the same name.
+DATASET_SUFFIXES = tuple(SAVE_OPTIONS)
 
 
 def list_images(folder: Path) -> list[str]:
@@ -32,7 +31,7 @@ def list_images(folder: Path) -> list[str]:
     found = []
     for path in walk_files(folder):  # each real folder once: a link loop cannot make the listing endless
         relative = path.relative_to(folder)
-        if not any(part.startswith(".") for part in relative.parts) and path.name.lower().endswith(IMAGE_SUFFIXES):
+        if not any(part.startswith(".") for part in relative.parts) and path.name.lower().endswith(DATASET_SUFFIXES):
             found.append(relative.as_posix())
     return found
 

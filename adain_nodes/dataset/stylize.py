@@ -31,10 +31,12 @@ from torch.utils.data import DataLoader, Dataset
 from .. import pipeline
 from ..host.paths import MODELS_FOLDER, resolve_file
 from ..host.runtime import StandaloneRuntime
-from ..models.networks import AdaINDecoder, VGGEncoder
+from ..models.loaded import LoadedModel
+from ..models.precision import resolve_precision
 from ..atomic_files import atomic_write, remove_stale_temporaries
 from ..models.weights import load_decoder, load_encoder
-from .files import IMAGE_ERRORS, IMAGE_SUFFIXES, encode_image, list_images, load_rgb
+from ..image_files import IMAGE_ERRORS
+from .files import DATASET_SUFFIXES, encode_image, list_images, load_rgb
 from .manifest import (FAILED, OK, PartWriter, check_config, failed_record, merge_manifest, ok_record, read_records,
                        record_from_file)
 from .plan import Job, plan_jobs, shard
@@ -94,17 +96,20 @@ def _model_path(name: str) -> Path:
     return path if path.is_file() else resolve_file(MODELS_FOLDER, name)
 
 
-def _load_models(settings: Settings) -> tuple[VGGEncoder, AdaINDecoder]:
-    pipeline.resolve_precision(settings.precision, torch.device("cpu"))  # validates the name
+def _load_models(settings: Settings) -> tuple[pipeline.Encoder, pipeline.Decoder]:
+    resolve_precision(settings.precision, torch.device("cpu"))  # validates the name
     encoder = load_encoder(_model_path(settings.encoder))
     decoder = load_decoder(_model_path(settings.decoder))
-    encoder.precision = decoder.precision = settings.precision
-    # the layout the pipeline computes in, set once here: converting while another thread computes would
-    # swap a weight's storage under a running convolution
-    return encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)
+    for model in (encoder, decoder):
+        model.precision = settings.precision
+        # the layout the pipeline computes in, set once here: converting while another thread computes
+        # would swap a weight's storage under a running convolution
+        model.network.to(memory_format=torch.channels_last)
+    return encoder, decoder
 
 
-def _run_config(settings: Settings, styles: list[str], encoder: VGGEncoder, decoder: AdaINDecoder) -> dict[str, Any]:
+def _run_config(settings: Settings, styles: list[str], encoder: pipeline.Encoder,
+                decoder: pipeline.Decoder) -> dict[str, Any]:
     """Everything an output depends on; a rerun into the same folder must match it."""
     return {"alpha": settings.alpha, "seed": settings.seed, "styles_per_image": settings.styles_per_image,
             "content_size": settings.content_size, "style_size": settings.style_size,
@@ -130,8 +135,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: int) -> Iter
 class DatasetRuntime(StandaloneRuntime):
     """The standalone runtime with cuDNN's autotuner off: it may pick other kernels in another process."""
 
-    def load(self, model: torch.nn.Module, working_bytes: int) -> torch.nn.Module:
-        return model.to(self.device)
+    def load(self, model: LoadedModel, working_bytes: int) -> None:
+        model.network.to(self.device)
 
 
 def _remove_temporaries(out: Path) -> None:
@@ -143,7 +148,7 @@ def _remove_temporaries(out: Path) -> None:
 class Stylizer:
     """One rank's work: its pending outputs, the style statistics they need, the outputs themselves."""
 
-    def __init__(self, settings: Settings, rank: Rank, encoder: VGGEncoder, decoder: AdaINDecoder,
+    def __init__(self, settings: Settings, rank: Rank, encoder: pipeline.Encoder, decoder: pipeline.Decoder,
                  runtime: StandaloneRuntime, parallel: int) -> None:
         self.s, self.rank, self.parallel = settings, rank, parallel
         self.encoder, self.decoder, self.runtime = encoder, decoder, runtime
@@ -272,7 +277,7 @@ def stylize_dataset(settings: Settings) -> dict[str, int]:
         encoder, decoder = _load_models(settings)
         contents, styles = list_images(settings.content), list_images(settings.style)
         if not contents or not styles:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in "
+            raise ValueError(f"no images ({', '.join(DATASET_SUFFIXES)}) in "
                              f"{settings.content if not contents else settings.style}")
         plan = plan_jobs(contents, styles, settings.styles_per_image, settings.seed)
         check_config(settings.out, _run_config(settings, styles, encoder, decoder), write=rank.main)

@@ -105,9 +105,23 @@ def resolve_file(folder: str, name: str) -> Path:
             if candidate.is_file():
                 return candidate
     where = ", ".join(str(d) for d in folder_dirs(folder))
-    raise AdaINInputError(f"{name!r} was not found in the {folder!r} folder ({where}). Put the file there"
-                          + (f" or point {MODELS_ENV} at its folder" if folder == MODELS_FOLDER else "")
-                          + (f"; available: {list_files(folder)[:10]}" if list_files(folder) else ""))
+    available = list_files(folder)
+    raise AdaINInputError(f"{name!r} was not found in the {folder!r} folder ({where}). {_how_to_add(folder, fp)}"
+                          + (f"; available: {available[:10]}" if available else ""))
+
+
+def _how_to_add(folder: str, folder_paths) -> str:
+    """How a missing file gets found: where to put it, inside ComfyUI or outside (environment, runner flag)."""
+    if folder == STYLES_FOLDER:
+        make = "Save the preset with AdaIN Save Style (run the workflow that saves it first)"
+        if folder_paths is not None:
+            return make + " or copy the .safetensors preset into ComfyUI's models/adain_styles"
+        return (make + f", or point {STYLES_ENV} at the folder that has it (headless runner: "
+                "python -m adain_nodes run ... --styles-dir FOLDER)")
+    if folder_paths is not None:
+        return "Put the file into ComfyUI's models/adain"
+    return (f"Put the file there, or point {MODELS_ENV} at its folder (headless runner: python -m adain_nodes run "
+            "... --models-dir FOLDER)")
 
 
 def writable_path(folder: str, name: str) -> Path:

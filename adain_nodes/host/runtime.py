@@ -11,7 +11,7 @@ import os
 from typing import Callable
 
 import torch
-from torch import nn
+from ..models.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Runtime:
         """Where node outputs are kept between nodes."""
         return torch.device("cpu")
 
-    def load(self, model: nn.Module, working_bytes: int) -> nn.Module:
+    def load(self, model: LoadedModel, working_bytes: int) -> None:
         """Put ``model`` on the compute device, making room for it and ``working_bytes`` of activations."""
         raise NotImplementedError
 
@@ -86,10 +86,10 @@ class StandaloneRuntime(Runtime):
         """Outside ComfyUI nothing else needs the memory: keep results where the next node computes."""
         return self.device
 
-    def load(self, model: nn.Module, working_bytes: int) -> nn.Module:
+    def load(self, model: LoadedModel, working_bytes: int) -> None:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed-size frames: autotuned kernels pay off
-        return model.to(self.device)
+        model.network.to(self.device)
 
     def free_bytes(self) -> int:
         if self.device.type == "cuda":
@@ -114,16 +114,13 @@ class ComfyRuntime(Runtime):
     def output_device(self) -> torch.device:
         return self.mm.intermediate_device()
 
-    def load(self, model: nn.Module, working_bytes: int) -> nn.Module:
+    def load(self, model: LoadedModel, working_bytes: int) -> None:
         from comfy.model_patcher import ModelPatcher
 
-        patcher = getattr(model, "comfy_patcher", None)
-        if patcher is None:
-            patcher = ModelPatcher(model, load_device=self.mm.get_torch_device(),
-                                   offload_device=self.mm.unet_offload_device())
-            model.comfy_patcher = patcher
-        self.mm.load_models_gpu([patcher], memory_required=working_bytes, force_full_load=True)
-        return model
+        if model.patcher is None:
+            model.patcher = ModelPatcher(model.network, load_device=self.mm.get_torch_device(),
+                                         offload_device=self.mm.unet_offload_device())
+        self.mm.load_models_gpu([model.patcher], memory_required=working_bytes, force_full_load=True)
 
     def free_bytes(self) -> int:
         return int(self.mm.get_free_memory(self.compute_device()))

@@ -13,6 +13,8 @@ channels 128x128), so it is used when the map's short side is at least twice the
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,11 +65,12 @@ def _is_padded_3x3(pad: nn.Module, conv: nn.Module) -> bool:
             and all(getattr(conv, k) == v for k, v in _PADDED_3X3.items()))
 
 
-def run_fused(layers: nn.Sequential, x: Tensor, stop: int | None = None,
-              taps: tuple[int, ...] = ()) -> tuple[Tensor, dict[int, Tensor]]:
+def run_fused(layers: nn.Sequential, x: Tensor, stop: int | None = None, taps: tuple[int, ...] = (),
+              float32_modules: int = 0) -> tuple[Tensor, dict[int, Tensor]]:
     """Run ``layers[:stop]`` with the fusions above and in-place ReLUs (inference only).
 
     ``taps`` are module counts (``i`` means the output of ``layers[:i]``) whose outputs are returned too.
+    The first ``float32_modules`` modules run in float32 even under autocast.
     """
     if torch.is_grad_enabled():
         raise RuntimeError("run_fused is for inference: it writes in place; use the module's forward to train")
@@ -76,15 +79,18 @@ def run_fused(layers: nn.Sequential, x: Tensor, stop: int | None = None,
     i = 0
     while i < len(modules):
         module, rest = modules[i], modules[i + 1:i + 3]
-        if isinstance(module, nn.Upsample) and len(rest) == 2 and _is_padded_3x3(*rest) \
-                and module.scale_factor in (2, 2.0, (2.0, 2.0)) and module.mode == "nearest":
-            x, i = upsample_conv2d(x, rest[1]), i + 3
-        elif rest and _is_padded_3x3(module, rest[0]) and min(x.shape[-2:]) >= max(2, 2 * rest[0].out_channels):
-            x, i = reflect_conv3x3(x, rest[0]), i + 2
-        elif isinstance(module, nn.ReLU):
-            x, i = torch.relu_(x), i + 1
-        else:
-            x, i = module(x), i + 1
+        exact = i < float32_modules
+        with torch.autocast(x.device.type, enabled=False) if exact else contextlib.nullcontext():
+            x = x.float() if exact else x
+            if isinstance(module, nn.Upsample) and len(rest) == 2 and _is_padded_3x3(*rest) \
+                    and module.scale_factor in (2, 2.0, (2.0, 2.0)) and module.mode == "nearest":
+                x, i = upsample_conv2d(x, rest[1]), i + 3
+            elif rest and _is_padded_3x3(module, rest[0]) and min(x.shape[-2:]) >= max(2, 2 * rest[0].out_channels):
+                x, i = reflect_conv3x3(x, rest[0]), i + 2
+            elif isinstance(module, nn.ReLU):
+                x, i = torch.relu_(x), i + 1
+            else:
+                x, i = module(x), i + 1
         if i in taps:
             found[i] = x
     return x, found

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..atomic_files import atomic_write, atomic_write_new
 from ..errors import WeightFileError
+from .loaded import LoadedModel
 from .networks import RELEASED_VGG_MODULES, AdaINDecoder, VGGEncoder, vgg19_modules
 
 log = logging.getLogger(__name__)
@@ -210,15 +211,13 @@ def weights_identity(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _load(model: nn.Module, path: str | os.PathLike, what: str, optional: dict[str, Tensor] | None = None):
+def _load(model: nn.Module, path: str | os.PathLike, what: str,
+          optional: dict[str, Tensor] | None = None) -> LoadedModel:
     path = Path(path)
     tensors, metadata = read_tensors(path, Layout.of(model, what, optional))
     model.load_state_dict(_as_float32(path, tensors))
     model.requires_grad_(False).eval()
-    model.identity = weights_identity(model)
-    model.name = path.name
-    model.metadata = metadata
-    return model
+    return LoadedModel(model, weights_identity(model), path.name, metadata=metadata)
 
 
 def _released_vgg_rest() -> dict[str, Tensor]:
@@ -228,12 +227,12 @@ def _released_vgg_rest() -> dict[str, Tensor]:
     return {key: value for key, value in full.items() if key not in used}
 
 
-def load_encoder(path: str | os.PathLike) -> VGGEncoder:
+def load_encoder(path: str | os.PathLike) -> LoadedModel[VGGEncoder]:
     """A frozen encoder from ``vgg_normalised.pth`` (all 53 modules) or a safetensors file of its first 31."""
     return _load(VGGEncoder(), path, "VGG19 encoder", optional=_released_vgg_rest())
 
 
-def load_decoder(path: str | os.PathLike) -> AdaINDecoder:
+def load_decoder(path: str | os.PathLike) -> LoadedModel[AdaINDecoder]:
     """A frozen decoder from ``decoder.pth`` or a safetensors file with the same keys."""
     return _load(AdaINDecoder(), path, "AdaIN decoder")
 
@@ -258,13 +257,13 @@ def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, kind:
     if kind == "auto":
         kind = "encoder" if "0.weight" in tensors and tuple(tensors["0.weight"].shape) == (3, 3, 1, 1) else "decoder"
     if kind == "encoder":
-        model: nn.Module = load_encoder(src)
+        model: LoadedModel = load_encoder(src)
     elif kind == "decoder":
         model = load_decoder(src)
     else:
         raise ValueError(f"kind must be 'auto', 'encoder' or 'decoder', got {kind!r}")
     metadata = {"kind": kind, "source_file": Path(src).name, "source_sha256": file_sha256(src)}
-    save_safetensors(model.state_dict(), dst, metadata)
+    save_safetensors(model.network.state_dict(), dst, metadata)
     log.info("wrote %s %s (%s)", kind, dst, model.identity)
     return kind
 

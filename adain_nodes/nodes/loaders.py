@@ -1,6 +1,7 @@
 """Loader nodes for encoder and decoder files of the ``adain`` model folder."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import lru_cache
 
@@ -9,24 +10,24 @@ import torch
 from .. import download
 from ..errors import AdaINInputError
 from ..host.paths import MODELS_FOLDER, list_files, resolve_file
+from ..models.loaded import LoadedModel
+from ..models.precision import PRECISIONS, resolve_precision
 from ..models.weights import load_decoder, load_encoder
-from ..pipeline import PRECISIONS, resolve_precision
 from .common import CATEGORY, DECODER, ENCODER, get_runtime
 
 PRECISION_INPUT = (list(PRECISIONS), {
     "default": "auto",
-    "tooltip": "Compute precision. auto: fp32 on the CPU (exact), fp16 on a GPU. bf16 is about twice as fast on "
-               "CPUs with AVX-512 BF16, with small visible differences (see bench/)."})
+    "tooltip": "Compute precision. auto: bf16 on CPUs with AVX-512 BF16 or AMX (about twice as fast, 45 dB or "
+               "more from fp32), else fp32 on the CPU; fp16 on a GPU. fp32 is exact everywhere (see bench/)."})
 
 
 @lru_cache(maxsize=8)
-def _cached(kind: str, path: str, mtime: float, size: int, precision: str):
+def _cached(kind: str, path: str, mtime: float, size: int, precision: str) -> LoadedModel:
     model = (load_encoder if kind == "encoder" else load_decoder)(path)
-    model.precision = precision
-    return model
+    return dataclasses.replace(model, precision=precision)
 
 
-def _load(kind: str, name: str, precision: str):
+def _load(kind: str, name: str, precision: str) -> LoadedModel:
     resolve_precision(precision, torch.device("cpu"))  # validates the choice
     try:
         path = resolve_file(MODELS_FOLDER, name)

@@ -132,6 +132,16 @@ class AdaINLoadStyle:
             "tooltip": "A preset in the adain_styles folder."})}}
 
     @classmethod
+    def VALIDATE_INPUTS(cls, preset):
+        """Before anything runs: a missing preset is named with the folder searched and how to fix it
+        (ComfyUI then skips its plain 'value not in list')."""
+        try:
+            resolve_file(STYLES_FOLDER, preset)
+        except AdaINInputError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
     def IS_CHANGED(cls, preset):
         try:
             return hashlib.sha256(resolve_file(STYLES_FOLDER, preset).read_bytes()).hexdigest()

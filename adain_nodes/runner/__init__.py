@@ -9,9 +9,8 @@ from .core_nodes import Folders
 from .execute import ExecutionResult, NodeExecutionError, execute_prompt
 from .graph import Workflow, WorkflowError, apply_overrides, load_workflow, ui_to_api
 from .registry import Registry
-from .run import RunSummary, ValidationFailed, run_workflow
 from .validate import ValidationIssue, ValidationResult, validate_prompt
 
 __all__ = ["Folders", "ExecutionResult", "NodeExecutionError", "execute_prompt", "Workflow", "WorkflowError",
-           "apply_overrides", "load_workflow", "ui_to_api", "Registry", "RunSummary", "ValidationFailed",
-           "run_workflow", "ValidationIssue", "ValidationResult", "validate_prompt"]
+           "apply_overrides", "load_workflow", "ui_to_api", "Registry", "ValidationIssue", "ValidationResult",
+           "validate_prompt"]

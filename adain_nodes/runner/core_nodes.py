@@ -27,12 +27,11 @@ from PIL.PngImagePlugin import PngInfo
 
 from ..atomic_files import atomic_write_new
 from ..core.pil_image import rgb_and_alpha
+from ..image_files import IMAGE_SUFFIXES
 from .pyav_decode import load_image_pyav
 
 log = logging.getLogger(__name__)
 
-# ComfyUI lists input files whose mimetype is an image; these are the suffixes Pillow reads.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
                  "PreviewAny": "Preview as Text", "LoadLatent": "Load Latent", "SaveLatent": "Save Latent"}
 
@@ -210,7 +209,9 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
                     return True
             except ValueError:
                 pass
-            return f"Invalid image file: {image}"
+            # ComfyUI's message, plus where the runner looked and how to point it elsewhere
+            return (f"Invalid image file: {image} (not in the input folder {folders.input_dir.resolve()}; put it "
+                    "there or run with --input-dir FOLDER)")
 
         def load_image(self, image):
             return decode_input_image(folders.annotated_path(image))

@@ -129,6 +129,8 @@ class _Validator:
             if name not in declared and isinstance(value, list):
                 self.check_undeclared_link(node_id, name, value)
         checked: dict[str, Any] = {}
+        # as ComfyUI: inputs the node's VALIDATE_INPUTS takes skip the min/max/list checks (it checks them)
+        custom = set(inspect.getfullargspec(cls.VALIDATE_INPUTS).args) if hasattr(cls, "VALIDATE_INPUTS") else set()
         for spec in specs:
             if spec.name not in inputs:
                 if spec.required:
@@ -140,7 +142,7 @@ class _Validator:
                 if upstream is not None:
                     self.visit(upstream, path + [node_id])
                 continue
-            converted = self.check_value(node_id, spec, value)
+            converted = self.check_value(node_id, spec, value, spec.name not in custom)
             if converted is not None:
                 inputs[spec.name] = checked[spec.name] = converted[0]
         self.custom_validation(node_id, cls, checked)
@@ -185,7 +187,7 @@ class _Validator:
             return None
         return origin
 
-    def check_value(self, node_id: str, spec: InputSpec, value: Any) -> tuple[Any] | None:
+    def check_value(self, node_id: str, spec: InputSpec, value: Any, builtin_checks: bool = True) -> tuple[Any] | None:
         if spec.type_name not in WIDGET_TYPES:
             self.issue("link_required", "Input needs a link",
                        f"{spec.name} takes a {spec.type_name} from another node, not the value {value!r}",
@@ -197,6 +199,8 @@ class _Validator:
             self.issue("invalid_input_type", f"Failed to convert an input value to a {spec.type_name} value",
                        f"{spec.name}, {value}, {exc}", node_id, spec.name)
             return None
+        if not builtin_checks:
+            return (value,)
         if "min" in spec.options and value < spec.options["min"]:
             self.issue("value_smaller_than_min", f"Value {value} smaller than min of {spec.options['min']}",
                        spec.name, node_id, spec.name)
