@@ -12,7 +12,7 @@ from torch import Tensor
 from .core.image import batch_index
 from .core.stats import adain, masked_mean_std, mean_std
 from .errors import AdaINInputError
-from .pipeline import _check_unit
+from .pipeline import check_unit
 
 
 def check_channels_tensor(x: object, name: str) -> Tensor:
@@ -37,7 +37,7 @@ def match_statistics(x: Tensor, reference: Tensor, strength: float, weight: Tens
     strength 0 returns ``x`` itself.
     """
     name, ref_name = names
-    strength = _check_unit(strength, "strength")
+    strength = check_unit(strength, "strength")
     check_channels_tensor(x, name)
     check_channels_tensor(reference, ref_name)
     if x.shape[1] != reference.shape[1]:

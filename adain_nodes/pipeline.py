@@ -90,7 +90,7 @@ def _check_same_encoder(a_name: str, a, b_name: str, b) -> None:
                               f"made by this encoder's {a.layer}: save the style again with AdaIN Save Style")
 
 
-def _check_unit(value: float, name: str) -> float:
+def check_unit(value: float, name: str) -> float:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise AdaINInputError(f"{name} must be a number from 0 to 1, got {value!r}")
     return float(value)
@@ -212,7 +212,7 @@ def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: T
 def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None) -> AdaINFeatures:
     """AdaIN with the content-style trade-off ``alpha``; with a mask, only inside it (soft edges blend)."""
     _check_same_encoder("the content features", features, "the style", style)
-    alpha = _check_unit(alpha, "alpha")
+    alpha = check_unit(alpha, "alpha")
     content = features.content
     index = batch_index(features.count, style.count, "the content", "the style")
     s_mean = style.mean[index].to(content.device, content.dtype)
@@ -290,7 +290,7 @@ def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, 
     """One-call style transfer of RGB ``[B, 3, H, W]`` content with a style batch of 1 or B."""
     if color not in COLOR_MODES:
         raise AdaINInputError(f"preserve_color must be one of {COLOR_MODES}, got {color!r}")
-    alpha = _check_unit(alpha, "alpha")
+    alpha = check_unit(alpha, "alpha")
     index = batch_index(content.shape[0], style.shape[0], "the content", "the style")
     if color == "match style colors":
         style = match_color(style[index], content)

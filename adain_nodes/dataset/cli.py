@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..pipeline import PRECISIONS
+from ..models.precision import PRECISIONS
 from .stylize import Settings
 
 DEFAULTS = Settings(Path(), Path(), Path())
