@@ -92,9 +92,11 @@ def test_tiles_cover_the_grid_once_and_are_never_too_thin(h, w, size, overlap):
 
 @pytest.fixture(scope="module")
 def small_networks():
+    from adain_nodes.models.loaded import LoadedModel
     from adain_nodes.models.networks import VGGEncoder
 
-    return he_init(VGGEncoder(), 0), random_decoder()
+    return (LoadedModel(he_init(VGGEncoder(), 0), "0" * 16, "random encoder"),
+            LoadedModel(random_decoder(), "1" * 16, "random decoder"))
 
 
 @settings(max_examples=8, deadline=None)

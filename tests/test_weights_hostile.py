@@ -43,7 +43,7 @@ FLOATS = [torch.float64, torch.float16, torch.bfloat16, torch.float8_e4m3fn, tor
 def test_floating_point_weights_of_any_width_load_as_float32(tmp_path, decoder_state, dtype, suffix):
     stored = {k: v.to(dtype) for k, v in decoder_state.items()}
     decoder = load_decoder(_write(tmp_path / f"d{suffix}", stored))
-    for key, value in decoder.state_dict().items():
+    for key, value in decoder.network.state_dict().items():
         assert value.dtype == torch.float32
         assert torch.equal(value, stored[key].to(torch.float32)), key
 
@@ -134,7 +134,8 @@ def test_encoder_file_with_released_extra_layers_still_loads_from_a_compressed_p
     with zipfile.ZipFile(plain) as source, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as target:
         for record in source.infolist():
             target.writestr(record.filename, source.read(record))
-    assert torch.equal(load_encoder(packed).state_dict()["0.weight"], load_encoder(plain).state_dict()["0.weight"])
+    assert torch.equal(load_encoder(packed).network.state_dict()["0.weight"],
+                       load_encoder(plain).network.state_dict()["0.weight"])
 
 
 def test_decoder_layout_is_unchanged():
