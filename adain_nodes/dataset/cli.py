@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decoder", default=DEFAULTS.decoder,
                         help="decoder file: a path or a name in the models folder (default %(default)s)")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
-                        help="auto: fp32 on the CPU, fp16 on GPUs (default %(default)s)")
+                        help="auto: bf16 on CPUs with AVX-512 BF16 or AMX, else fp32; fp16 on GPUs (default %(default)s)")
     parser.add_argument("--workers", type=int, default=DEFAULTS.workers,
                         help="image-loading worker processes per rank (default %(default)s)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
