@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from adain_nodes.dataset.plan import choose_styles, output_name, plan_jobs, shar
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.weights import load_decoder, load_encoder
 from conftest import random_image
+import preforked
 from conftest import DECODER_FILES, ENCODER_FILE, write_random_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,12 +58,17 @@ def _args(dataset: Path, out: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def _run(dataset: Path, out: Path, *extra: str, torchrun: int = 0) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun),
-                "-m", "adain_nodes"] if torchrun else [sys.executable, "-m", "adain_nodes"]
-    result = subprocess.run(launcher + _args(dataset, out, *extra), env=_env(dataset), capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+def _run(dataset: Path, out: Path, *extra: str, torchrun: int = 0, expect: int = 0) -> subprocess.CompletedProcess:
+    """``python -m adain_nodes stylize-dataset``: under torchrun, or forked from the preloaded server."""
+    if torchrun:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun),
+                    "-m", "adain_nodes"]
+        result = subprocess.run(launcher + _args(dataset, out, *extra), env=_env(dataset), capture_output=True,
+                                text=True, timeout=300)
+    else:
+        result = preforked.run("adain_nodes", _args(dataset, out, *extra), _env(dataset), REPO,
+                               out.parent / "logs")
+    assert result.returncode == expect, result.stdout + result.stderr
     return result
 
 
@@ -172,16 +177,21 @@ def many(dataset, tmp_path_factory) -> Path:
     return root
 
 
+def _final_output_exists(out: Path) -> bool:
+    """Whether a stylized image has its final name (not a temporary); os.walk, unlike rglob, skips the
+    write folders that vanish while it looks."""
+    return any(not name.startswith(".") and "-stylized-" in name for _, _, names in os.walk(out) for name in names)
+
+
 def test_kill_at_any_moment_then_rerun_does_only_the_rest(many, tmp_path):
     _run(many, tmp_path / "uninterrupted")
     expected = _files(tmp_path / "uninterrupted")
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "adain_nodes", *_args(many, out, "--workers", "0")],
-                               env=_env(many), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = preforked.Run("adain_nodes", _args(many, out, "--workers", "0"), _env(many), REPO, tmp_path / "logs")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(out.rglob("[!.]*-stylized-*")):  # a final name, not a temporary
+    while time.monotonic() < deadline and not _final_output_exists(out):
         time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
+    process.kill()
     process.wait()
     # what a kill inside a write leaves: a temporary beside the outputs, a partial record in a part file
     (out / "class0").mkdir(parents=True, exist_ok=True)
@@ -212,9 +222,8 @@ def test_retry_failed_and_changed_settings(dataset, tmp_path):
         assert all(r["status"] == "ok" for r in records) and len(records) == 2 * (len(CONTENT_SIZES) + 1)
     finally:
         broken.write_bytes(b"not an image")
-    result = subprocess.run([sys.executable, "-m", "adain_nodes", *_args(dataset, out, "--alpha", "0.5")],
-                            env=_env(dataset), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1 and "alpha: 1.0 then, 0.5 now" in result.stderr
+    result = _run(dataset, out, "--alpha", "0.5", expect=1)
+    assert "alpha: 1.0 then, 0.5 now" in result.stderr
 
 
 def test_a_large_image_goes_through_the_tiled_path_in_process(dataset, tmp_path, monkeypatch):

@@ -197,44 +197,48 @@ def test_sigterm_checkpoints_and_resume_continues(data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_process_gloo_ddp_matches_single_process(data, tmp_path):
-    out = tmp_path / "ddp.safetensors"
+def _torchrun(data: Path, out: Path, *extra: str) -> None:
+    """Two CPU processes under torchrun (gloo), batch 4 split over them, one data worker each."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "training.train", *_cli(data, out, "--max-iter", "4", "--batch-size", "4", "--workers", "0",
-                                         "--checkpoint-every", "2")]
-    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+           "-m", "training.train", *_cli(data, out, "--batch-size", "4", "--workers", "1", *extra)]
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert load_decoder(out).metadata["world_size"] == "2"
+
+
+@pytest.fixture(scope="module")
+def ddp_run(data, tmp_path_factory) -> Path:
+    """One two-process run straight to 4 (checkpoints at 2 and 4), shared by the DDP tests."""
+    out = tmp_path_factory.mktemp("ddp") / "full.safetensors"
+    _torchrun(data, out, "--max-iter", "4", "--checkpoint-every", "2")
+    return out
+
+
+def test_two_process_gloo_ddp_matches_single_process(data, ddp_run, tmp_path):
+    assert load_decoder(ddp_run).metadata["world_size"] == "2"
     single = train(_config(data, tmp_path / "single.safetensors", max_iter=4, batch_size=4))
     # Adam turns float-noise gradients (near zero) into full-size steps of either sign, so compare the
     # updates as a whole: they must agree far better than two different data streams would.
-    init = build_decoder(_config(data, out))[0].state_dict()
-    a, b = _weights(out), _weights(single.out)
+    init = build_decoder(_config(data, ddp_run))[0].state_dict()
+    a, b = _weights(ddp_run), _weights(single.out)
     delta_a = torch.cat([(a[k] - init[k]).flatten() for k in a])
     delta_b = torch.cat([(b[k] - init[k]).flatten() for k in a])
     assert delta_b.norm() > 0
     ratio = float((delta_a - delta_b).norm() / delta_b.norm())
     print(f"DDP vs single update mismatch {ratio:.2e}")
     assert ratio < 0.05, ratio
-    ddp_losses = [r["loss"] for r in _records(tmp_path / "ddp_run")]
+    ddp_losses = [r["loss"] for r in _records(ddp_run.with_name("full_run"))]
     single_losses = [r["loss"] for r in _records(tmp_path / "single_run")]
     np.testing.assert_allclose(ddp_losses, single_losses, rtol=1e-4)
 
 
-def test_two_process_resume_is_exact(data, tmp_path):
+def test_two_process_resume_is_exact(data, ddp_run, tmp_path):
     """A DDP run stopped at 2 and resumed to 4 (data workers on) equals one run straight to 4."""
-    def ddp(out: Path, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "training.train", *_cli(data, out, "--batch-size", "4", "--workers", "1", *extra)]
-        done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stderr[-4000:]
-
-    ddp(tmp_path / "full.safetensors", "--max-iter", "4")
-    ddp(tmp_path / "part.safetensors", "--max-iter", "2")
-    ddp(tmp_path / "part.safetensors", "--max-iter", "4", "--resume")
-    a, b = _weights(tmp_path / "full.safetensors"), _weights(tmp_path / "part.safetensors")
+    _torchrun(data, tmp_path / "part.safetensors", "--max-iter", "2")
+    _torchrun(data, tmp_path / "part.safetensors", "--max-iter", "4", "--resume")
+    a, b = _weights(ddp_run), _weights(tmp_path / "part.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["loss"] for r in _records(tmp_path / "part_run")] == [r["loss"] for r in _records(tmp_path / "full_run")]
+    assert [r["loss"] for r in _records(tmp_path / "part_run")] == \
+        [r["loss"] for r in _records(ddp_run.with_name("full_run"))]
 
 
 def test_ranks_split_the_global_batch():

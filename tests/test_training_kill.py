@@ -1,6 +1,7 @@
 """No lost work: SIGKILL the trainer at random moments, many times, and check what it leaves.
 
-Each round starts ``python -m training.train`` (``--resume`` once a checkpoint exists) on the tiny
+Each round starts ``python -m training.train`` (forked from a server that imported torch once, see
+``preforked``; ``--resume`` once a checkpoint exists) on the tiny
 random data of ``test_training.py`` and kills it with SIGKILL at a seeded random moment of one of
 six phases: while starting up, in the middle of the iterations, while the checkpoint is being
 written, while the decoder is being written, just after a checkpoint was logged, and just after all
@@ -23,9 +24,6 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -37,6 +35,8 @@ from adain_nodes.models.networks import AdaINDecoder
 from adain_nodes.models.weights import load_decoder
 from training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from training.train import train
+
+import preforked
 
 from test_training import REPO, _cli, _config, _env, _keep_threads, _records, _weights, data  # noqa: F401
 
@@ -50,29 +50,21 @@ PROGRESS = re.compile(r"\] (\d+)/\d+ ")
 
 
 class Trainer:
-    """The trainer in a subprocess, its log read by a thread so the test can poll it."""
+    """The trainer forked from the preloaded server (``preforked``); its log is read as the test polls."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], log_dir: Path) -> None:
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "training.train", *args], cwd=REPO, env=_env(),
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
+        self.proc = preforked.Run("training.train", args, _env(), REPO, log_dir)
 
     def reached(self) -> int:
         """The last iteration the log has reported (the run may be a little further)."""
-        return max((int(m.group(1)) for line in list(self.lines) if (m := PROGRESS.search(line))), default=0)
+        return max((int(m.group(1)) for m in PROGRESS.finditer(self.proc.stderr())), default=0)
 
     def logged(self, text: str) -> bool:
-        return any(text in line for line in list(self.lines))
+        return text in self.proc.stderr()
 
     def log(self) -> str:
-        return "".join(self.lines)[-3000:]
+        return self.proc.stderr()[-3000:]
 
     def wait_for(self, condition, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -85,7 +77,6 @@ class Trainer:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
-        self.reader.join(timeout=30)
 
 
 def _temporaries(folder: Path) -> set[str]:
@@ -174,7 +165,7 @@ def test_sigkill_at_random_moments_loses_at_most_one_interval(data, tmp_path, mo
         start = ckpt
         t0 = time.monotonic()
         before = _temporaries(out.parent) | _temporaries(run_dir)
-        trainer = Trainer(args + (["--resume"] if (run_dir / CHECKPOINT_NAME).exists() else []))
+        trainer = Trainer(args + (["--resume"] if (run_dir / CHECKPOINT_NAME).exists() else []), tmp_path / "logs")
         _kill_at(phase, trainer, start, out, run_dir, rng)
         reached = trainer.reached()
         ckpt, done = _check_leftovers(out, run_dir, previous=(ckpt, done), reached=reached)
@@ -184,8 +175,7 @@ def test_sigkill_at_random_moments_loses_at_most_one_interval(data, tmp_path, mo
     # polling every millisecond catches a 40 MB checkpoint or 14 MB decoder before its rename
     assert interrupted_writes >= 1
 
-    finished = subprocess.run([sys.executable, "-m", "training.train", *args, "--resume"], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    finished = preforked.run("training.train", [*args, "--resume"], _env(), REPO, tmp_path / "logs", timeout=120)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"resuming from {run_dir / CHECKPOINT_NAME} at iteration {ckpt}" in finished.stderr
     assert _check_leftovers(out, run_dir, previous=(ckpt, done), reached=MAX_ITER) == (MAX_ITER, MAX_ITER)

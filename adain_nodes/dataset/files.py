@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms.functional import resize
 
 from ..core.pil_image import to_rgb8
 from ..file_walk import walk_files
@@ -45,6 +44,10 @@ def load_rgb(path: Path, short_side: int) -> Tensor:
     with Image.open(path) as img:
         img = to_rgb8(img)  # 16-bit, palette and CMYK files decode to what they show
     if short_side:
+        # imported here: torchvision's package import pulls in torch._dynamo (about 2.5 s per process),
+        # which every CLI start and dataset worker would pay even when nothing is resized
+        from torchvision.transforms.functional import resize
+
         img = resize(img, short_side, antialias=True)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
