@@ -30,18 +30,21 @@ API_DIR = HERE / "api"
 
 CLASSES = {**make_core_nodes(Folders(HERE / "input", HERE / "output")), **NODE_CLASS_MAPPINGS}
 TITLES = {**DISPLAY_NAMES, **NODE_DISPLAY_NAME_MAPPINGS}
-NOTE_COLOR, NOTE_BG = "#432", "#653"
+NOTE_TYPE, NOTE_COLOR, NOTE_BG = "MarkdownNote", "#432", "#653"
+# How the editor (frontend 1.49) draws a Markdown note's level-3 headings, in graph units: font 10 * 16/14,
+# line height 1.6, an average bold character about 0.5 em wide, 16 between paragraphs, padding around the text.
+NOTE_FONT, NOTE_LINE, NOTE_CHAR_WIDTH, NOTE_PARAGRAPH_GAP, NOTE_PADDING = 10 * 16 / 14, 1.6, 0.5, 16, 24
 GROUP_COLORS = {"models": "#3f789e", "inputs": "#8A8", "style": "#a1309b", "transfer": "#b58b2a", "output": "#88A"}
 
 # Layout, in graph units. Columns are NODE_WIDTH wide unless a graph widens some (WIDE fits a loader's
 # widget label and full file name); nodes fill their column.
-NODE_WIDTH, WIDE, COLUMN_GAP, LEFT = 320, 440, 60, 40
+NODE_WIDTH, WIDE, COLUMN_GAP, LEFT = 320, 440, 40, 40
 TITLE_HEIGHT = 30  # a node's title bar, drawn above its pos
 BADGE_HEIGHT = 24  # the editor's node-source badge (the pack's name), drawn above a custom node's title bar
 GROUP_TITLE, GROUP_PAD = 44, 16  # a group's title bar (font 24) and its margin around the nodes
 STACK_GAP = GROUP_TITLE + 2 * GROUP_PAD  # room for a group header between two stacked nodes
 NODE_GAP = 16  # between two stacked nodes of one group
-FIXED_HEIGHTS = {"LoadImage": 310, "SaveImage": 300, "PreviewImage": 280, "PreviewAny": 150}
+FIXED_HEIGHTS = {"LoadImage": 280, "SaveImage": 220, "PreviewImage": 220, "PreviewAny": 150}
 # The editor's default window (1600 x 1000 px) less its side bar, tab bar and floating toolbars: the saved
 # view fits the whole graph in this box (x0, y0, x1, y1 in screen pixels), never zoomed in beyond MAX_SCALE.
 VIEW_BOX = (90, 110, 1580, 935)
@@ -148,11 +151,20 @@ class Graph:
         source.outputs[slot]["links"].append(link_id)
         self.links.append([link_id, source.id, slot, target.id, index, source.outputs[slot]["type"]])
 
-    def note(self, text: str, col: int, y: float, height: float) -> None:
-        """A Note filling column ``col`` at ``y`` or below."""
-        size = [self.width(col), height]
+    def note(self, text: str, col: int, y: float) -> None:
+        """A Markdown note filling column ``col`` at ``y`` or below, tall enough for its text.
+
+        Each paragraph is a level-3 heading: the editor draws a plain Note in 10 px monospace and Markdown
+        body text no larger, unreadable at the zoom that shows a whole graph; its headings are bold and 16/14
+        of that size."""
+        paragraphs = text.split("\n\n")
+        chars_per_line = (self.width(col) - 2 * NOTE_PADDING) / (NOTE_CHAR_WIDTH * NOTE_FONT)
+        lines = sum(-(-len(p) // int(chars_per_line)) for p in paragraphs)
+        height = 2 * NOTE_PADDING + lines * NOTE_LINE * NOTE_FONT + (len(paragraphs) - 1) * NOTE_PARAGRAPH_GAP
+        text = "\n\n".join("### " + p for p in paragraphs)
+        size = [self.width(col), round(height)]
         pos = [self.x(col), self._free_y(self.x(col), y, size)]
-        self.notes.append({"id": self._id(), "type": "Note", "pos": pos, "size": size,
+        self.notes.append({"id": self._id(), "type": NOTE_TYPE, "pos": pos, "size": size,
                            "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {},
                            "widgets_values": [text], "color": NOTE_COLOR, "bgcolor": NOTE_BG})
 
@@ -240,17 +252,14 @@ def image(g: Graph, file: str, title: str, col: int, y: float, gap: float = STAC
     return g.add("LoadImage", col, y, title=title, gap=gap, image=file)
 
 
-MODELS_NOTE = ("Models: the encoder " + ENCODER_FILE + " goes in ComfyUI/models/adain (VGG19 to relu4_1, weights by "
-               "Simonyan & Zisserman, CC BY 4.0; 'python -m adain_nodes download' fetches it). The decoder "
-               + DECODER_FILE + " ships with the pack (its weights/ folder) and is listed as is.\n"
-               "Headless: python -m adain_nodes run <this file> --models-dir DIR")
+MODELS_NOTE = ("Models: put " + ENCODER_FILE + " (VGG19, Simonyan & Zisserman, CC BY 4.0) in ComfyUI/models/adain, "
+               "or run 'python -m adain_nodes download'. The decoder ships in the pack's weights/ folder.")
 
 
 def ex_style_transfer() -> Graph:
     g = Graph(columns=(WIDE,))
-    g.note("AdaIN style transfer in one node (Huang & Belongie 2017).\n\nThe content photo keeps its layout; the "
-           "style image gives colours and texture. alpha trades content (0) for style (1).\n\n" + MODELS_NOTE,
-           0, TOP, 270)
+    g.note("AdaIN style transfer in one node (Huang & Belongie 2017).\n\nThe photo keeps its layout, the style "
+           "image gives colours and texture; alpha trades content (0) for style (1).\n\n" + MODELS_NOTE, 0, TOP)
     enc, dec = models(g, 0, TOP)
     content = image(g, "chelsea.jpg", "Content photo", 1, TOP)
     style = image(g, "style_brushstrokes.jpg", "Style image", 1, TOP, gap=NODE_GAP)
@@ -267,7 +276,7 @@ def ex_style_transfer() -> Graph:
 def _modular_front(g: Graph, content_file: str, style_file: str, note: str,
                    titles: tuple[str, str] = ("Content photo", "Style image")) -> tuple[Node, Node, Node, Node, Node]:
     """Note and models in column 0, the two images in column 1, their encodings in column 2."""
-    g.note(note, 0, TOP, 270)
+    g.note(note, 0, TOP)
     enc, dec = models(g, 0, TOP)
     content = image(g, content_file, titles[0], 1, TOP)
     style = image(g, style_file, titles[1], 1, TOP, gap=NODE_GAP)
@@ -296,9 +305,9 @@ def _blend_decode(g: Graph, dec: Node, features: Node, style: Node, col: int, y:
 def ex_modular() -> Graph:
     g = Graph(columns=(WIDE,))
     _, dec, e, s, _ = _modular_front(g, "coffee.jpg", "style_mosaic.jpg", (
-        "The same transfer as separate steps: Encode the content, compute the style's statistics (channel mean "
-        "and std of its VGG features), Blend them with AdaIN, Decode to an image.\n\nEncoded features and "
-        "styles can be reused by any number of Blend nodes: nothing is computed twice.\n\n" + MODELS_NOTE))
+        "The same transfer in steps: Encode the content, take the style's statistics, Blend them with AdaIN, "
+        "Decode.\n\nEncoded features and styles feed any number of Blend nodes: nothing is computed twice.\n\n"
+        + MODELS_NOTE))
     g.group("Encode once", [e, s], GROUP_COLORS["style"])
     b, d = _blend_decode(g, dec, e, s, 3, e.pos[1])
     save = g.add("SaveImage", 3, d.pos[1], filename_prefix="adain/02_modular")
@@ -321,9 +330,9 @@ def ex_tradeoff() -> Graph:
     g.connect(style, "IMAGE", s, "image")
     g.group("Encode once", [e, s], GROUP_COLORS["style"])
     row = max(n.pos[1] + n.size[1] for n in g.nodes) + STACK_GAP + TITLE_HEIGHT + BADGE_HEIGHT
-    g.note("Content-style trade-off: the same content and style blended at alpha 0.25, 0.5, 0.75 and 1.0 "
-           "(left to right). Low alpha keeps more of the photo, 1.0 is the full style. Content and style are "
-           "encoded once and shared by the four Blend nodes.\n\n" + MODELS_NOTE, 0, row, 300)
+    g.note("Content-style trade-off: alpha 0.25, 0.5, 0.75 and 1.0 from left to right. Low alpha keeps more of "
+           "the photo; 1.0 is the full style.\n\nContent and style are encoded once, for all four.\n\n" + MODELS_NOTE,
+           0, row)
     branches = []
     for i, alpha in enumerate((0.25, 0.5, 0.75, 1.0)):
         b, d = _blend_decode(g, dec, e, s, 1 + i, row, title=f"AdaIN Blend (alpha {alpha})", alpha=alpha)
@@ -357,9 +366,8 @@ def ex_interpolation() -> Graph:
     g.group("Mix, blend, decode", [e, mix, b, d], GROUP_COLORS["transfer"])
     save = g.add("SaveImage", 4, row, filename_prefix="adain/04_interpolation")
     g.connect(d, 0, save, "images")
-    g.note("Style interpolation: four styles mixed with weights (normalised to sum 1, here 0.4 / 0.3 / 0.2 / 0.1). "
-           "Change the weights to move between the styles; a weight of 0 drops a style.\n\n" + MODELS_NOTE,
-           0, row, 240)
+    g.note("Style interpolation: four styles mixed by weight (0.4 / 0.3 / 0.2 / 0.1, normalised to sum 1). "
+           "A weight of 0 drops a style.\n\n" + MODELS_NOTE, 0, row)
     return g
 
 
@@ -393,11 +401,9 @@ def ex_spatial() -> Graph:
     g.connect(dec, 0, d, "decoder")
     g.connect(bb, 0, d, "features")
     g.group("Two masked blends", [e, ba, bb, d], GROUP_COLORS["transfer"])
-    g.note("Spatial control: brush strokes on the cat, mosaic on the background. Each AdaIN Blend takes the "
-           "content statistics inside its mask and stylizes only there; chaining two blends with complementary "
-           "masks paints two styles in one picture.\n\nMasks are PNGs whose transparent part is the masked area "
-           "(Load Image's MASK output is 1 - alpha, as the mask editor saves them): the previews show the photo "
-           "with the masked area cut out.\n\n" + MODELS_NOTE, 4, TOP, 380)
+    g.note("Spatial control: brush strokes on the cat, mosaic on the background. Each Blend stylizes only "
+           "inside its mask; two chained blends paint two styles.\n\nMask previews show the photo with the masked "
+           "area cut out (a mask is a PNG's transparent part).\n\n" + MODELS_NOTE, 4, TOP)
     save = g.add("SaveImage", 4, TOP, filename_prefix="adain/05_spatial_control")
     g.connect(d, 0, save, "images")
     return g
@@ -405,10 +411,8 @@ def ex_spatial() -> Graph:
 
 def ex_color() -> Graph:
     g = Graph(columns=(WIDE,))
-    g.note("Colour preservation. Left: the style's colours (off). Middle: 'match style colors' recolours the style "
-           "image to the photo's colour statistics before the transfer. Right: 'luminance only' stylizes the "
-           "brightness and keeps the photo's colours.\nAdaIN Match Color shows the recoloured style on its "
-           "own.\n\n" + MODELS_NOTE, 0, TOP, 300)
+    g.note("Colour preservation. Left: the style's colours. Middle: the style recoloured to the photo's colours "
+           "first (shown by Match Color). Right: only brightness is stylized.\n\n" + MODELS_NOTE, 0, TOP)
     enc, dec = models(g, 0, TOP)
     content = image(g, "astronaut.jpg", "Content photo", 1, TOP)
     style = image(g, "style_dots.jpg", "Style image", 1, TOP, gap=NODE_GAP)
@@ -434,9 +438,9 @@ def ex_color() -> Graph:
 def ex_frames() -> Graph:
     g = Graph(columns=(WIDE,))
     _, dec, e, s, _ = _modular_front(g, "coffee_frames.webp", "style_waves.jpg", (
-        "A batch of frames (video-like): Load Image reads every frame of the animated WebP as one batch. The "
-        "style statistics are computed once and applied to all frames, so the look stays stable from frame to "
-        "frame. Save Image writes one numbered PNG per frame.\n\n" + MODELS_NOTE),
+        "A batch of frames: Load Image reads every frame of the animated WebP. The style statistics are "
+        "computed once for all frames, so the look stays stable; Save Image writes one PNG per frame.\n\n"
+        + MODELS_NOTE),
         titles=("Frames (animated WebP)", "Style image"))
     e.title, s.title = "Encode all frames", "Style statistics (once)"
     g.group("Encode", [e, s], GROUP_COLORS["style"])
@@ -452,9 +456,9 @@ PRESET = "adain_example_mosaic"
 
 def ex_save_preset() -> Graph:
     g = Graph(columns=(WIDE,))
-    g.note("Save a style preset: the style's statistics (a few kB) are stored as " + PRESET + ".safetensors in "
-           "ComfyUI/models/adain_styles (headless: --styles-dir). Run this once: 'Preview as Text' then shows the "
-           "file written. '09_style_preset_use' stylizes with the preset, without the style image.", 0, TOP, 200)
+    g.note("Save a style preset: the style's statistics (a few kB) go to ComfyUI/models/adain_styles/" + PRESET
+           + ".safetensors (headless: --styles-dir); 'Preview as Text' shows the file written.\n\n"
+           "'09_style_preset_use' then stylizes with it, without the style image.", 0, TOP)
     enc = g.add("AdaINEncoderLoader", 0, TOP, encoder_name=ENCODER_FILE)
     g.group("Encoder", [enc], GROUP_COLORS["models"])
     style = image(g, "style_mosaic.jpg", "Style image", 1, TOP)
@@ -472,9 +476,8 @@ def ex_save_preset() -> Graph:
 
 def ex_use_preset() -> Graph:
     g = Graph(columns=(WIDE, WIDE))
-    g.note("Use a saved style preset: no style image, no style encoding. Run '08_style_preset_save' first (it "
-           "writes " + PRESET + ".safetensors); a preset only works with the encoder that made it.\n\n"
-           + MODELS_NOTE, 0, TOP, 270)
+    g.note("Use a saved style preset: no style image, no style encoding. Run '08_style_preset_save' first; a "
+           "preset works only with the encoder that made it.\n\n" + MODELS_NOTE, 0, TOP)
     enc, dec = models(g, 0, TOP)
     content = image(g, "chelsea.jpg", "Content photo", 1, TOP)
     preset = g.add("AdaINLoadStyle", 1, TOP, gap=NODE_GAP, preset=PRESET + ".safetensors")
@@ -509,11 +512,9 @@ def _whole_and_masked(g: Graph, class_type: str, source: Node, reference: Node, 
 
 def ex_image_statistics() -> Graph:
     g = Graph(columns=(WIDE, WIDE))
-    g.note("AdaIN on pixels, no model: each RGB channel of the photo takes the mean and standard deviation of the "
-           "reference's (here the coffee photo's warm tones). Use it to keep colours consistent across img2img "
-           "passes, or to give a picture a reference's look.\n\nLeft: the whole picture at strength 1. Right: "
-           "only the cat (the mask), at strength 0.8; statistics are taken inside the mask and the result blends "
-           "by it.", 0, TOP, 260)
+    g.note("AdaIN on pixels, no model: each RGB channel takes the mean and std of the reference's (the "
+           "coffee's warm tones). Keeps colours consistent across img2img passes.\n\nLeft: the whole picture. "
+           "Right: only the cat (the mask), at strength 0.8.", 0, TOP)
     photo = image(g, "chelsea.jpg", "Photo", 0, TOP)
     reference = image(g, "coffee.jpg", "Reference colours", 1, TOP)
     mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 1, TOP, gap=NODE_GAP)
@@ -524,12 +525,9 @@ def ex_image_statistics() -> Graph:
 
 def ex_latent_statistics() -> Graph:
     g = Graph(columns=(WIDE,))
-    g.note("AdaIN in latent space, no model: each latent channel takes the mean and standard deviation of the "
-           "reference latent's. Works for any channel count (4 for SD1.x/SDXL, 16 for SD3/Flux); every other "
-           "entry of the LATENT (noise_mask, batch_index, ...) is kept.\n\nThe two .latent files are stand-ins made "
-           "without a VAE by examples/make_inputs.py; in practice connect VAE Encode or a sampler's output, and "
-           "decode the result. Save Latent writes output/adain/11_*.latent (Load Latent reads .latent files from "
-           "ComfyUI/input). The mask is at image resolution and is resized to the latent.", 0, TOP, 300)
+    g.note("AdaIN in latent space, no model: each latent channel takes the reference latent's mean and std (any "
+           "channel count: SD1.x, SDXL, SD3, Flux).\n\nThe .latent inputs are stand-ins; in practice connect VAE "
+           "Encode or a sampler, then decode. The mask is resized to the latent.", 0, TOP)
     latent = g.add("LoadLatent", 0, TOP, title="Latent to adjust", latent="chelsea.latent")
     reference = g.add("LoadLatent", 0, TOP, title="Reference latent", gap=NODE_GAP, latent="style_waves.latent")
     mask = image(g, "chelsea_mask_cat.png", "Mask: the cat", 0, TOP, gap=NODE_GAP)

@@ -13,8 +13,8 @@ from adain_nodes.cli import main
 from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
 from adain_nodes.runner.latent_nodes import load_latent_file
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
-from examples.make_workflows import (BADGE_HEIGHT, DECODER_FILE, GROUP_TITLE, TITLE_HEIGHT, VIEW_BOX,  # noqa: E402
-                                     WIDE)
+from examples.make_workflows import (BADGE_HEIGHT, DECODER_FILE, GROUP_TITLE, NOTE_FONT, NOTE_TYPE,  # noqa: E402
+                                     TITLE_HEIGHT, VIEW_BOX, WIDE)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -25,6 +25,7 @@ ALLOWED_CORE = {"LoadImage", "SaveImage", "PreviewImage", "PreviewAny", "LoadLat
 SMALL = 48
 # Below about 8 px / 14 px the editor draws nodes without text (its level-of-detail switch); keep a margin.
 LEGIBLE_SCALE = 0.65
+LEGIBLE_TEXT_PX = 8  # a note's text on screen at the saved view
 FILE_WIDGETS = {"encoder_name", "decoder_name", "preset"}
 
 
@@ -66,7 +67,7 @@ def test_there_is_one_example_per_capability():
 def test_ui_example_is_well_formed(name, tmp_path):
     ui = _ui(name)
     registry = Registry(Folders(EXAMPLES / "input", tmp_path))
-    assert ui["version"] == 0.4 and ui["groups"] and any(n["type"] == "Note" for n in ui["nodes"])
+    assert ui["version"] == 0.4 and ui["groups"] and any(n["type"] == NOTE_TYPE for n in ui["nodes"])
     nodes = {n["id"]: n for n in ui["nodes"]}
     assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == len(ui["links"])
     for node in ui["nodes"]:
@@ -208,6 +209,20 @@ def test_file_names_fit_their_widgets(name, tmp_path):
 
 def test_notes_say_the_decoder_ships_in_weights():
     for name in NAMES:
-        for note in (n for n in _ui(name)["nodes"] if n["type"] == "Note"):
+        for note in (n for n in _ui(name)["nodes"] if n["type"] == NOTE_TYPE):
             text = note["widgets_values"][0]
             assert DECODER_FILE not in text or "weights/" in text, text
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notes_are_legible_at_the_saved_view(name):
+    """Every paragraph of a note is a Markdown heading (bold, 16/14 of the editor's 10 px) and shows at 8 px
+    or more at the saved view; the note is tall enough for its text as the editor wraps it."""
+    ui = _ui(name)
+    assert NOTE_FONT * ui["extra"]["ds"]["scale"] >= LEGIBLE_TEXT_PX
+    for note in (n for n in ui["nodes"] if n["type"] == NOTE_TYPE):
+        paragraphs = note["widgets_values"][0].split("\n\n")
+        assert all(p.startswith("### ") and "\n" not in p for p in paragraphs), paragraphs
+        width, height = note["size"]
+        lines = sum(-(-len(p) * NOTE_FONT * 0.5 // (width - 48)) for p in paragraphs)
+        assert height >= lines * NOTE_FONT * 1.6, (name, lines, height)
