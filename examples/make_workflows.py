@@ -31,9 +31,11 @@ API_DIR = HERE / "api"
 CLASSES = {**make_core_nodes(Folders(HERE / "input", HERE / "output")), **NODE_CLASS_MAPPINGS}
 TITLES = {**DISPLAY_NAMES, **NODE_DISPLAY_NAME_MAPPINGS}
 NOTE_TYPE, NOTE_COLOR, NOTE_BG = "MarkdownNote", "#432", "#653"
-# How the editor (frontend 1.49) draws a Markdown note's level-3 headings, in graph units: font 10 * 16/14,
-# line height 1.6, an average bold character about 0.5 em wide, 16 between paragraphs, padding around the text.
-NOTE_FONT, NOTE_LINE, NOTE_CHAR_WIDTH, NOTE_PARAGRAPH_GAP, NOTE_PADDING = 10 * 16 / 14, 1.6, 0.5, 16, 24
+# How the editor (frontend 1.49) draws a Markdown note's headings, in graph units: font size by heading level
+# (10 px times 18/14 for ##, 16/14 for ###), line height 1.6, an average bold character about 0.5 em wide,
+# 16 between paragraphs, padding around the text.
+NOTE_FONTS = {2: 10 * 18 / 14, 3: 10 * 16 / 14}
+NOTE_LINE, NOTE_CHAR_WIDTH, NOTE_PARAGRAPH_GAP, NOTE_PADDING = 1.6, 0.5, 16, 24
 GROUP_COLORS = {"models": "#3f789e", "inputs": "#8A8", "style": "#a1309b", "transfer": "#b58b2a", "output": "#88A"}
 
 # Layout, in graph units. Columns are NODE_WIDTH wide unless a graph widens some (WIDE fits a loader's
@@ -44,7 +46,7 @@ BADGE_HEIGHT = 24  # the editor's node-source badge (the pack's name), drawn abo
 GROUP_TITLE, GROUP_PAD = 44, 16  # a group's title bar (font 24) and its margin around the nodes
 STACK_GAP = GROUP_TITLE + 2 * GROUP_PAD  # room for a group header between two stacked nodes
 NODE_GAP = 16  # between two stacked nodes of one group
-FIXED_HEIGHTS = {"LoadImage": 280, "SaveImage": 220, "PreviewImage": 220, "PreviewAny": 150}
+FIXED_HEIGHTS = {"LoadImage": 280, "SaveImage": 300, "PreviewImage": 300, "PreviewAny": 150}
 # The editor's default window (1600 x 1000 px) less its side bar, tab bar and floating toolbars: the saved
 # view fits the whole graph in this box (x0, y0, x1, y1 in screen pixels), never zoomed in beyond MAX_SCALE.
 VIEW_BOX = (90, 110, 1580, 935)
@@ -151,17 +153,18 @@ class Graph:
         source.outputs[slot]["links"].append(link_id)
         self.links.append([link_id, source.id, slot, target.id, index, source.outputs[slot]["type"]])
 
-    def note(self, text: str, col: int, y: float) -> None:
+    def note(self, text: str, col: int, y: float, level: int = 3) -> None:
         """A Markdown note filling column ``col`` at ``y`` or below, tall enough for its text.
 
         Each paragraph is a level-3 heading: the editor draws a plain Note in 10 px monospace and Markdown
         body text no larger, unreadable at the zoom that shows a whole graph; its headings are bold and 16/14
-        of that size."""
+        of that size (``level`` 2: 18/14, for a graph that must open zoomed out further)."""
         paragraphs = text.split("\n\n")
-        chars_per_line = (self.width(col) - 2 * NOTE_PADDING) / (NOTE_CHAR_WIDTH * NOTE_FONT)
+        font = NOTE_FONTS[level]
+        chars_per_line = (self.width(col) - 2 * NOTE_PADDING) / (NOTE_CHAR_WIDTH * font)
         lines = sum(-(-len(p) // int(chars_per_line)) for p in paragraphs)
-        height = 2 * NOTE_PADDING + lines * NOTE_LINE * NOTE_FONT + (len(paragraphs) - 1) * NOTE_PARAGRAPH_GAP
-        text = "\n\n".join("### " + p for p in paragraphs)
+        height = 2 * NOTE_PADDING + lines * NOTE_LINE * font + (len(paragraphs) - 1) * NOTE_PARAGRAPH_GAP
+        text = "\n\n".join("#" * level + " " + p for p in paragraphs)
         size = [self.width(col), round(height)]
         pos = [self.x(col), self._free_y(self.x(col), y, size)]
         self.notes.append({"id": self._id(), "type": NOTE_TYPE, "pos": pos, "size": size,
@@ -332,7 +335,7 @@ def ex_tradeoff() -> Graph:
     row = max(n.pos[1] + n.size[1] for n in g.nodes) + STACK_GAP + TITLE_HEIGHT + BADGE_HEIGHT
     g.note("Content-style trade-off: alpha 0.25, 0.5, 0.75 and 1.0 from left to right. Low alpha keeps more of "
            "the photo; 1.0 is the full style.\n\nContent and style are encoded once, for all four.\n\n" + MODELS_NOTE,
-           0, row)
+           0, row, level=2)
     branches = []
     for i, alpha in enumerate((0.25, 0.5, 0.75, 1.0)):
         b, d = _blend_decode(g, dec, e, s, 1 + i, row, title=f"AdaIN Blend (alpha {alpha})", alpha=alpha)
@@ -422,7 +425,7 @@ def ex_color() -> Graph:
         t = g.add("AdaINStyleTransfer", 2 + i, TOP, title=f"Transfer ({mode})", alpha=1.0, preserve_color=mode)
         for name, node in (("encoder", enc), ("decoder", dec), ("content_image", content), ("style_image", style)):
             g.connect(node, 0, t, name)
-        save = g.add("SaveImage", 2 + i, TOP, gap=NODE_GAP, filename_prefix="adain/06_color_" + mode.replace(" ", "_"))
+        save = g.add("SaveImage", 2 + i, TOP, gap=NODE_GAP, filename_prefix="adain/06_" + mode.split()[0])
         g.connect(t, 0, save, "images")
         nodes += [t, save]
     g.group("preserve_color: off | match style colors | luminance only", nodes, GROUP_COLORS["transfer"])

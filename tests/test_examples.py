@@ -13,7 +13,7 @@ from adain_nodes.cli import main
 from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
 from adain_nodes.runner.latent_nodes import load_latent_file
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
-from examples.make_workflows import (BADGE_HEIGHT, DECODER_FILE, GROUP_TITLE, NOTE_FONT, NOTE_TYPE,  # noqa: E402
+from examples.make_workflows import (BADGE_HEIGHT, DECODER_FILE, GROUP_TITLE, NOTE_FONTS, NOTE_TYPE,  # noqa: E402
                                      TITLE_HEIGHT, VIEW_BOX, WIDE)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,13 +216,15 @@ def test_notes_say_the_decoder_ships_in_weights():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_notes_are_legible_at_the_saved_view(name):
-    """Every paragraph of a note is a Markdown heading (bold, 16/14 of the editor's 10 px) and shows at 8 px
-    or more at the saved view; the note is tall enough for its text as the editor wraps it."""
+    """Every paragraph of a note is a Markdown heading (bold, larger than the editor's 10 px body text) and
+    shows at 8 px or more at the saved view; the note is tall enough for its text as the editor wraps it."""
     ui = _ui(name)
-    assert NOTE_FONT * ui["extra"]["ds"]["scale"] >= LEGIBLE_TEXT_PX
     for note in (n for n in ui["nodes"] if n["type"] == NOTE_TYPE):
         paragraphs = note["widgets_values"][0].split("\n\n")
-        assert all(p.startswith("### ") and "\n" not in p for p in paragraphs), paragraphs
+        level = len(paragraphs[0]) - len(paragraphs[0].lstrip("#"))
+        assert all(p.startswith("#" * level + " ") and "\n" not in p for p in paragraphs), paragraphs
+        font = NOTE_FONTS[level]
+        assert font * ui["extra"]["ds"]["scale"] >= LEGIBLE_TEXT_PX, (name, font, ui["extra"]["ds"]["scale"])
         width, height = note["size"]
-        lines = sum(-(-len(p) * NOTE_FONT * 0.5 // (width - 48)) for p in paragraphs)
-        assert height >= lines * NOTE_FONT * 1.6, (name, lines, height)
+        lines = sum(-(-len(p) * font * 0.5 // (width - 48)) for p in paragraphs)
+        assert height >= lines * font * 1.6, (name, lines, height)
