@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,8 @@ from training.data import PairDataset, PairSampler, scan_images
 from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
 from training.losses import LossWeights, compute_losses, total_variation
 from training.train import autocast_dtype, build_decoder, resolve_config, train
+
+import preforked
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -231,10 +234,25 @@ def test_two_process_gloo_ddp_matches_single_process(data, ddp_run, tmp_path):
     np.testing.assert_allclose(ddp_losses, single_losses, rtol=1e-4)
 
 
+def _two_ranks(data: Path, out: Path, log_dir: Path, *extra: str) -> None:
+    """The same two-process run as ``_torchrun``, its ranks forked from the preloaded server with the
+    variables torchrun sets (torchrun itself is exercised by ``ddp_run``; here it would add 8 s a run)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = _cli(data, out, "--batch-size", "4", "--workers", "1", *extra)
+    ranks = [preforked.Run("training.train", args, {**_env(), "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                                    "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                                    "MASTER_PORT": str(port)}, REPO, log_dir)
+             for r in range(2)]
+    codes = [rank.wait(180) for rank in ranks]
+    assert codes == [0, 0], "\n".join(rank.stderr()[-3000:] for rank in ranks)
+
+
 def test_two_process_resume_is_exact(data, ddp_run, tmp_path):
     """A DDP run stopped at 2 and resumed to 4 (data workers on) equals one run straight to 4."""
-    _torchrun(data, tmp_path / "part.safetensors", "--max-iter", "2")
-    _torchrun(data, tmp_path / "part.safetensors", "--max-iter", "4", "--resume")
+    _two_ranks(data, tmp_path / "part.safetensors", tmp_path / "logs", "--max-iter", "2")
+    _two_ranks(data, tmp_path / "part.safetensors", tmp_path / "logs", "--max-iter", "4", "--resume")
     a, b = _weights(ddp_run), _weights(tmp_path / "part.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in _records(tmp_path / "part_run")] == \
