@@ -200,10 +200,15 @@ def test_sigterm_checkpoints_and_resume_continues(data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _ddp_cli(data: Path, out: Path, *extra: str) -> list[str]:
+    """The two-process runs' options: batch 4 split over the ranks, one data worker each."""
+    return _cli(data, out, "--batch-size", "4", "--workers", "1", *extra)
+
+
 def _torchrun(data: Path, out: Path, *extra: str) -> None:
-    """Two CPU processes under torchrun (gloo), batch 4 split over them, one data worker each."""
+    """Two CPU processes under torchrun (gloo)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "training.train", *_cli(data, out, "--batch-size", "4", "--workers", "1", *extra)]
+           "-m", "training.train", *_ddp_cli(data, out, *extra)]
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -240,7 +245,7 @@ def _two_ranks(data: Path, out: Path, log_dir: Path, *extra: str) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = _cli(data, out, "--batch-size", "4", "--workers", "1", *extra)
+    args = _ddp_cli(data, out, *extra)
     ranks = [preforked.Run("training.train", args, {**_env(), "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
                                                     "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                                                     "MASTER_PORT": str(port)}, REPO, log_dir)

@@ -75,7 +75,7 @@ class Trainer:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()  # SIGKILL
         self.proc.wait(timeout=30)
 
 
