@@ -28,7 +28,7 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
 from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
-from training.losses import LossWeights, compute_losses, total_variation
+from training.losses import LossWeights, colour_distance, compute_losses, total_variation
 from training.train import autocast_dtype, build_decoder, resolve_config, train
 
 import preforked
@@ -403,6 +403,33 @@ def test_tv_weight_is_trained_and_logged(data, tmp_path):
                for r in records)
 
 
+def test_colour_distance_compares_colour_distributions():
+    """Zero for the same colours in another order; a constant colour shift c costs |c|^2/3 (the mean of
+    (d.c)^2 over directions d spread evenly on the sphere); strokes of blue and yellow are not their
+    green blend, which has the same mean colour."""
+    torch.manual_seed(5)
+    image = torch.rand(2, 3, 16, 16)
+    shuffled = image.flatten(2)[..., torch.randperm(256)].reshape(2, 3, 16, 16)
+    assert float(colour_distance(image, shuffled)) < 1e-10
+    shift = torch.tensor([0.1, -0.2, 0.05])
+    expected = float((shift ** 2).sum()) / 3
+    assert abs(float(colour_distance(image, image + shift[:, None, None])) - expected) < 0.03 * expected
+    blue, yellow = torch.tensor([0.1, 0.2, 0.8]), torch.tensor([0.9, 0.8, 0.1])
+    strokes = torch.stack([blue] * 128 + [yellow] * 128, dim=1).reshape(1, 3, 16, 16)  # top blue, bottom yellow
+    green = ((blue + yellow) / 2)[None, :, None, None].expand(1, 3, 16, 16)
+    assert float(colour_distance(green, strokes)) > 0.05
+    small = torch.nn.functional.interpolate(strokes, size=8)  # sizes may differ: compared by quantiles
+    assert float(colour_distance(small, strokes)) < 1e-3 < float(colour_distance(green, strokes))
+
+
+def test_colour_weight_is_trained_and_logged(data, tmp_path):
+    train(_config(data, tmp_path / "colour.safetensors", max_iter=2, colour_weight=100.0))
+    records = _records(tmp_path / "colour_run")
+    assert all(r["colour_loss"] > 0 for r in records)
+    assert all(abs(r["loss"] - (r["content_loss"] + 10 * r["style_loss"] + 100 * r["colour_loss"])) < 1e-3 * r["loss"]
+               for r in records)
+
+
 def test_identity_terms_are_the_reconstruction_errors(data):
     """The identity terms equal an independent reconstruction error; the paper's terms do not change."""
     encoder = load_encoder(data / "encoder.safetensors").network
@@ -424,6 +451,29 @@ def test_identity_terms_are_the_reconstruction_errors(data):
     torch.testing.assert_close(both.style, paper.style, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(both.total, paper.total + 50 * expected_pixel + expected_feature, rtol=1e-4, atol=1e-5)
     assert float(paper.identity_pixel) == 0.0 and float(paper.identity_feature) == 0.0
+
+
+def test_style_identity_adds_the_style_reconstruction(data):
+    """With identity_style the identity terms add the style image's own reconstruction error (SANet)."""
+    encoder = load_encoder(data / "encoder.safetensors").network
+    torch.manual_seed(4)
+    decoder = AdaINDecoder()
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+    with torch.no_grad():
+        content_only = compute_losses(encoder, decoder, content, style, LossWeights(identity_pixel=50.0,
+                                                                                     identity_feature=1.0))
+        both = compute_losses(encoder, decoder, content, style,
+                              LossWeights(identity_pixel=50.0, identity_feature=1.0, identity_style=True))
+        reconstruction = decoder(encoder.encode(style)[0])
+        style_pixel = ((reconstruction - style) ** 2).mean()
+        style_feature = sum(((a - b) ** 2).mean() for a, b in
+                            zip(encoder.encode(reconstruction, layers), encoder.encode(style, layers)))
+    assert float(style_pixel) > 0 and float(style_feature) > 0
+    torch.testing.assert_close(both.identity_pixel, content_only.identity_pixel + style_pixel, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(both.identity_feature, content_only.identity_feature + style_feature,
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(both.style, content_only.style, rtol=1e-4, atol=1e-6)
 
 
 def test_identity_loss_teaches_reconstruction(data, tmp_path):

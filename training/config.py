@@ -51,6 +51,10 @@ class TrainConfig:
                                         "the decoded content features (SANet uses 50; not in the AdaIN paper)")
     identity_feature_weight: float = _opt(0.0, "weight of the identity loss in features: MSE at relu1_1..relu4_1 "
                                           "between the content and its reconstruction (SANet uses 1)")
+    identity_style: bool = _opt(False, "the identity terms also reconstruct the style images from their own "
+                                "features, as SANet does (one more decoder pass per image)")
+    colour_weight: float = _opt(0.0, "weight of a colour term: sliced Wasserstein distance between the output's "
+                                "and the style's RGB colours (not in the paper)")
     # images
     resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
@@ -85,7 +89,7 @@ class TrainConfig:
     @property
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
-                           self.identity_feature_weight)
+                           self.identity_feature_weight, self.identity_style, self.colour_weight)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,7 +115,7 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
-                     "identity_feature_weight"):
+                     "identity_feature_weight", "colour_weight"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {getattr(self, name)}")
         if self.batch_size < 1 or self.max_iter < 0:

@@ -8,12 +8,22 @@ Identity loss (Park & Lee 2019, SANet; not in the AdaIN paper, off by default): 
 with its own statistics is the content's features, so decoding them should give the content back.
 Penalising the difference in pixels and in encoder features at relu1_1..relu4_1 teaches the decoder
 to invert the encoder, which the paper's loss alone does not at a CPU's budget: the structure of the
-content (faces, cars, text) survives the stylization instead of dissolving into texture.
+content (faces, cars, text) survives the stylization instead of dissolving into texture. SANet also
+reconstructs the style image from its own features (``identity_style``): the decoder then learns to
+paint a style's colours and strokes when the features carry its statistics, which the content images
+alone never show it.
 
 An optional total-variation term (not in the paper, off by default) damps high-frequency artefacts.
+
+An optional colour term (not in the paper, off by default) matches the output's distribution of RGB
+colours to the style's, as a sliced Wasserstein distance. Mean/std statistics cannot tell blue and
+yellow strokes from green, their blend; a decoder that keeps the content's structure paints smoother
+regions, and Starry Night then comes out teal, which relu2_1 channel #123 (a high-gain teal detector)
+turns into most of the style loss (docs/training.md).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +44,8 @@ class LossWeights:
     tv: float = 0.0
     identity_pixel: float = 0.0
     identity_feature: float = 0.0
+    identity_style: bool = False
+    colour: float = 0.0
 
     @property
     def identity(self) -> bool:
@@ -47,6 +59,7 @@ class Losses:
     tv: Tensor
     identity_pixel: Tensor
     identity_feature: Tensor
+    colour: Tensor
     total: Tensor
     output: Tensor
 
@@ -72,6 +85,33 @@ def feature_distance(features: list[Tensor], targets: list[Tensor]) -> Tensor:
                features[0].new_zeros((), dtype=torch.float32))
 
 
+def _sphere_directions(count: int) -> Tensor:
+    """``count`` unit vectors spread evenly over the sphere (Fibonacci lattice): fixed, so no RNG state."""
+    i = torch.arange(count, dtype=torch.float64) + 0.5
+    z = 1.0 - 2.0 * i / count
+    angle = math.pi * (1.0 + math.sqrt(5.0)) * i
+    r = (1.0 - z * z).sqrt()
+    return torch.stack([r * angle.cos(), r * angle.sin(), z]).float()
+
+
+COLOUR_DIRECTIONS = 32
+
+
+def colour_distance(image: Tensor, target: Tensor, directions: int = COLOUR_DIRECTIONS) -> Tensor:
+    """Sliced Wasserstein-2 distance between the RGB colours of each image and its target, batch mean.
+
+    The colours are projected onto fixed directions and sorted; the squared differences of the sorted
+    projections (the quantiles) compare whole colour distributions, not just their moments. Images of
+    different sizes are compared at the smaller one's number of quantiles.
+    """
+    dirs = _sphere_directions(directions).to(image.device)
+    proj = [torch.einsum("bcn,ck->bkn", x.float().flatten(2), dirs).sort(dim=-1).values for x in (image, target)]
+    count = min(p.shape[-1] for p in proj)
+    proj = [p if p.shape[-1] == count else F.interpolate(p, size=count, mode="linear", align_corners=True)
+            for p in proj]
+    return F.mse_loss(proj[0], proj[1])
+
+
 def total_variation(image: Tensor) -> Tensor:
     """Mean squared difference of neighbouring pixels: large for high-frequency noise, small for edges."""
     image = image.float()
@@ -92,18 +132,24 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
         target = adain(content_feats[-1].float(), *mean_std(style_feats[-1].float()))
     zero = target.new_zeros(())
     batch = content.shape[0]
-    decoder_input = torch.cat([target, content_feats[-1].to(target.dtype)]) if weights.identity else target
-    decoded = decoder(decoder_input)
+    originals, original_feats = [], []
+    if weights.identity:
+        originals, original_feats = [content], [content_feats]
+        if weights.identity_style:
+            originals.append(style)
+            original_feats.append(style_feats)
+    decoded = decoder(torch.cat([target] + [f[-1].to(target.dtype) for f in original_feats]))
     decoded_feats = encoder.encode(decoded, STYLE_LAYERS)
     output, out_feats = decoded[:batch], [f[:batch] for f in decoded_feats]
     loss_c = F.mse_loss(out_feats[-1].float(), target)
     loss_s = style_loss(out_feats, style_feats)
     loss_tv = total_variation(output) if weights.tv else zero
+    loss_colour = colour_distance(output, style) if weights.colour else zero
     loss_ip, loss_if = zero, zero
-    if weights.identity:
-        reconstruction = decoded[batch:]
-        loss_ip = F.mse_loss(reconstruction.float(), content.float())
-        loss_if = feature_distance([f[batch:] for f in decoded_feats], content_feats)
+    for i, (image, feats) in enumerate(zip(originals, original_feats), start=1):
+        part = slice(i * batch, (i + 1) * batch)
+        loss_ip = loss_ip + F.mse_loss(decoded[part].float(), image.float())
+        loss_if = loss_if + feature_distance([f[part] for f in decoded_feats], feats)
     total = (weights.content * loss_c + weights.style * loss_s + weights.tv * loss_tv
-             + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if)
-    return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, total, output)
+             + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if + weights.colour * loss_colour)
+    return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, total, output)

@@ -333,6 +333,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                           "style_loss": losses.style.item()}
                 if cfg.tv_weight:
                     values["tv_loss"] = losses.tv.item()
+                if cfg.colour_weight:
+                    values["colour_loss"] = losses.colour.item()
                 if cfg.loss_weights.identity:
                     values["identity_pixel_loss"] = losses.identity_pixel.item()
                     values["identity_feature_loss"] = losses.identity_feature.item()
