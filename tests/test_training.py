@@ -333,6 +333,21 @@ def test_warm_start_and_bf16(data, tmp_path):
     assert all(np.isfinite(v) for v in result.losses.values())
 
 
+def test_warm_started_average_does_not_restart_its_ramp(data, tmp_path):
+    """The average's ramp counts the warm-start decoder's steps: one step after a warm start from a
+    decoder of 500 steps the decay is (1 + 500) / (10 + 500), not the 1/10 of a fresh decoder's first step."""
+    torch.manual_seed(8)
+    start = AdaINDecoder()
+    save_safetensors(start.state_dict(), tmp_path / "start.safetensors", {"trained_steps": "500"})
+    result = train(_config(data, tmp_path / "w.safetensors", warm_start=str(tmp_path / "start.safetensors"),
+                           max_iter=1, ema_decay=0.999, run_dir=str(tmp_path / "w_run")))
+    raw = load_checkpoint(tmp_path / "w_run" / "checkpoint.pt")["decoder"]
+    averaged, initial = _weights(result.out), start.state_dict()
+    assert not all(torch.equal(raw[k], initial[k]) for k in raw)
+    decay = (1 + 500) / (10 + 500)
+    assert all(torch.allclose(averaged[k], initial[k].lerp(raw[k], 1 - decay), atol=1e-8) for k in averaged)
+
+
 def test_command_line_options():
     given = parse_overrides(["--content", "c", "--style", "s", "--encoder", "e", "--out", "o.safetensors",
                              "--batch-size", "4", "--precision", "bf16", "--no-progress", "--resume"])

@@ -202,9 +202,14 @@ def _stop_agreed(local: bool, ddp: Distributed, iteration: int, force: bool) -> 
     return bool(flag.item() > 0)
 
 
-def ema_decay(decay: float, iteration: int) -> float:
-    """Ramped so the average follows a fresh decoder closely at first (short runs are not stuck near init)."""
-    return min(decay, (1.0 + iteration) / (10.0 + iteration))
+def ema_decay(decay: float, trained_steps: int) -> float:
+    """Ramped so the average follows a fresh decoder closely at first (short runs are not stuck near init).
+
+    The ramp counts the decoder's steps, warm-start steps included: a trained decoder has no init to
+    forget, and a restarted short average follows the raw weights, which swing from step to step (a
+    warm start from the shipped decoder failed the Starry Night test within 100 steps of its own recipe).
+    """
+    return min(decay, (1.0 + trained_steps) / (10.0 + trained_steps))
 
 
 def learning_rate(cfg: TrainConfig, iteration: int) -> float:
@@ -320,7 +325,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             scaler.step(optimizer)
             scaler.update()
             if ema is not None:
-                decay = ema_decay(cfg.ema_decay, iteration)
+                decay = ema_decay(cfg.ema_decay, warm_info.get("warm_start_steps", 0) + iteration)
                 with torch.no_grad():
                     for averaged, current in zip(ema.parameters(), decoder.parameters()):
                         averaged.lerp_(current, 1.0 - decay)
