@@ -410,12 +410,13 @@ def test_total_variation_option():
     assert float(total_variation(checker.float().expand(1, 3, 8, 8))) == 2.0  # every neighbour differs by 1
 
 
-def test_tv_weight_is_trained_and_logged(data, tmp_path):
-    train(_config(data, tmp_path / "tv.safetensors", max_iter=2, tv_weight=5.0))
-    records = _records(tmp_path / "tv_run")
-    assert all(r["tv_loss"] > 0 for r in records)
-    assert all(abs(r["loss"] - (r["content_loss"] + 10 * r["style_loss"] + 5 * r["tv_loss"])) < 1e-3 * r["loss"]
-               for r in records)
+@pytest.mark.parametrize("term, weight", [("tv", 5.0), ("colour", 100.0)])
+def test_optional_term_is_trained_and_logged(data, tmp_path, term, weight):
+    train(_config(data, tmp_path / f"{term}.safetensors", max_iter=2, **{f"{term}_weight": weight}))
+    records = _records(tmp_path / f"{term}_run")
+    assert all(r[f"{term}_loss"] > 0 for r in records)
+    assert all(abs(r["loss"] - (r["content_loss"] + 10 * r["style_loss"] + weight * r[f"{term}_loss"]))
+               < 1e-3 * r["loss"] for r in records)
 
 
 def test_colour_distance_compares_colour_distributions():
@@ -435,14 +436,6 @@ def test_colour_distance_compares_colour_distributions():
     assert float(colour_distance(green, strokes)) > 0.05
     small = torch.nn.functional.interpolate(strokes, size=8)  # sizes may differ: compared by quantiles
     assert float(colour_distance(small, strokes)) < 1e-3 < float(colour_distance(green, strokes))
-
-
-def test_colour_weight_is_trained_and_logged(data, tmp_path):
-    train(_config(data, tmp_path / "colour.safetensors", max_iter=2, colour_weight=100.0))
-    records = _records(tmp_path / "colour_run")
-    assert all(r["colour_loss"] > 0 for r in records)
-    assert all(abs(r["loss"] - (r["content_loss"] + 10 * r["style_loss"] + 100 * r["colour_loss"])) < 1e-3 * r["loss"]
-               for r in records)
 
 
 def test_identity_terms_are_the_reconstruction_errors(data):
