@@ -508,3 +508,6 @@ def test_identity_loss_teaches_reconstruction(data, tmp_path):
 def test_identity_weights_are_checked(data, tmp_path):
     with pytest.raises(ValueError, match="--identity-pixel-weight"):
         _config(data, tmp_path / "x.safetensors", identity_pixel_weight=float("nan")).validate()
+    with pytest.raises(ValueError, match="--identity-style .* give --identity-pixel-weight"):
+        _config(data, tmp_path / "x.safetensors", identity_style=True).validate()
+    _config(data, tmp_path / "x.safetensors", identity_style=True, identity_feature_weight=1.0).validate()

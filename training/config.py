@@ -118,6 +118,9 @@ class TrainConfig:
                      "identity_feature_weight", "colour_weight"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {getattr(self, name)}")
+        if self.identity_style and not (self.identity_pixel_weight or self.identity_feature_weight):
+            raise ValueError("--identity-style adds the style images to the identity terms, which are off: give "
+                             "--identity-pixel-weight or --identity-feature-weight too (SANet: 50 and 1)")
         if self.batch_size < 1 or self.max_iter < 0:
             raise ValueError("--batch-size must be >= 1 and --max-iter >= 0")
 

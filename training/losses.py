@@ -16,13 +16,13 @@ alone never show it.
 An optional total-variation term (not in the paper, off by default) damps high-frequency artefacts.
 
 An optional colour term (not in the paper, off by default) matches the output's distribution of RGB
-colours to the style's, as a sliced Wasserstein distance. Mean/std statistics cannot tell blue and
-yellow strokes from green, their blend; a decoder that keeps the content's structure paints smoother
-regions, and Starry Night then comes out teal, which relu2_1 channel #123 (a high-gain teal detector)
-turns into most of the style loss (docs/training.md).
+colours to the style's, as a sliced Wasserstein distance: mean/std statistics cannot tell blue and
+yellow strokes from green, their blend. Measured (docs/training.md), it lowers its own distance but
+not the pale cyan that relu2_1 channel #123 turns into most of the style loss on Starry Night.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -85,6 +85,7 @@ def feature_distance(features: list[Tensor], targets: list[Tensor]) -> Tensor:
                features[0].new_zeros((), dtype=torch.float32))
 
 
+@functools.lru_cache(maxsize=None)
 def _sphere_directions(count: int) -> Tensor:
     """``count`` unit vectors spread evenly over the sphere (Fibonacci lattice): fixed, so no RNG state."""
     i = torch.arange(count, dtype=torch.float64) + 0.5

@@ -271,6 +271,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if state is not None:
         set_rng_states(state["rng"])  # last, so nothing above consumes randomness after restoring
 
+    steps_before = int(warm_info.get("warm_start_steps", 0))  # trained_steps = steps_before + iteration
     loss_log = LossLog(run_dir, resume_iteration=start if state is not None else None)
     progress = Progress(cfg.max_iter, start, live=cfg.progress if ddp.main else False)
     meta_base = {"encoder": Path(cfg.encoder).name, "encoder_sha256": encoder_sha,
@@ -295,7 +296,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         final_losses = {k: sum(r[k] for r in recent) / len(recent)
                         for k in ("loss", "content_loss", "style_loss")} if recent else {}
         save_decoder(Path(cfg.out), ema if ema is not None else decoder, {**meta_base, "iterations": iteration,
-                                              "trained_steps": warm_info.get("warm_start_steps", 0) + iteration,
+                                              "trained_steps": steps_before + iteration,
                                               "final_losses": final_losses, "complete": final and
                                               iteration >= cfg.max_iter})
         if final:
@@ -325,7 +326,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             scaler.step(optimizer)
             scaler.update()
             if ema is not None:
-                decay = ema_decay(cfg.ema_decay, warm_info.get("warm_start_steps", 0) + iteration)
+                decay = ema_decay(cfg.ema_decay, steps_before + iteration)
                 with torch.no_grad():
                     for averaged, current in zip(ema.parameters(), decoder.parameters()):
                         averaged.lerp_(current, 1.0 - decay)
