@@ -1,6 +1,6 @@
 """Tiled encoding and decoding: peak memory bounded by the tile, not the image.
 
-Tiles are aligned to the encoder's 8-pixel grid and extended by an overlap on every side, so
+Tiles are aligned to the encoder's 8-pixel grid (the finer levels a skip decoder takes are cut at the same places) and extended by an overlap on every side, so
 each tile's core sees the context it would see in the whole image; AdaIN statistics are then
 taken over the assembled features of the whole image, never per tile. Decoded tiles are
 cross-faded over their overlaps, so no seam survives.
@@ -79,17 +79,23 @@ def tile_count(height: int, width: int, tiling: Tiling) -> int:
     return sum(1 for _ in _tiles(height // GRID, width // GRID, tiling))
 
 
-def encode_tiled(encode: Callable[[Tensor], Tensor], image: Tensor, tiling: Tiling, out_device: torch.device) -> Tensor:
-    """Features of one padded image ``[1, 3, H, W]`` (H, W multiples of GRID), computed tile by tile."""
+def encode_tiled(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling: Tiling,
+                 out_device: torch.device) -> list[Tensor]:
+    """Features of one padded image ``[1, 3, H, W]`` (H, W multiples of GRID), computed tile by tile.
+
+    ``encode`` returns one tensor per level, each at its own stride (GRID or a divisor of it): the tile's
+    core lands at the same place of the image on every level."""
     h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
-    features: Tensor | None = None
+    levels: list[Tensor] = []
     for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
-        part = encode(image[..., ya * GRID:yb * GRID, xa * GRID:xb * GRID])
-        if features is None:
-            features = torch.empty(1, part.shape[1], h, w, dtype=part.dtype, device=out_device)
-        features[..., y0:y1, x0:x1] = part[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa].to(out_device)
-    assert features is not None
-    return features
+        parts = encode(image[..., ya * GRID:yb * GRID, xa * GRID:xb * GRID])
+        for index, part in enumerate(parts):
+            f = part.shape[-2] // (yb - ya)  # this level's feature pixels per GRID feature pixel
+            if len(levels) <= index:
+                levels.append(torch.empty(1, part.shape[1], h * f, w * f, dtype=part.dtype, device=out_device))
+            levels[index][..., y0 * f:y1 * f, x0 * f:x1 * f] = \
+                part[..., (y0 - ya) * f:(y1 - ya) * f, (x0 - xa) * f:(x1 - xa) * f].to(out_device)
+    return levels
 
 
 def _ramp(length: int, before: int, after: int, device: torch.device) -> Tensor:
@@ -102,14 +108,21 @@ def _ramp(length: int, before: int, after: int, device: torch.device) -> Tensor:
     return weight
 
 
-def decode_tiled(decode: Callable[[Tensor], Tensor], features: Tensor, tiling: Tiling,
-                 out_device: torch.device) -> Tensor:
-    """Decode ``[1, C, h, w]`` tile by tile, cross-fading overlaps, to ``[1, 3, 8h, 8w]``."""
+def _cut(level: Tensor, factor: int, ya: int, yb: int, xa: int, xb: int) -> Tensor:
+    """The part of a level ``factor`` times finer than the GRID features under GRID features [ya:yb, xa:xb]."""
+    return level[..., ya * factor:yb * factor, xa * factor:xb * factor]
+
+
+def decode_tiled(decode: Callable[..., Tensor], features: Tensor, tiling: Tiling, out_device: torch.device,
+                 skips: tuple[Tensor, ...] = ()) -> Tensor:
+    """Decode ``[1, C, h, w]`` (with a skip decoder's finer ``skips``, cut to the same tiles) tile by tile,
+    cross-fading overlaps, to ``[1, 3, 8h, 8w]``."""
     h, w = features.shape[-2:]
     image = torch.zeros(1, 3, h * GRID, w * GRID, device=out_device)
     total = torch.zeros(1, 1, h * GRID, w * GRID, device=out_device)
     for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
-        part = decode(features[..., ya:yb, xa:xb]).float().to(out_device)
+        cuts = [_cut(skip, skip.shape[-2] // h, ya, yb, xa, xb) for skip in skips]
+        part = decode(features[..., ya:yb, xa:xb], *cuts).float().to(out_device)
         wy = _ramp((yb - ya) * GRID, (y0 - ya) * GRID, (yb - y1) * GRID, out_device)
         wx = _ramp((xb - xa) * GRID, (x0 - xa) * GRID, (xb - x1) * GRID, out_device)
         weight = wy[:, None] * wx[None, :]

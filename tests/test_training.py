@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
+from adain_nodes.core.stats import mean_std
+from adain_nodes.models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder, save_safetensors
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
@@ -511,3 +512,51 @@ def test_identity_weights_are_checked(data, tmp_path):
     with pytest.raises(ValueError, match="--identity-style .* give --identity-pixel-weight"):
         _config(data, tmp_path / "x.safetensors", identity_style=True).validate()
     _config(data, tmp_path / "x.safetensors", identity_style=True, identity_feature_weight=1.0).validate()
+
+
+def test_a_skip_decoder_starts_from_a_relu4_1_decoder_and_trains(data, tmp_path):
+    """--decoder skip with a relu4_1 warm start: the skips start at zero (the first output is the warm start's),
+    training moves them, and the file loads as a skip decoder with its levels in the metadata."""
+    torch.manual_seed(9)
+    start = AdaINDecoder()
+    save_safetensors(start.state_dict(), tmp_path / "start.safetensors", {"trained_steps": "40"})
+    options = dict(warm_start=str(tmp_path / "start.safetensors"), decoder="skip", identity_pixel_weight=50.0,
+                   identity_feature_weight=1.0, ema_decay=0.0, lr=1e-3)
+    cfg = _config(data, tmp_path / "skip.safetensors", max_iter=0, **options)
+    built = build_decoder(cfg)[0]
+    assert isinstance(built, SkipDecoder)
+    x, levels = torch.randn(1, 512, 4, 4), [torch.randn(1, 256, 8, 8), torch.randn(1, 128, 16, 16)]
+    with torch.no_grad():
+        assert torch.equal(built(x, *levels), start(x))
+    result = train(replace(cfg, max_iter=3, run_dir=str(tmp_path / "skip_run")))
+    loaded = load_decoder(result.out)
+    assert isinstance(loaded.network, SkipDecoder)
+    assert json.loads(loaded.metadata["levels"]) == ["relu4_1", "relu3_1", "relu2_1"]
+    assert loaded.metadata["trained_steps"] == "43"
+    assert all(conv.weight.abs().max() > 0 for conv in loaded.network.skip.values())
+    with pytest.raises(ValueError, match="cannot start a --decoder relu4_1"):
+        build_decoder(_config(data, tmp_path / "back.safetensors", warm_start=str(result.out)))
+
+
+def test_skip_decoder_losses_adain_every_level(data):
+    """The decoder is given each level AdaIN'd to the style's statistics there (and, for the identity terms,
+    the content's own features); the content loss stays at relu4_1."""
+    encoder = load_encoder(data / "encoder.safetensors").network
+    seen: list[tuple[torch.Tensor, ...]] = []
+
+    class Recorder(SkipDecoder):
+        def forward(self, *inputs):
+            seen.append(inputs)
+            return super().forward(*inputs)
+
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    compute_losses(encoder, Recorder(), content, style, LossWeights(identity_pixel=1.0), SkipDecoder.levels)
+    (inputs,) = seen
+    with torch.no_grad():
+        content_feats = encoder.encode(content, SkipDecoder.levels)
+        style_feats = encoder.encode(style, SkipDecoder.levels)
+    for given, c, s in zip(inputs, content_feats, style_feats):
+        assert given.shape[0] == 4  # stylized, then the reconstruction
+        assert torch.allclose(given[2:], c)
+        mean, std = mean_std(given[:2])
+        assert torch.allclose(mean, mean_std(s)[0], atol=1e-4)

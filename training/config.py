@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
+from adain_nodes.models.networks import DECODER_KINDS
 from adain_nodes.models.precision import PRECISIONS
 
 from .losses import LossWeights
@@ -33,7 +34,10 @@ class TrainConfig:
     encoder: Optional[str] = _opt(None, "encoder weight file (vgg_normalised.pth or .safetensors)")
     out: Optional[str] = _opt(None, "output decoder .safetensors (also rewritten at every checkpoint)")
     run_dir: Optional[str] = _opt(None, "checkpoint, logs, samples and plot; default: <out without suffix>_run")
-    warm_start: Optional[str] = _opt(None, "initialise the decoder from this decoder file")
+    warm_start: Optional[str] = _opt(None, "initialise the decoder from this decoder file (a relu4_1 decoder can "
+                                     "start a skip decoder: its skips start at zero)")
+    decoder: str = _opt("relu4_1", "relu4_1: the paper's decoder; skip: also takes AdaIN'd relu3_1 and relu2_1 "
+                        "features, for the content's structure", choices=tuple(DECODER_KINDS))
     # optimisation (reference port defaults)
     max_iter: int = _opt(160_000, "training iterations (total, counting resumed ones)")
     batch_size: int = _opt(8, "global batch size (split over DDP processes)")
@@ -106,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"--out must end in .safetensors, got {self.out}")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"--resize-mode must be one of {RESIZE_MODES}")
+        if self.decoder not in DECODER_KINDS:
+            raise ValueError(f"--decoder must be one of {tuple(DECODER_KINDS)}, got {self.decoder!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}")
         if self.crop < 16 or self.crop % 8:

@@ -121,25 +121,31 @@ def total_variation(image: Tensor) -> Tensor:
 
 
 def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, style: Tensor,
-                   weights: LossWeights = LossWeights()) -> Losses:
+                   weights: LossWeights = LossWeights(), levels: tuple[str, ...] = (ADAIN_LAYER,)) -> Losses:
     """Forward pass of one training step; ``decoder`` may be wrapped in DistributedDataParallel.
 
-    With identity terms the stylization and the reconstruction go through the decoder and the encoder
-    as one batch (one pass each, which DDP needs and which is faster than two).
+    ``levels`` are the encoder layers the decoder takes (its ``levels``), each AdaIN'd with the style's
+    statistics at that layer; the content loss stays at ADAIN_LAYER, as in the paper. With identity terms
+    the stylization and the reconstruction go through the decoder and the encoder as one batch (one pass
+    each, which DDP needs and which is faster than two).
     """
     with torch.no_grad():
         style_feats = encoder.encode(style, STYLE_LAYERS)
-        content_feats = encoder.encode(content, STYLE_LAYERS if weights.identity else (ADAIN_LAYER,))
-        target = adain(content_feats[-1].float(), *mean_std(style_feats[-1].float()))
+        content_feats = encoder.encode(content, STYLE_LAYERS)
+        style_at = dict(zip(STYLE_LAYERS, style_feats))
+        content_at = dict(zip(STYLE_LAYERS, content_feats))
+        targets = [adain(content_at[name].float(), *mean_std(style_at[name].float())) for name in levels]
+    target = targets[0]
     zero = target.new_zeros(())
     batch = content.shape[0]
     originals, original_feats = [], []
     if weights.identity:
-        originals, original_feats = [content], [content_feats]
+        originals, original_feats = [content], [content_at]
         if weights.identity_style:
             originals.append(style)
-            original_feats.append(style_feats)
-    decoded = decoder(torch.cat([target] + [f[-1].to(target.dtype) for f in original_feats]))
+            original_feats.append(style_at)
+    decoded = decoder(*(torch.cat([t] + [f[name].to(t.dtype) for f in original_feats])
+                        for name, t in zip(levels, targets)))
     decoded_feats = encoder.encode(decoded, STYLE_LAYERS)
     output, out_feats = decoded[:batch], [f[:batch] for f in decoded_feats]
     loss_c = F.mse_loss(out_feats[-1].float(), target)
@@ -150,7 +156,7 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     for i, (image, feats) in enumerate(zip(originals, original_feats), start=1):
         part = slice(i * batch, (i + 1) * batch)
         loss_ip = loss_ip + F.mse_loss(decoded[part].float(), image.float())
-        loss_if = loss_if + feature_distance([f[part] for f in decoded_feats], feats)
+        loss_if = loss_if + feature_distance([f[part] for f in decoded_feats], [feats[n] for n in STYLE_LAYERS])
     total = (weights.content * loss_c + weights.style * loss_s + weights.tv * loss_tv
              + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if + weights.colour * loss_colour)
     return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, total, output)

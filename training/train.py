@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from adain_nodes.models.networks import AdaINDecoder
+from adain_nodes.models.networks import DECODER_KINDS
 from adain_nodes.models.precision import cpu_has_fast_bf16
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 
@@ -163,14 +163,20 @@ def data_description(cfg: TrainConfig, dataset: PairDataset) -> str:
                                              if cfg.min_scale < 1 else "") + f"random {cfg.crop} px crops")
 
 
-def build_decoder(cfg: TrainConfig) -> tuple[AdaINDecoder, dict[str, Any]]:
-    """A fresh decoder (seeded), or one warm-started from a decoder file."""
+def build_decoder(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh decoder (seeded), or one warm-started from a decoder file: of the same kind, or a relu4_1
+    decoder as the trunk of a skip decoder (whose zero skips then decode exactly as it does)."""
     torch.manual_seed(cfg.seed)
-    decoder = AdaINDecoder()
+    decoder = DECODER_KINDS[cfg.decoder]()
     info: dict[str, Any] = {}
     if cfg.warm_start:
         source = load_decoder(cfg.warm_start)
-        decoder.load_state_dict(source.network.state_dict())
+        if not set(source.network.levels) <= set(decoder.levels):
+            raise ValueError(f"--warm-start {cfg.warm_start} is a decoder of {source.network.levels}, which "
+                             f"cannot start a --decoder {cfg.decoder} (of {decoder.levels})")
+        missing, _ = decoder.load_state_dict(source.network.state_dict(), strict=False)
+        if any(not key.startswith("skip.") for key in missing):
+            raise ValueError(f"--warm-start {cfg.warm_start} lacks the decoder's tensors {missing}")
         steps = int(source.metadata.get("trained_steps", 0) or 0)
         info = {"warm_start": Path(cfg.warm_start).name, "warm_start_sha256": file_sha256(cfg.warm_start),
                 "warm_start_steps": steps}
@@ -320,7 +326,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                losses = compute_losses(encoder, model, content, style, cfg.loss_weights)
+                losses = compute_losses(encoder, model, content, style, cfg.loss_weights, decoder.levels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses.total).backward()
             scaler.step(optimizer)

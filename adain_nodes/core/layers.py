@@ -25,6 +25,9 @@ ENCODER_LAYERS: dict[str, EncoderLayer] = {layer.name: layer for layer in (
 )}
 # The layer whose statistics AdaIN transfers and the decoder inverts (the paper's choice).
 ADAIN_LAYER = "relu4_1"
+# Shallower levels a skip decoder also takes, AdaIN'd like ADAIN_LAYER (Avatar-Net and AdaAttN feed shallower
+# levels for the same reason): relu4_1 alone, at 1/8 resolution, carries little of the content's structure.
+SKIP_LAYERS = ("relu3_1", "relu2_1")
 # The layers of the paper's style loss.
 STYLE_LAYERS = tuple(ENCODER_LAYERS)
 # Images are padded to a multiple of the deepest stride, so decoded pixels align with the input's.

@@ -189,40 +189,39 @@ class Stylizer:
         return DataLoader(ImageFiles(root, names, short_side), batch_size=None, num_workers=self.s.workers,
                           prefetch_factor=4 if self.s.workers else None)
 
-    def style_statistics(self, todo: list[list[Job]]) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, str]]:
+    def style_statistics(self, todo: list[list[Job]]) -> tuple[dict[str, pipeline.AdaINStyle], dict[str, str]]:
         """Mean and std of every style image the pending jobs use, each computed once; or why it failed."""
         names = sorted({job.style for jobs in todo for job in jobs})
-        stats: dict[str, tuple[Tensor, Tensor]] = {}
+        stats: dict[str, pipeline.AdaINStyle] = {}
         errors: dict[str, str] = {}
         progress = Progress(len(names), "styles", self.label)
 
-        def compute(item: tuple[str, Tensor | str]) -> tuple[str, Tensor | str]:
+        def compute(item: tuple[str, Tensor | str]) -> tuple[str, pipeline.AdaINStyle | str]:
             name, image = item
             if isinstance(image, str):
                 return name, image
-            style = pipeline.style_statistics(self.encoder, image[None].float().div_(255.0), self.runtime)
-            return name, torch.stack([style.mean[0], style.std[0]])
+            return name, pipeline.style_statistics(self.encoder, image[None].float().div_(255.0), self.runtime)
 
         for name, result in ordered_map(compute, self._loader(self.s.style, names, self.s.style_size), self.parallel):
             if isinstance(result, str):
                 log.warning("style image %s cannot be read: %s", name, result)
                 errors[name] = f"style image unreadable: {result}"
             else:
-                stats[name] = (result[0], result[1])
+                stats[name] = result
             progress.update()
         return stats, errors
 
-    def stylize_one(self, image: Tensor, styles: list[tuple[Tensor, Tensor]]) -> Tensor:
+    def stylize_one(self, image: Tensor, styles: list[pipeline.AdaINStyle]) -> Tensor:
         """The content image ``uint8 [3, H, W]`` with each style: ``[K, 3, H, W]`` in 0..1, one decoder batch."""
-        features = pipeline.encode(self.encoder, image[None].float().div_(255.0), self.runtime)
+        features = pipeline.encode(self.encoder, image[None].float().div_(255.0), self.runtime,
+                                   levels=self.decoder.network.levels)
         k = len(styles)
-        style = pipeline.AdaINStyle(torch.stack([m for m, _ in styles]), torch.stack([s for _, s in styles]),
-                                    self.encoder.identity, self.encoder.name)
-        batch = dataclasses.replace(features, features=features.features.expand(k, -1, -1, -1),
-                                    content=features.content.expand(k, -1, -1, -1))
-        styled = pipeline.blend(batch, style, self.s.alpha)
-        styled = dataclasses.replace(styled, content=styled.features)  # let the content features go
-        return pipeline.decode(self.decoder, styled, self.runtime)
+        batch = dataclasses.replace(
+            features, features=features.features.expand(k, -1, -1, -1), content=features.content.expand(k, -1, -1, -1),
+            skips={n: f.expand(k, -1, -1, -1) for n, f in features.skips.items()},
+            content_skips={n: f.expand(k, -1, -1, -1) for n, f in features.content_skips.items()})
+        styled = pipeline.blend(batch, pipeline.stack_styles(styles), self.s.alpha)
+        return pipeline.decode(self.decoder, styled.without_content(), self.runtime)
 
     def _save(self, job: Job, image: Tensor) -> None:
         data = encode_image(image, Path(job.output).suffix)
@@ -234,7 +233,7 @@ class Stylizer:
         self.records.write(failed_record(job, self.s.alpha, self.s.seed, reason))
         self.counts["failed"] += 1
 
-    def _compute(self, item: tuple[tuple[str, Tensor | str], list[Job]], stats: dict[str, tuple[Tensor, Tensor]],
+    def _compute(self, item: tuple[tuple[str, Tensor | str], list[Job]], stats: dict[str, pipeline.AdaINStyle],
                  style_errors: dict[str, str]) -> tuple[list[tuple[Job, Tensor]], list[tuple[Job, str]]]:
         """The outputs of one content image, and the jobs that failed with their reasons."""
         (name, image), jobs = item
@@ -246,7 +245,7 @@ class Stylizer:
         outputs = self.stylize_one(image, [stats[job.style] for job in ready]).cpu() if ready else []
         return list(zip(ready, outputs)), failures
 
-    def run(self, todo: list[list[Job]], stats: dict[str, tuple[Tensor, Tensor]], style_errors: dict[str, str]) -> None:
+    def run(self, todo: list[list[Job]], stats: dict[str, pipeline.AdaINStyle], style_errors: dict[str, str]) -> None:
         progress = Progress(sum(len(jobs) for jobs in todo), "images", self.label)
         writes: deque[Future] = deque()
         loader = self._loader(self.s.content, [jobs[0].content for jobs in todo], self.s.content_size)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..core.layers import ADAIN_LAYER, ENCODER_LAYERS
+from ..core.layers import ADAIN_LAYER, ENCODER_LAYERS, SKIP_LAYERS
 from .fused import run_fused
 
 # The encoder's first modules (the 1x1 colour conv, conv1_1 and its ReLU) always run in float32 on the
@@ -75,6 +75,8 @@ class VGGEncoder(nn.Sequential):
 class AdaINDecoder(nn.Sequential):
     """Mirror of the encoder to relu4_1: reflection-padded convs, nearest upsampling, no output activation."""
 
+    levels: tuple[str, ...] = (ADAIN_LAYER,)  # the encoder layers it decodes, the AdaIN layer first
+
     def __init__(self) -> None:
         modules: list[nn.Module] = []
         for spec in _DECODER_CONVS:
@@ -85,6 +87,83 @@ class AdaINDecoder(nn.Sequential):
                 modules += _conv3x3(cin, cout) + [nn.ReLU()]
         super().__init__(*modules[:-1])  # the last conv has no ReLU
 
+    @property
+    def in_channels(self) -> int:
+        return self[1].in_channels
+
     def infer(self, features: Tensor) -> Tensor:
         """Inference forward, equal to ``self(features)`` up to float rounding but faster (``fused``)."""
         return run_fused(self, features)[0]
+
+
+class SkipDecoder(nn.Module):
+    """The relu4_1 decoder plus AdaIN'd features of SKIP_LAYERS, each added after the upsampling that reaches
+    its grid through a 1x1 convolution initialised to zero.
+
+    A fresh skip decoder therefore decodes exactly as the relu4_1 decoder loaded into its trunk; training
+    (with the identity loss, which gives the skips a reason to carry structure) moves from there. The trunk
+    keeps the reference port's module indices ("1.weight" ...), so a relu4_1 decoder file is a skip decoder's
+    trunk; the skips add "skip.relu3_1.weight" and so on, which is how a file says which kind it is.
+    """
+
+    levels: tuple[str, ...] = (ADAIN_LAYER,) + SKIP_LAYERS
+
+    def __init__(self) -> None:
+        super().__init__()
+        trunk = list(AdaINDecoder())
+        for index, module in enumerate(trunk):
+            self.add_module(str(index), module)
+        self._trunk_size = len(trunk)
+        by_stride = {ENCODER_LAYERS[name].stride: name for name in SKIP_LAYERS}
+        self.entries: dict[int, str] = {}  # trunk index -> the level added to its input
+        stride = ENCODER_LAYERS[ADAIN_LAYER].stride
+        for index, module in enumerate(trunk):
+            if isinstance(module, nn.Upsample):
+                stride //= 2
+                if stride in by_stride:
+                    self.entries[index + 1] = by_stride[stride]
+        if sorted(self.entries.values()) != sorted(SKIP_LAYERS):
+            raise ValueError(f"the decoder has no upsampling that reaches the grid of each of {SKIP_LAYERS}")
+        self.skip = nn.ModuleDict()
+        for index, name in self.entries.items():
+            conv = nn.Conv2d(ENCODER_LAYERS[name].channels, trunk[index + 1].in_channels, 1)
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+            self.skip[name] = conv
+
+    @property
+    def in_channels(self) -> int:
+        return getattr(self, "1").in_channels
+
+    def trunk(self) -> list[nn.Module]:
+        return [getattr(self, str(index)) for index in range(self._trunk_size)]
+
+    def _levels(self, skips: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        if len(skips) != len(SKIP_LAYERS):
+            raise ValueError(f"a skip decoder takes the features of {self.levels}, got {1 + len(skips)} tensors")
+        return dict(zip(SKIP_LAYERS, skips))
+
+    def forward(self, features: Tensor, *skips: Tensor) -> Tensor:
+        """Decode ``features`` (ADAIN_LAYER) with ``skips``, one per SKIP_LAYERS in that order."""
+        levels, x = self._levels(skips), features
+        for index, module in enumerate(self.trunk()):
+            if index in self.entries:
+                name = self.entries[index]
+                x = x + self.skip[name](levels[name].to(x.dtype))
+            x = module(x)
+        return x
+
+    def infer(self, features: Tensor, *skips: Tensor) -> Tensor:
+        """Inference forward, equal to ``self(features, *skips)`` up to float rounding but faster (``fused``)."""
+        levels, x, trunk = self._levels(skips), features, self.trunk()
+        bounds = [0, *sorted(self.entries), len(trunk)]
+        for start, stop in zip(bounds, bounds[1:]):
+            if start in self.entries:
+                name = self.entries[start]
+                x = x + self.skip[name](levels[name].to(x.dtype))
+            x = run_fused(nn.Sequential(*trunk[start:stop]), x)[0]
+        return x
+
+
+# What a decoder file can hold, by the name training options and metadata use.
+DECODER_KINDS: dict[str, type[nn.Module]] = {"relu4_1": AdaINDecoder, "skip": SkipDecoder}

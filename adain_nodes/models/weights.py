@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..atomic_files import atomic_write, atomic_write_new
 from ..errors import WeightFileError
 from .loaded import LoadedModel
-from .networks import RELEASED_VGG_MODULES, AdaINDecoder, VGGEncoder, vgg19_modules
+from .networks import RELEASED_VGG_MODULES, AdaINDecoder, SkipDecoder, VGGEncoder, vgg19_modules
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,23 @@ def load_encoder(path: str | os.PathLike) -> LoadedModel[VGGEncoder]:
     return _load(VGGEncoder(), path, "VGG19 encoder", optional=_released_vgg_rest())
 
 
-def load_decoder(path: str | os.PathLike) -> LoadedModel[AdaINDecoder]:
-    """A frozen decoder from ``decoder.pth`` or a safetensors file with the same keys."""
+def _declares_skips(path: Path) -> bool:
+    """Whether a safetensors file holds a skip decoder (``skip.*`` keys), from its header alone. Pickled
+    files are the reference port's relu4_1 decoders; the trainer writes skip decoders as safetensors."""
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES or not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return any(key.startswith("skip.") for key in f.keys())
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False  # read_tensors reports the broken file
+
+
+def load_decoder(path: str | os.PathLike) -> LoadedModel[AdaINDecoder | SkipDecoder]:
+    """A frozen decoder from ``decoder.pth`` or a safetensors file with the same keys; a file with skip
+    convolutions (``skip.*``) is a skip decoder, which also takes shallower AdaIN levels."""
+    if _declares_skips(Path(path)):
+        return _load(SkipDecoder(), path, "AdaIN skip decoder")
     return _load(AdaINDecoder(), path, "AdaIN decoder")
 
 

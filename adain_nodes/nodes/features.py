@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import pipeline
+from ..core.layers import ADAIN_LAYER
 from .common import (ALPHA_INPUT, CATEGORY, DECODER, ENCODER, FEATURES, STYLE, TILE_INPUTS, get_runtime, tiling, to_host,
                      to_network)
 
@@ -22,10 +23,16 @@ class AdaINEncode:
             "encoder": (ENCODER, {"tooltip": "From AdaIN Encoder Loader."}),
             "image": ("IMAGE", {"tooltip": "Content image(s); any size, RGB, RGBA or greyscale."}),
             **TILE_INPUTS,
+        }, "optional": {
+            "decoder": (DECODER, {"tooltip": "Connect the decoder these features go to when it is a skip decoder "
+                                             "(it also takes relu3_1 and relu2_1 features, encoded only then). "
+                                             "Not needed for relu4_1 decoders such as the released decoder.pth."}),
         }}
 
-    def encode(self, encoder, image, tile_size=1024, tile_overlap=64):
-        return (pipeline.encode(encoder, to_network(image, "image"), get_runtime(), tiling(tile_size, tile_overlap)),)
+    def encode(self, encoder, image, tile_size=1024, tile_overlap=64, decoder=None):
+        levels = decoder.network.levels if decoder is not None else (ADAIN_LAYER,)
+        return (pipeline.encode(encoder, to_network(image, "image"), get_runtime(), tiling(tile_size, tile_overlap),
+                                levels),)
 
 
 class AdaINBlend:
