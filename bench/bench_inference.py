@@ -1,7 +1,8 @@
 """Speed of the pack next to a plain fp32 NCHW run of the same network, measured in the same process.
 
     python bench/bench_inference.py [--sizes 256 512 1024] [--repeats 3] [--frames 8]
-                                    [--precision-sizes 256 512 1024 2048] [--photo-pairs 3] [--only precision]
+                                    [--precision-sizes 256 512 1024 2048] [--photo-pairs 3]
+                                    [--only speed|precision|skip]
 
 1. Seconds per stylization (content and style of the same size): plain vs pack, and max |diff|.
 2. A batch of video frames sharing one style: plain stylizes frame by frame (style encoded each
@@ -10,6 +11,8 @@
    photos and paintings of ../shared/images from 256 to 2048 px, with the default tiling; says what
    ``auto`` picks here. ``auto`` may only pick bf16 where it keeps at least 45 dB.
 4. On CUDA: 512x512 latency and 1920x1080 frames per second.
+5. The skip decoder (also relu3_1 and relu2_1) against the relu4_1 decoder it is built on: seconds per
+   stylization (fp32), interleaved.
 Ratios > 1 mean the pack is faster.
 """
 from __future__ import annotations
@@ -26,6 +29,8 @@ from common import SHARED, header, models, plain_stylize, psnr, timed
 
 from adain_nodes import pipeline
 from adain_nodes.host.runtime import StandaloneRuntime
+from adain_nodes.models.loaded import LoadedModel
+from adain_nodes.models.networks import SkipDecoder
 from adain_nodes.models.precision import resolve_precision
 from adain_nodes.tiling import NO_TILING
 
@@ -118,6 +123,29 @@ def single(encoder, decoder, runtime, device: torch.device, args: argparse.Names
           f"max |diff| {diff:.2e}")
 
 
+def skip_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
+    """What the extra levels cost: a skip decoder whose trunk is ``decoder`` (skips random: speed does not
+    depend on the values), timed interleaved with the relu4_1 decoder."""
+    network = SkipDecoder()
+    network.load_state_dict(decoder.network.state_dict(), strict=False)
+    for conv in network.skip.values():
+        torch.nn.init.normal_(conv.weight, std=0.01)
+    skip = LoadedModel(network.eval(), "skip-bench", "skip decoder", decoder.precision)
+    print("\n5. skip decoder against the relu4_1 decoder, one stylization (content and style of the same size)")
+    print(f"{'size':>6} {'relu4_1 s':>10} {'skip s':>8} {'skip / relu4_1':>15}")
+    for size in args.sizes:
+        content, style = images(1, size, size, 5), images(1, size, size, 6)
+        seconds = {"relu4_1": 0.0, "skip": 0.0}
+        for repeat in range(args.repeats + 1):
+            for name, model in (("relu4_1", decoder), ("skip", skip)):
+                start = time.perf_counter()
+                pipeline.stylize(encoder, model, content, style, runtime, tiling=NO_TILING)
+                if repeat:  # the first round warms both up
+                    seconds[name] += time.perf_counter() - start
+        print(f"{size:>6} {seconds['relu4_1'] / args.repeats:>10.3f} {seconds['skip'] / args.repeats:>8.3f} "
+              f"{seconds['skip'] / seconds['relu4_1']:>14.2f}x", flush=True)
+
+
 def gpu(encoder, decoder, runtime) -> None:
     print("\n4. GPU")
     style = images(1, 512, 512, 4)
@@ -140,18 +168,20 @@ def main() -> None:
     parser.add_argument("--frame-size", type=int, default=512)
     parser.add_argument("--precision-sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--photo-pairs", type=int, default=3, choices=range(1, len(PHOTO_PAIRS) + 1))
-    parser.add_argument("--only", choices=["speed", "precision"], help="run only parts 1-2 or part 3")
+    parser.add_argument("--only", choices=["speed", "precision", "skip"], help="run only parts 1-2, part 3 or part 5")
     args = parser.parse_args()
     encoder, decoder, which = models()
     runtime = StandaloneRuntime()
     device = runtime.compute_device()
     print(header(device, which))
-    if args.only != "precision":
+    if args.only in (None, "speed"):
         single(encoder, decoder, runtime, device, args)
-    if args.only != "speed":
+    if args.only in (None, "precision"):
         reduced_precision(encoder, decoder, runtime, device, args)
     if device.type == "cuda" and args.only is None:
         gpu(encoder, decoder, runtime)
+    if args.only in (None, "skip"):
+        skip_cost(encoder, decoder, runtime, args)
 
 
 if __name__ == "__main__":
