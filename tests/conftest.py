@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from adain_nodes.models.networks import RELEASED_VGG_MODULES, AdaINDecoder, VGGEncoder, vgg19_modules
+from adain_nodes.host.paths import DEFAULT_DECODER
+from adain_nodes.models.networks import RELEASED_VGG_MODULES, AdaINDecoder, SkipDecoder, VGGEncoder, vgg19_modules
 from adain_nodes.models.weights import save_safetensors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +62,16 @@ ENCODER_FILE = "vgg19_normalised_relu4_1.safetensors"
 DECODER_FILES = ("decoder_baseline_relu4_1.safetensors", "adain_decoder_relu4_1.safetensors")
 
 
+def random_skip_decoder(seed: int = 1) -> SkipDecoder:
+    """The random relu4_1 decoder as the trunk, with skips small but not zero (so tests can see them)."""
+    decoder = SkipDecoder()
+    decoder.load_state_dict(random_decoder(seed).state_dict(), strict=False)
+    torch.manual_seed(seed)
+    for conv in decoder.skip.values():
+        torch.nn.init.normal_(conv.weight, std=0.02)
+    return decoder.eval()
+
+
 def write_random_models(folder: Path, released_pth: bool = True) -> Path:
     """Random weights under the example file names (the decoder under both names the tests use), and the
     released 53-module ``vgg_normalised.pth`` (80 MB) unless ``released_pth`` is off."""
@@ -72,6 +83,7 @@ def write_random_models(folder: Path, released_pth: bool = True) -> Path:
     decoder = random_decoder().state_dict()
     for name in DECODER_FILES:
         save_safetensors(decoder, folder / name, {"kind": "decoder"})
+    save_safetensors(random_skip_decoder().state_dict(), folder / DEFAULT_DECODER, {"kind": "decoder"})
     if released_pth:
         torch.save(released.state_dict(), folder / "vgg_normalised.pth")
     return folder

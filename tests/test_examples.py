@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from adain_nodes.cli import main
+from adain_nodes.host.paths import DEFAULT_DECODER
 from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
 from adain_nodes.runner.latent_nodes import load_latent_file
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
@@ -143,9 +144,14 @@ def test_example_inputs_are_small_and_documented():
         assert f"`{p.name}`" in sources, p.name
 
 
-def test_decoder_file_name_is_one_constant():
+def test_every_example_names_the_default_decoder():
+    """The examples take the decoder name from the pack's one constant, never from a literal of their own."""
     generator = (EXAMPLES / "make_workflows.py").read_text()
-    assert generator.count("adain_decoder_relu4_1.safetensors") == 1
+    assert "decoder_" not in generator.replace("decoder_name", "")
+    for path in sorted((EXAMPLES / "api").glob("*.json")):
+        names = {node["inputs"]["decoder_name"] for node in json.loads(path.read_text()).values()
+                 if node["class_type"] == "AdaINDecoderLoader"}
+        assert names <= {DEFAULT_DECODER}, path.name
 
 
 def _overlap(a, b) -> bool:

@@ -1,4 +1,4 @@
-"""With the real pretrained encoder and baseline decoder of ../shared: the stylization really stylizes."""
+"""With the real pretrained encoder of ../shared and each decoder the pack ships: the stylization really stylizes."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,7 @@ from PIL import Image
 
 from adain_nodes import pipeline
 from adain_nodes.core.stats import mean_std
+from adain_nodes.host.paths import DEFAULT_DECODER
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.nodes import NODE_CLASS_MAPPINGS as N
 from conftest import shared_path
@@ -36,13 +37,17 @@ def style_distance(encoder, image, style):
     return loss
 
 
-@pytest.fixture(scope="module")
-def real_models():
+# The decoders the pack ships in weights/: the default skip decoder and the relu4_1 one older workflows name.
+SHIPPED_DECODERS = (DEFAULT_DECODER, "adain_decoder_relu4_1.safetensors")
+
+
+@pytest.fixture(scope="module", params=SHIPPED_DECODERS)
+def real_models(request):
     weights = shared_path("weights", "vgg19_normalised_relu4_1.safetensors").parent
     with pytest.MonkeyPatch.context() as env:  # loaded once; the folder setting does not outlive the loading
         env.setenv("ADAIN_MODELS_DIR", str(weights))
         encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors")[0]
-        decoder = N["AdaINDecoderLoader"]().load("adain_decoder_relu4_1.safetensors")[0]  # the shipped decoder
+        decoder = N["AdaINDecoderLoader"]().load(request.param)[0]
     return encoder, decoder
 
 
@@ -59,7 +64,8 @@ def test_real_stylization_moves_towards_the_style(real_models):
     assert after < partial < before  # alpha trades content for style
 
 
-def test_bf16_output_stays_within_45_db_of_fp32():
+@pytest.mark.parametrize("decoder_name", SHIPPED_DECODERS)
+def test_bf16_output_stays_within_45_db_of_fp32(decoder_name):
     """What lets ``auto`` pick bf16 (bench/bench_inference.py measures it up to 2048 px): a real photo and
     painting, real weights, bf16 against fp32 output."""
     weights = shared_path("weights", "vgg19_normalised_relu4_1.safetensors").parent
@@ -70,7 +76,7 @@ def test_bf16_output_stays_within_45_db_of_fp32():
         env.setenv("ADAIN_MODELS_DIR", str(weights))
         for precision in ("fp32", "bf16"):
             encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors", precision)[0]
-            decoder = N["AdaINDecoderLoader"]().load("adain_decoder_relu4_1.safetensors", precision)[0]
+            decoder = N["AdaINDecoderLoader"]().load(decoder_name, precision)[0]
             outputs[precision] = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime(CPU))
     mse = float(((outputs["fp32"] - outputs["bf16"]) ** 2).mean())
     assert 0 < mse and 10 * math.log10(1 / mse) >= 45
@@ -83,7 +89,7 @@ def test_spatial_control_with_real_mask(real_models):
     mask = torch.from_numpy(np.asarray(mask_image, dtype=np.float32) / 255.0)[None]
     a = N["AdaINStyleStats"]().compute(encoder, load_image(shared_path("images", "style", "wave.jpg"), 96))[0]
     b = N["AdaINStyleStats"]().compute(encoder, load_image(shared_path("images", "style", "the_scream.jpg"), 96))[0]
-    features = N["AdaINEncode"]().encode(encoder, content)[0]
+    features = N["AdaINEncode"]().encode(encoder, content, decoder=decoder)[0]
     both = N["AdaINBlend"]().blend(N["AdaINBlend"]().blend(features, a, 1.0, mask)[0], b, 1.0, 1.0 - mask)[0]
     out = N["AdaINDecode"]().decode(decoder, both)[0]
     assert out.shape == content.shape and torch.isfinite(out).all()

@@ -21,7 +21,7 @@ from adain_nodes.models.weights import load_decoder, save_safetensors
 from adain_nodes.nodes.features import AdaINBlend, AdaINDecode, AdaINEncode
 from adain_nodes.presets import load_style, save_style
 from adain_nodes.tiling import NO_TILING, Tiling
-from conftest import random_decoder, random_image
+from conftest import random_decoder, random_image, random_skip_decoder
 
 RUNTIME = StandaloneRuntime(torch.device("cpu"))
 
@@ -32,16 +32,6 @@ def nchw(image: torch.Tensor) -> torch.Tensor:
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / float(((a - b) ** 2).mean()))
-
-
-def random_skip_decoder(seed: int = 1) -> SkipDecoder:
-    """The random relu4_1 decoder as trunk, with skips that matter (small random, not zero)."""
-    decoder = SkipDecoder()
-    decoder.load_state_dict(random_decoder(seed).state_dict(), strict=False)
-    torch.manual_seed(seed)
-    for conv in decoder.skip.values():
-        torch.nn.init.normal_(conv.weight, std=0.02)
-    return decoder.eval()
 
 
 @pytest.fixture

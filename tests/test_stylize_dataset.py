@@ -21,7 +21,8 @@ from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.weights import load_decoder, load_encoder
 from conftest import random_image
 import preforked
-from conftest import DECODER_FILES, ENCODER_FILE, write_random_models
+from adain_nodes.host.paths import DEFAULT_DECODER
+from conftest import ENCODER_FILE, write_random_models
 
 REPO = Path(__file__).resolve().parents[1]
 CONTENT_SIZES = {"cats/a.png": (40, 56), "cats/b.png": (48, 48), "dogs/c.png": (64, 40), "dogs/d.jpg": (36, 52),
@@ -125,7 +126,7 @@ def test_outputs_manifest_and_failures(dataset, reference):
     assert [r["output"] for r in records] == sorted(r["output"] for r in records)
     files = _files(reference)
     encoder = load_encoder(dataset / "models" / ENCODER_FILE)
-    decoder = load_decoder(dataset / "models" / DECODER_FILES[1])
+    decoder = load_decoder(dataset / "models" / DEFAULT_DECODER)  # the default: a skip decoder
     encoder.precision = decoder.precision = "auto"
     to_tensor = lambda path: torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(
         2, 0, 1)[None]
