@@ -62,6 +62,13 @@ class AdaINFeatures:
     def replace(self, features: Tensor, skips: dict[str, Tensor] | None = None) -> "AdaINFeatures":
         return dataclasses.replace(self, features=features, skips=self.skips if skips is None else skips)
 
+    def expand(self, count: int) -> "AdaINFeatures":
+        """One image's features as a batch of ``count`` views (no copies), e.g. to blend ``count`` styles."""
+        grow = lambda x: x.expand(count, -1, -1, -1)  # noqa: E731
+        return dataclasses.replace(self, features=grow(self.features), content=grow(self.content),
+                                   skips={n: grow(f) for n, f in self.skips.items()},
+                                   content_skips={n: grow(f) for n, f in self.content_skips.items()})
+
     def without_content(self) -> "AdaINFeatures":
         """The same features with the unstylized copies let go (nothing downstream of the last blend needs
         them; large images need the memory)."""

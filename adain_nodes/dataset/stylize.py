@@ -14,7 +14,6 @@ deterministic for the same reason.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -214,12 +213,7 @@ class Stylizer:
         """The content image ``uint8 [3, H, W]`` with each style: ``[K, 3, H, W]`` in 0..1, one decoder batch."""
         features = pipeline.encode(self.encoder, image[None].float().div_(255.0), self.runtime,
                                    levels=self.decoder.network.levels)
-        k = len(styles)
-        batch = dataclasses.replace(
-            features, features=features.features.expand(k, -1, -1, -1), content=features.content.expand(k, -1, -1, -1),
-            skips={n: f.expand(k, -1, -1, -1) for n, f in features.skips.items()},
-            content_skips={n: f.expand(k, -1, -1, -1) for n, f in features.content_skips.items()})
-        styled = pipeline.blend(batch, pipeline.stack_styles(styles), self.s.alpha)
+        styled = pipeline.blend(features.expand(len(styles)), pipeline.stack_styles(styles), self.s.alpha)
         return pipeline.decode(self.decoder, styled.without_content(), self.runtime)
 
     def _save(self, job: Job, image: Tensor) -> None:

@@ -14,6 +14,7 @@ channels 128x128), so it is used when the map's short side is at least twice the
 from __future__ import annotations
 
 import contextlib
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,7 @@ def _is_padded_3x3(pad: nn.Module, conv: nn.Module) -> bool:
             and all(getattr(conv, k) == v for k, v in _PADDED_3X3.items()))
 
 
-def run_fused(layers: nn.Sequential, x: Tensor, stop: int | None = None, taps: tuple[int, ...] = (),
+def run_fused(layers: Sequence[nn.Module], x: Tensor, stop: int | None = None, taps: tuple[int, ...] = (),
               float32_modules: int = 0) -> tuple[Tensor, dict[int, Tensor]]:
     """Run ``layers[:stop]`` with the fusions above and in-place ReLUs (inference only).
 

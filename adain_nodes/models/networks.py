@@ -161,7 +161,7 @@ class SkipDecoder(nn.Module):
             if start in self.entries:
                 name = self.entries[start]
                 x = x + self.skip[name](levels[name].to(x.dtype))
-            x = run_fused(nn.Sequential(*trunk[start:stop]), x)[0]
+            x = run_fused(trunk[start:stop], x)[0]
         return x
 
 

@@ -14,7 +14,8 @@ class AdaINEncode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (FEATURES,)
     RETURN_NAMES = ("features",)
-    OUTPUT_TOOLTIPS = ("relu4_1 features of the content images, ready for AdaIN Blend or AdaIN Decode.",)
+    OUTPUT_TOOLTIPS = ("relu4_1 features of the content images (and relu3_1, relu2_1 for a skip decoder), ready "
+                       "for AdaIN Blend or AdaIN Decode.",)
     FUNCTION = "encode"
 
     @classmethod
