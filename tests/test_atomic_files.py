@@ -55,7 +55,8 @@ def test_save_style_without_overwrite_has_exactly_one_winner(model_dir):
     style = AdaINStyle(torch.rand(1, 8), torch.rand(1, 8) + 0.5, "enc", "encoder", "relu4_1")
     results = _at_once(lambda i: AdaINSaveStyle().save(style, "shared_name", overwrite=False))
     assert sum(not isinstance(r, Exception) for r in results) == 1
-    assert all(isinstance(r, AdaINInputError) and "exists" in str(r) for r in results if isinstance(r, Exception))
+    losers = [r for r in results if isinstance(r, Exception)]
+    assert all(isinstance(r, AdaINInputError) and "exists" in str(r) for r in losers), [repr(r) for r in losers]
 
 
 KILLED_WRITER = """
