@@ -70,7 +70,7 @@ class AdaINMixStyles:
 
 
 def _preset_name(name: str) -> str:
-    name = check_relative_name(name.strip(), "name")
+    name = check_relative_name(name.strip() if isinstance(name, str) else name, "name")
     stem = name.rsplit("/", 1)[-1]
     if not stem or stem.startswith("."):
         raise AdaINInputError(f"name: {name!r} does not end in a file name; give the preset a name such as "
@@ -101,7 +101,10 @@ class AdaINSaveStyle:
 
     @classmethod
     def VALIDATE_INPUTS(cls, name):
-        """A name that leaves the presets folder is refused before the graph runs."""
+        """A name that leaves the presets folder is refused before the graph runs. A linked name is None here
+        (ComfyUI passes links so): ``save`` checks it when it arrives."""
+        if name is None:
+            return True
         try:
             _preset_name(name)
         except AdaINInputError as exc:
@@ -115,6 +118,10 @@ class AdaINSaveStyle:
         except FileExistsError:
             raise AdaINInputError(f"name: the preset {path} exists; choose another name or turn overwrite on") from None
         return {"ui": {"text": [str(path)]}, "result": (str(path),)}
+
+
+# Output types a linked preset may come from: text, or a list of choices like the widget's own.
+PRESET_LINK_TYPES = ("STRING", "COMBO", "*")
 
 
 class AdaINLoadStyle:
@@ -132,9 +139,17 @@ class AdaINLoadStyle:
             "tooltip": "A preset in the adain_styles folder."})}}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, preset):
+    def VALIDATE_INPUTS(cls, preset, input_types=None):
         """Before anything runs: a missing preset is named with the folder searched and how to fix it
-        (ComfyUI then skips its plain 'value not in list')."""
+        (ComfyUI then skips its plain 'value not in list'). A linked preset is None here (ComfyUI passes links
+        so) and ``load`` checks it when it arrives; taking ``input_types`` makes ComfyUI leave the link's type to
+        this check, so a text output (a String primitive) can name the preset, not only a list of choices."""
+        if preset is None:
+            received = (input_types or {}).get("preset")
+            if received is None or isinstance(received, (list, tuple)) or received in PRESET_LINK_TYPES:
+                return True
+            return (f"preset takes a preset name (a {' or '.join(PRESET_LINK_TYPES)} output), not the {received} it "
+                    "is linked to")
         try:
             resolve_file(STYLES_FOLDER, preset)
         except AdaINInputError as exc:
@@ -143,6 +158,10 @@ class AdaINLoadStyle:
 
     @classmethod
     def IS_CHANGED(cls, preset):
+        """The file's hash, so a preset saved again under its name loads anew; a linked preset (None before the
+        run) cannot be hashed, so it always loads anew (NaN equals nothing), which costs reading a few kB."""
+        if preset is None:
+            return float("nan")
         try:
             return hashlib.sha256(resolve_file(STYLES_FOLDER, preset).read_bytes()).hexdigest()
         except (AdaINInputError, OSError):

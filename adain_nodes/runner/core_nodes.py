@@ -1,4 +1,5 @@
-"""ComfyUI's core LoadImage, SaveImage, PreviewImage and PreviewAny, re-implemented for headless runs.
+"""ComfyUI's core LoadImage, SaveImage, PreviewImage, PreviewAny and PrimitiveString, re-implemented for headless
+runs.
 
 The semantics follow ComfyUI's ``nodes.py`` so a workflow behaves the same in both places:
 LoadImage reads from the input folder, through PyAV as ComfyUI 0.33 does when it is installed
@@ -6,7 +7,8 @@ LoadImage reads from the input folder, through PyAV as ComfyUI 0.33 does when it
 the first frame's size becomes one batch item), and yields IMAGE plus MASK = 1 - alpha (a 64x64
 zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
 API prompt and the extra PNG info (the editor workflow) as PNG text chunks; PreviewAny ("Preview as
-Text") shows any value as text (printed by the CLI).
+Text") shows any value as text (printed by the CLI); PrimitiveString ("Text") outputs its text widget, the
+usual way to link one value into another node's widget input.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from .pyav_decode import load_image_pyav
 log = logging.getLogger(__name__)
 
 DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
-                 "PreviewAny": "Preview as Text", "LoadLatent": "Load Latent", "SaveLatent": "Save Latent"}
+                 "PreviewAny": "Preview as Text", "LoadLatent": "Load Latent", "SaveLatent": "Save Latent",
+                 "PrimitiveString": "Text"}
 
 
 @dataclass
@@ -204,17 +207,26 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
 
         @classmethod
         def VALIDATE_INPUTS(cls, image):
+            """A linked name is None here (as ComfyUI passes links): load_image checks it when it arrives."""
+            return True if image is None else cls.missing(image) or True
+
+        @staticmethod
+        def missing(image: str) -> str | None:
+            """ComfyUI's message for a file that is not there, plus where the runner looked and how to point it
+            elsewhere; None when the file exists."""
             try:
                 if folders.annotated_path(image).exists():
-                    return True
+                    return None
             except ValueError:
                 pass
-            # ComfyUI's message, plus where the runner looked and how to point it elsewhere
             return (f"Invalid image file: {image} (not in the input folder {folders.input_dir.resolve()}; put it "
                     "there or run with --input-dir FOLDER)")
 
         def load_image(self, image):
-            return decode_input_image(folders.annotated_path(image))
+            path = folders.annotated_path(image)  # a name that leaves the folder: "Invalid file path"
+            if not path.exists():
+                raise ValueError(self.missing(image))
+            return decode_input_image(path)
 
     class SaveImage:
         CATEGORY = "image"
@@ -233,8 +245,11 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
             return folders.output_dir, ""
 
         @classmethod
-        def VALIDATE_INPUTS(cls, filename_prefix):
-            """Checked before the graph runs, not when the whole graph has run (ComfyUI finds it only then)."""
+        def VALIDATE_INPUTS(cls, filename_prefix=None):
+            """Checked before the graph runs, not when the whole graph has run (ComfyUI finds it only then). A
+            linked prefix is None here (as ComfyUI passes links; PreviewImage has none): saving checks it."""
+            if filename_prefix is None:
+                return True
             try:
                 output_location(folders.output_dir, filename_prefix)
             except ValueError as exc:
@@ -276,7 +291,19 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
             value = preview_text(source)
             return {"ui": {"text": (value,)}, "result": (value,)}
 
-    from .latent_nodes import make_latent_nodes  # it builds on this module's helpers
+    class PrimitiveString:
+        """ComfyUI's String primitive: a text widget as an output, for linking one value into other inputs."""
+
+        CATEGORY = "utilities/primitive"
+        RETURN_TYPES = ("STRING",)
+        FUNCTION = "execute"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"value": ("STRING", {})}}
+
+        def execute(self, value):
+            return (value,)
 
     return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage, "PreviewAny": PreviewAny,
-            **make_latent_nodes(folders)}
+            "PrimitiveString": PrimitiveString}

@@ -52,9 +52,14 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
 
         @classmethod
         def VALIDATE_INPUTS(cls, latent):
+            """A linked name is None here (as ComfyUI passes links): load checks it when it arrives."""
+            return True if latent is None else cls.missing(latent) or True
+
+        @staticmethod
+        def missing(latent: str) -> str | None:
             try:
                 if folders.annotated_path(latent).exists():
-                    return True
+                    return None
             except ValueError:
                 pass
             return f"Invalid latent file: {latent}"
@@ -64,7 +69,10 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
             return hashlib.sha256(folders.annotated_path(latent).read_bytes()).hexdigest()
 
         def load(self, latent):
-            return (load_latent_file(folders.annotated_path(latent)),)
+            path = folders.annotated_path(latent)
+            if not path.exists():
+                raise ValueError(self.missing(latent))
+            return (load_latent_file(path),)
 
     class SaveLatent:
         CATEGORY = "_for_testing"

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .registry import WIDGET_TYPES, InputSpec, Registry, input_specs
+from .registry import WIDGET_TYPES, InputSpec, Registry, hidden_inputs, input_specs
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,10 @@ class _Validator:
         for name, value in inputs.items():
             if name not in declared and isinstance(value, list):
                 self.check_undeclared_link(node_id, name, value)
-        checked: dict[str, Any] = {}
-        # as ComfyUI: inputs the node's VALIDATE_INPUTS takes skip the min/max/list checks (it checks them)
+        # as ComfyUI: inputs the node's VALIDATE_INPUTS takes skip the min/max/list checks (it checks them), and
+        # one that takes ``input_types`` checks the types of its links itself
         custom = set(inspect.getfullargspec(cls.VALIDATE_INPUTS).args) if hasattr(cls, "VALIDATE_INPUTS") else set()
+        received: dict[str, Any] = {}
         for spec in specs:
             if spec.name not in inputs:
                 if spec.required:
@@ -138,14 +139,14 @@ class _Validator:
                 continue
             value = inputs[spec.name]
             if isinstance(value, list):
-                upstream = self.check_link(node_id, spec, value)
+                upstream = self.check_link(node_id, spec, value, received, "input_types" not in custom)
                 if upstream is not None:
                     self.visit(upstream, path + [node_id])
                 continue
             converted = self.check_value(node_id, spec, value, spec.name not in custom)
             if converted is not None:
-                inputs[spec.name] = checked[spec.name] = converted[0]
-        self.custom_validation(node_id, cls, checked)
+                inputs[spec.name] = converted[0]
+        self.custom_validation(node_id, cls, inputs, received)
         self.done.add(node_id)
         self.order.append(node_id)
 
@@ -153,9 +154,12 @@ class _Validator:
         """An input the node does not declare is never passed to it (as in ComfyUI), but a link there must
         still point at a node and output that exist: a workflow that says otherwise is broken."""
         spec = InputSpec(name, "*", {}, False)
-        self.check_link(node_id, spec, value)
+        self.check_link(node_id, spec, value, {})
 
-    def check_link(self, node_id: str, spec: InputSpec, value: list) -> str | None:
+    def check_link(self, node_id: str, spec: InputSpec, value: list, received_types: dict[str, Any],
+                   check_type: bool = True) -> str | None:
+        """The node a link comes from, or None after reporting why the link is broken; ``received_types``
+        collects the linked output's type per input (ComfyUI's ``input_types``)."""
         if len(value) != 2:
             self.issue("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
                        spec.name, node_id, spec.name)
@@ -179,8 +183,8 @@ class _Validator:
                        f"{spec.name} is linked to output {slot} of node {origin} ({origin_type}), which has "
                        f"{len(outputs)} output(s)", node_id, spec.name)
             return None
-        received = outputs[slot]
-        if not types_compatible(received, spec.type):
+        received = received_types[spec.name] = outputs[slot]
+        if check_type and not types_compatible(received, spec.type):
             self.issue("return_type_mismatch", "Return type mismatch between linked nodes",
                        f"{spec.name}, received_type({received}) mismatch input_type({spec.type_name})",
                        node_id, spec.name)
@@ -217,22 +221,42 @@ class _Validator:
             return None
         return (value,)
 
-    def custom_validation(self, node_id: str, cls: type, values: dict[str, Any]) -> None:
+    def custom_validation(self, node_id: str, cls: type, inputs: dict[str, Any], received: dict[str, Any]) -> None:
+        """Call VALIDATE_INPUTS as ComfyUI 0.33's ``validate_inputs`` does: with every input the prompt gives the
+        node that the function names (all of them for ``**kwargs``), a linked one as None (its value exists only
+        at run time, where the node checks it), hidden inputs as before execution (PROMPT ``{}``, UNIQUE_ID the
+        node id), ``input_types`` the linked outputs' types. A raise is ComfyUI's exception_during_validation;
+        any answer but True is one custom_validation_failed issue (ComfyUI repeats it per input)."""
         function = getattr(cls, "VALIDATE_INPUTS", None)
         if function is None:
             return
-        wanted = inspect.getfullargspec(function).args
-        arguments = {k: v for k, v in values.items() if k in wanted}
-        if set(arguments) != set(wanted) - {"cls", "s", "self", "input_types"}:
-            return  # an argument comes from a link; ComfyUI checks it at run time
+        spec = inspect.getfullargspec(function)
+        wanted = set(spec.args) if spec.varkw is None else None
+        available = dict(_hidden_before_execution(cls, node_id))
+        for spec_input in input_specs(cls):
+            if spec_input.name in inputs:
+                value = inputs[spec_input.name]
+                available[spec_input.name] = None if isinstance(value, list) else value
+        arguments = {k: v for k, v in available.items() if wanted is None or k in wanted}
+        if wanted is not None and "input_types" in wanted:
+            arguments["input_types"] = dict(received)
         try:
             result = function(**arguments)
-        except Exception as exc:  # a validator that raises still makes one clear line, not a traceback
-            result = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - ComfyUI reports any raise as the node's validation error
+            self.issue("exception_during_validation", "Exception when validating node", f"{type(exc).__name__}: "
+                       f"{exc}", node_id)
+            return
         if result is not True:
+            names = [k for k in arguments if k != "input_types"]
             self.issue("custom_validation_failed", "Custom validation failed for node",
-                       ", ".join(arguments) + ("" if result is False else f" - {result}"), node_id,
-                       next(iter(arguments), None))
+                       ", ".join(names) + ("" if result is False else f" - {result}"), node_id,
+                       next(iter(names), None))
+
+
+def _hidden_before_execution(cls: type, node_id: str) -> dict[str, Any]:
+    """Hidden inputs as ComfyUI's get_input_data gives them to VALIDATE_INPUTS (no prompt or extra data yet)."""
+    known = {"PROMPT": {}, "UNIQUE_ID": node_id}
+    return {name: known.get(kind) for name, kind in hidden_inputs(cls).items()}
 
 
 def _title(node: dict) -> Any:
