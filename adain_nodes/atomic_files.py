@@ -110,6 +110,18 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None,
     return removed
 
 
+def _still_in_place(handle, path: Path) -> bool:
+    """The open ``handle`` is still the file at ``path``. A sweeper that locked a writer's new lock file between
+    the writer's open and lock has removed the folder before letting go: the writer's lock then succeeds on a
+    deleted file, which only this check tells."""
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle.fileno())
+    return (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
+
+
 def _locked_write_folder(path: Path):
     """A new write folder for ``path`` and the open, locked handle that marks its writer as alive."""
     while True:
@@ -119,9 +131,9 @@ def _locked_write_folder(path: Path):
         except FileExistsError:
             continue
         lock = open(folder / LOCK_NAME, "wb")
-        if _lock(lock):
+        if _lock(lock) and _still_in_place(lock, folder / LOCK_NAME):
             return folder, lock
-        lock.close()  # a sweeper took it for abandoned between the two steps and is removing it
+        lock.close()  # a sweeper took it for abandoned between the two steps: it removes (removed) the folder
 
 
 def _sweep_once(folder: Path) -> None:

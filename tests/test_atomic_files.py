@@ -59,6 +59,25 @@ def test_save_style_without_overwrite_has_exactly_one_winner(model_dir):
     assert all(isinstance(r, AdaINInputError) and "exists" in str(r) for r in losers), [repr(r) for r in losers]
 
 
+def test_a_writer_whose_new_folder_a_sweeper_removes_before_it_locks_starts_over(tmp_path, monkeypatch):
+    """The one-winner test's failure under load, made certain: a sweeper locks a writer's fresh folder between
+    the writer's open and lock of ``.lock``, finds it unlocked, removes the folder and lets go; the writer then
+    locks a deleted file and must notice (its write would fail with FileNotFoundError), not write into nothing."""
+    import adain_nodes.atomic_files as atomic_files
+
+    real_lock, swept = atomic_files._lock, []
+
+    def sweep_first(handle) -> bool:
+        if not swept and os.path.basename(handle.name) == atomic_files.LOCK_NAME and "wb" in handle.mode:
+            swept.extend(remove_stale_temporaries(tmp_path))  # another process's sweep, at the worst moment
+        return real_lock(handle)
+
+    monkeypatch.setattr(atomic_files, "_lock", sweep_first)
+    atomic_write(tmp_path / "file.bin", lambda tmp: Path(tmp).write_bytes(b"data"))
+    assert len(swept) == 1 and not swept[0].exists()  # the race happened: the writer's first folder went
+    assert os.listdir(tmp_path) == ["file.bin"] and (tmp_path / "file.bin").read_bytes() == b"data"
+
+
 KILLED_WRITER = """
 import os, signal, sys
 from adain_nodes.atomic_files import atomic_write
