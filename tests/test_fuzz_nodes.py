@@ -1,7 +1,8 @@
 """Every node fuzzed with hypothesis: each input gives a valid result or a clear error naming the input.
 
 Valid results are finite (never a NaN image) and images stay in 0..1; errors are AdaINInputError or
-WeightFileError whose message names the offending input. Tiny random-weight models and images of at
+WeightFileError whose message names the offending input. Both decoder kinds are drawn where a decoder is
+used: the skip decoder (the default) and the relu4_1 decoder. Tiny random-weight models and images of at
 most 40 px keep the whole file well under a minute on two CPU cores.
 """
 from __future__ import annotations
@@ -18,11 +19,13 @@ from adain_nodes.errors import AdaINInputError, WeightFileError
 from adain_nodes.models.networks import VGGEncoder
 from adain_nodes.models.weights import save_safetensors
 from adain_nodes.nodes import NODE_CLASS_MAPPINGS as N
-from conftest import he_init, random_decoder, random_image
+from conftest import he_init, random_decoder, random_image, random_skip_decoder
 
 FUZZ = settings(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow])
 CHEAP = settings(FUZZ, max_examples=80)
 NET_SIDE = 24  # images that go through the networks: padded to at least 16 px, cost grows with the area
+# The skip decoder first: it is the default, and hypothesis shrinks towards the first choice.
+DECODER_KINDS = st.sampled_from(["skip", "relu4_1"])
 
 
 class Models:
@@ -37,25 +40,29 @@ class Models:
 
 @pytest.fixture(scope="module")
 def m(tmp_path_factory):
-    """Encoder, a second encoder, a decoder, and precomputed features and styles, loaded through the nodes."""
+    """Encoder, a second encoder, both kinds of decoder, and precomputed features (for each decoder kind) and
+    styles, loaded through the nodes."""
     root = tmp_path_factory.mktemp("fuzz")
     models = root / "models"
     models.mkdir()
     save_safetensors(he_init(VGGEncoder(), 0).state_dict(), models / "enc.safetensors", {"kind": "encoder"})
     save_safetensors(he_init(VGGEncoder(), 5).state_dict(), models / "other_enc.safetensors", {"kind": "encoder"})
     save_safetensors(random_decoder().state_dict(), models / "dec.safetensors", {"kind": "decoder"})
+    save_safetensors(random_skip_decoder().state_dict(), models / "skip.safetensors", {"kind": "decoder"})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ADAIN_MODELS_DIR", str(models))
         mp.setenv("ADAIN_STYLES_DIR", str(root / "styles"))
         mp.setenv("ADAIN_DOWNLOAD_BASE_URL", "http://127.0.0.1:9/no-network-in-tests")
         enc = N["AdaINEncoderLoader"]().load("enc.safetensors")[0]
         other = N["AdaINEncoderLoader"]().load("other_enc.safetensors")[0]
-        dec = N["AdaINDecoderLoader"]().load("dec.safetensors")[0]
-        features = {b: N["AdaINEncode"]().encode(enc, random_image(b, 12, 20, seed=b))[0] for b in (1, 2, 3)}
+        decoders = {"relu4_1": N["AdaINDecoderLoader"]().load("dec.safetensors")[0],
+                    "skip": N["AdaINDecoderLoader"]().load("skip.safetensors")[0]}
+        features = {kind: {b: N["AdaINEncode"]().encode(enc, random_image(b, 12, 20, seed=b), decoder=decoder)[0]
+                           for b in (1, 2, 3)} for kind, decoder in decoders.items()}
         styles = {k: N["AdaINStyleStats"]().compute(enc, random_image(k, 16, 16, seed=10 + k))[0] for k in (1, 2, 3)}
         foreign = N["AdaINStyleStats"]().compute(other, random_image(1, 16, 16, seed=9))[0]
-        yield Models(root=root, models=models, styles_dir=root / "styles", enc=enc, other=other, dec=dec,
-                              features=features, styles=styles, foreign=foreign)
+        yield Models(root=root, models=models, styles_dir=root / "styles", enc=enc, other=other, decoders=decoders,
+                     features=features, styles=styles, foreign=foreign)
 
 
 def clear(call, *names):
@@ -163,14 +170,16 @@ def test_style_stats(m, image, mask, average):
 
 @CHEAP
 @given(batch=st.sampled_from([1, 2, 3]), count=st.sampled_from([1, 2, 3]), alpha=alphas,
-       mask=st.none() | masks(), foreign=st.sampled_from([False, False, False, True]))
-def test_blend(m, batch, count, alpha, mask, foreign):
-    style = m.foreign if foreign else m.styles[count]
-    out = clear(lambda: N["AdaINBlend"]().blend(m.features[batch], style, alpha, mask)[0],
+       mask=st.none() | masks(), foreign=st.sampled_from([False, False, False, True]), kind=DECODER_KINDS)
+def test_blend(m, batch, count, alpha, mask, foreign, kind):
+    style, features = m.foreign if foreign else m.styles[count], m.features[kind][batch]
+    out = clear(lambda: N["AdaINBlend"]().blend(features, style, alpha, mask)[0],
                 "alpha", "mask", "style", "encoder")
     if out is not None:
         assert _is_unit(alpha) and not foreign
-        assert out.features.shape == m.features[batch].features.shape and torch.isfinite(out.features).all()
+        assert out.features.shape == features.features.shape and torch.isfinite(out.features).all()
+        assert {name: f.shape for name, f in out.skips.items()} == {name: f.shape for name, f in features.skips.items()}
+        assert all(torch.isfinite(f).all() for f in out.skips.values())
 
 
 weights = st.one_of(st.floats(0, 2), st.floats(0, 2), st.sampled_from([0.0, 1.0, 1e-30, 1e308, -0.1, math.inf,
@@ -200,29 +209,39 @@ def test_mix_styles(m, required, optional, ws):
 
 @FUZZ
 @given(image=images(), alpha=st.sampled_from([0.0, 0.3, 1.0]), mask=st.none() | masks(),
-       tile_size=tile_sizes, tile_overlap=tile_overlaps, foreign=st.booleans())
-def test_decode(m, image, alpha, mask, tile_size, tile_overlap, foreign):
-    """Decode what Encode and Blend give (including features of another encoder: no identity on decoders)."""
-    features = clear(lambda: N["AdaINEncode"]().encode(m.other if foreign else m.enc, image)[0], "image")
+       tile_size=tile_sizes, tile_overlap=tile_overlaps, foreign=st.booleans(), kind=DECODER_KINDS,
+       connected=st.sampled_from([True, True, True, False]))
+def test_decode(m, image, alpha, mask, tile_size, tile_overlap, foreign, kind, connected):
+    """Decode what Encode and Blend give (including features of another encoder: no identity on decoders),
+    encoded with the decoder connected to Encode or, sometimes, forgotten (a skip decoder then says so)."""
+    decoder = m.decoders[kind]
+    features = clear(lambda: N["AdaINEncode"]().encode(m.other if foreign else m.enc, image,
+                                                       decoder=decoder if connected else None)[0], "image")
     assume(features is not None)
     blended = clear(lambda: N["AdaINBlend"]().blend(features, m.foreign if foreign else m.styles[1], alpha,
                                                     mask)[0], "mask")
     feats = blended if blended is not None else features
-    out = clear(lambda: N["AdaINDecode"]().decode(m.dec, feats, tile_size, tile_overlap)[0],
-                "tile_size", "tile_overlap")
+    out = clear(lambda: N["AdaINDecode"]().decode(decoder, feats, tile_size, tile_overlap)[0],
+                "tile_size", "tile_overlap", "'decoder' input")
     if out is not None:
+        event(f"decoded by the {kind} decoder")
         assert_image(out, *image.shape[:3])
+    elif kind == "skip" and not connected:
+        with pytest.raises(AdaINInputError, match="skip decoder"):
+            N["AdaINDecode"]().decode(decoder, feats, 0, 0)
 
 
 COLOR = st.sampled_from(list(pipeline.COLOR_MODES) + ["sepia", ""])
 
 
 @FUZZ
-@given(content=images(), style=images(), alpha=alphas, color=COLOR)
-def test_style_transfer(m, content, style, alpha, color):
-    out = clear(lambda: N["AdaINStyleTransfer"]().transfer(m.enc, m.dec, content, style, alpha, color)[0],
+@given(content=images(), style=images(), alpha=alphas, color=COLOR, kind=DECODER_KINDS)
+def test_style_transfer(m, content, style, alpha, color, kind):
+    out = clear(lambda: N["AdaINStyleTransfer"]().transfer(m.enc, m.decoders[kind], content, style, alpha,
+                                                           color)[0],
                 "content_image", "style_image", "the style", "alpha", "preserve_color")
     if out is not None:
+        event(f"stylized by the {kind} decoder")
         assert _is_unit(alpha) and color in pipeline.COLOR_MODES
         assert_image(out, *content.shape[:3])
 
@@ -302,9 +321,10 @@ def test_save_and_load_style(m, name, overwrite):
 @FUZZ
 @given(channels=st.sampled_from([1, 511, 512, 513]), count=st.integers(1, 2), std_kind=st.sampled_from(
     ["ok", "zero", "negative", "nan", "huge"]), layer=st.sampled_from(["relu4_1", "relu3_1", ""]),
-    encoder_id=st.sampled_from(["own", "other", ""]), garbage=st.binary(max_size=64))
-def test_load_style_from_forged_or_broken_presets(m, channels, count, std_kind, layer, encoder_id, garbage):
-    """Presets written by something else: refused with a clear error, or usable by the next node."""
+    encoder_id=st.sampled_from(["own", "other", ""]), garbage=st.binary(max_size=64), kind=DECODER_KINDS)
+def test_load_style_from_forged_or_broken_presets(m, channels, count, std_kind, layer, encoder_id, garbage, kind):
+    """Presets written by something else: refused with a clear error, or usable by the next node (a skip
+    decoder's features ask for the levels such a preset lacks)."""
     styles = m.styles_dir / "forged"
     styles.mkdir(parents=True, exist_ok=True)
     mean, std = torch.randn(count, channels), torch.rand(count, channels) + 0.1
@@ -317,15 +337,15 @@ def test_load_style_from_forged_or_broken_presets(m, channels, count, std_kind, 
     style = clear(lambda: N["AdaINLoadStyle"]().load("forged/p.safetensors")[0], "p.safetensors")
     if style is None:
         return
-    out = clear(lambda: N["AdaINBlend"]().blend(m.features[count], style, 1.0)[0], "style", "encoder")
+    out = clear(lambda: N["AdaINBlend"]().blend(m.features[kind][count], style, 1.0)[0], "style", "encoder")
     if out is not None:
-        assert torch.isfinite(out.features).all()
-        image = clear(lambda: N["AdaINDecode"]().decode(m.dec, out)[0], "decoder")
+        assert torch.isfinite(out.features).all() and kind == "relu4_1"  # the forged preset has no skip levels
+        image = clear(lambda: N["AdaINDecode"]().decode(m.decoders[kind], out)[0], "decoder")
         if image is not None:
             assert_image(image, count, 12, 20)
 
 
-loader_names = st.one_of(st.sampled_from(["enc.safetensors", "dec.safetensors"]),
+loader_names = st.one_of(st.sampled_from(["enc.safetensors", "dec.safetensors", "skip.safetensors"]),
                          st.sampled_from(["enc.safetensors", "dec.safetensors", "other_enc.safetensors", "missing.pth",
                                           "../enc.safetensors", "/etc/passwd", "C:\\x.pth", "", "a\x00b.pth",
                                           "adain_reference_decoder.safetensors",
