@@ -32,8 +32,8 @@ def match_statistics(x: Tensor, reference: Tensor, strength: float, weight: Tens
     """``x`` with each channel's mean and std moved towards the reference's by ``strength`` (0..1).
 
     ``x`` is ``[B, C, ...spatial]``, ``reference`` ``[1 or B, C, ...]`` (any spatial size). With a
-    soft ``weight`` ``[B, 1, H, W]`` (the same for every frame) the statistics of ``x`` are taken inside it and the result
-    is blended by it, as the paper's spatial control. Computed in float32, returned in ``x``'s dtype;
+    soft ``weight`` ``[B, 1, H, W]`` (the same for every frame) the statistics of ``x`` are taken inside it and the
+    result is blended by it, as the paper's spatial control. Computed in float32, returned in ``x``'s dtype;
     strength 0 returns ``x`` itself.
     """
     name, ref_name = names

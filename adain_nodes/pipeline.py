@@ -120,9 +120,10 @@ Decoder = LoadedModel[AdaINDecoder | SkipDecoder]
 
 def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Tiling,
                 step: Callable[[int, int, Tiling], Tensor], model: LoadedModel | None = None) -> Tensor:
-    """Concatenate ``step(start, stop, tiling)`` (a tensor, or a list of them each concatenated) over a batch of ``count`` images of ``size`` pixels, in
-    chunks that fit memory. On out-of-memory the chunk is halved; once one image does not fit, the tiles
-    are (as ComfyUI's upscale node does), down to ``MIN_BACKOFF_TILE``; then the error is raised."""
+    """Concatenate ``step(start, stop, tiling)`` (a tensor, or a list of them each concatenated) over a batch of
+    ``count`` images of ``size`` pixels, in chunks that fit memory. On out-of-memory the chunk is halved; once one
+    image does not fit, the tiles are (as ComfyUI's upscale node does), down to ``MIN_BACKOFF_TILE``; then the error
+    is raised."""
 
     def image_bytes(t: Tiling) -> int:
         return t.working_pixels(*size) * BYTES_PER_PIXEL
@@ -265,8 +266,8 @@ def stack_styles(styles: Sequence[AdaINStyle]) -> AdaINStyle:
     shared = [name for name in SKIP_LAYERS if all(name in s.skips for s in styles)]
     return AdaINStyle(torch.cat([s.mean for s in styles]), torch.cat([s.std for s in styles]), first.encoder_id,
                       first.encoder_name, first.layer,
-                      {name: (torch.cat([s.skips[name][0] for s in styles]), torch.cat([s.skips[name][1] for s in styles]))
-                       for name in shared})
+                      {name: (torch.cat([s.skips[name][0] for s in styles]),
+                              torch.cat([s.skips[name][1] for s in styles])) for name in shared})
 
 
 def _blend_level(content: Tensor, current: Tensor, mean: Tensor, std: Tensor, index: list[int], alpha: float,

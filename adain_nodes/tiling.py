@@ -1,8 +1,8 @@
 """Tiled encoding and decoding: peak memory bounded by the tile, not the image.
 
-Tiles are aligned to the encoder's 8-pixel grid (the finer levels a skip decoder takes are cut at the same places) and extended by an overlap on every side, so
-each tile's core sees the context it would see in the whole image; AdaIN statistics are then
-taken over the assembled features of the whole image, never per tile. Decoded tiles are
+Tiles are aligned to the encoder's 8-pixel grid (the finer levels a skip decoder takes are cut at the same places)
+and extended by an overlap on every side, so each tile's core sees the context it would see in the whole image;
+AdaIN statistics are then taken over the assembled features of the whole image, never per tile. Decoded tiles are
 cross-faded over their overlaps, so no seam survives.
 """
 from __future__ import annotations

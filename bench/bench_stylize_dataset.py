@@ -136,7 +136,8 @@ def main() -> None:
     style_macs = multiply_adds(STYLE_SIZE * 4 // 3, STYLE_SIZE, with_decoder=False)
     print(f"multiply-adds (plain layers; the fused decoder does fewer) per content image "
           f"{IMAGENET_SIZE[0]}x{IMAGENET_SIZE[1]} (encode + decode): "
-          f"{content_macs / 1e9:.1f} G; per style ({STYLE_SIZE * 4 // 3}x{STYLE_SIZE}, encode): {style_macs / 1e9:.1f} G")
+          f"{content_macs / 1e9:.1f} G; per style ({STYLE_SIZE * 4 // 3}x{STYLE_SIZE}, encode): "
+          f"{style_macs / 1e9:.1f} G")
     print(f"CPU achieved: {one * content_macs * 2 / 1e9:.1f} GFLOP/s (1 process), {two * content_macs * 2 / 1e9:.1f} "
           "GFLOP/s (2 processes)")
     print(f"ImageNet ({IMAGENET_IMAGES:,} images, 1 style each) on this CPU with 2 processes: "

@@ -512,7 +512,8 @@ def _whole_and_masked(g: Graph, class_type: str, source: Node, reference: Node, 
         g.connect(reference, 0, a, "reference")
         if masked:
             g.connect(mask, "MASK", a, "mask")
-        save = g.add(save_type, first_col + i, TOP, gap=NODE_GAP, filename_prefix=f"{prefix}_{'masked' if masked else 'whole'}")
+        save = g.add(save_type, first_col + i, TOP, gap=NODE_GAP,
+                     filename_prefix=f"{prefix}_{'masked' if masked else 'whole'}")
         g.connect(a, 0, save, save_input)
         nodes += [a, save]
     g.group(f"Whole {what} | inside the mask", nodes, GROUP_COLORS["transfer"])

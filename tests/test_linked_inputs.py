@@ -91,7 +91,8 @@ def _graph(class_type: str, name: str, value: str, linked: bool) -> dict:
     encoder = {"class_type": "AdaINEncoderLoader", "inputs": {"encoder_name": "vgg19_normalised_relu4_1.safetensors",
                                                               "precision": "fp32"}}
     image = {"class_type": "LoadImage", "inputs": {"image": "harness_test.png"}}
-    stats = {"class_type": "AdaINStyleStats", "inputs": {"encoder": ["1", 0], "image": ["2", 0], "average_batch": False}}
+    stats = {"class_type": "AdaINStyleStats", "inputs": {"encoder": ["1", 0], "image": ["2", 0],
+                                                         "average_batch": False}}
     graphs = {
         "AdaINSaveStyle": {"1": encoder, "2": image, "3": stats, "4": {"class_type": "AdaINSaveStyle", "inputs": {
             "style": ["3", 0], "name": source, "overwrite": True}}},

@@ -72,7 +72,8 @@ def test_symlinked_file_and_folder_in_models_dir_are_listed_and_load(private_mod
     _user_links(private_model_dir, tmp_path)
     files = list_files(MODELS_FOLDER)
     assert "linked_decoder.safetensors" in files and "linked/vgg19_normalised_relu4_1.safetensors" in files
-    assert "linked/vgg19_normalised_relu4_1.safetensors" in N["AdaINEncoderLoader"].INPUT_TYPES()["required"]["encoder_name"][0]
+    choices = N["AdaINEncoderLoader"].INPUT_TYPES()["required"]["encoder_name"][0]
+    assert "linked/vgg19_normalised_relu4_1.safetensors" in choices
     encoder = N["AdaINEncoderLoader"]().load("linked/vgg19_normalised_relu4_1.safetensors")[0]
     decoder = N["AdaINDecoderLoader"]().load("linked_decoder.safetensors")[0]
     assert encoder.name == "vgg19_normalised_relu4_1.safetensors" and decoder.name == "linked_decoder.safetensors"
@@ -135,6 +136,15 @@ def test_missing_preset_names_the_styles_folder_and_how_to_fix_it(model_dir, tmp
     message = load.VALIDATE_INPUTS("gone.safetensors")
     assert str(tmp_path / "ComfyUI" / "models" / "adain_styles") in message and "--styles-dir" not in message
     assert "models/adain_styles" in message and "AdaIN Save Style" in message
+
+
+def test_comfyui_model_folders_are_created_on_first_start(tmp_path, monkeypatch):
+    from adain_nodes.host.paths import register_folders
+
+    _fake_comfyui_folders(monkeypatch, tmp_path / "ComfyUI")
+    register_folders()
+    assert (tmp_path / "ComfyUI" / "models" / "adain").is_dir()
+    assert (tmp_path / "ComfyUI" / "models" / "adain_styles").is_dir()
 
 
 def test_missing_model_says_where_to_put_it(model_dir, tmp_path, monkeypatch):

@@ -183,7 +183,8 @@ def test_runs_and_writes_numbered_pngs_with_metadata(model_dir, inputs, tmp_path
 
 
 def test_set_overrides_by_id_title_and_class(model_dir, inputs, tmp_path):
-    code, _, out = run_cli(tmp_path, inputs, api_prompt(), "--set", "5.alpha=0.0", "--set", "SaveImage.filename_prefix=z")
+    code, _, out = run_cli(tmp_path, inputs, api_prompt(), "--set", "5.alpha=0.0",
+                           "--set", "SaveImage.filename_prefix=z")
     assert code == 0
     with Image.open(out / "z_00001_.png") as img:
         assert json.loads(img.text["prompt"])["5"]["inputs"]["alpha"] == 0.0

@@ -64,7 +64,8 @@ def test_a_fresh_skip_decoder_decodes_exactly_as_its_trunk():
     plain = random_decoder(2)
     skip = SkipDecoder()
     missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
-    assert sorted(missing) == sorted(f"skip.{n}.{p}" for n in SKIP_LAYERS for p in ("weight", "bias")) and not unexpected
+    assert not unexpected
+    assert sorted(missing) == sorted(f"skip.{n}.{p}" for n in SKIP_LAYERS for p in ("weight", "bias"))
     x = torch.randn(1, 512, 4, 4)
     levels = [torch.randn(1, 256, 8, 8), torch.randn(1, 128, 16, 16)]
     with torch.no_grad():

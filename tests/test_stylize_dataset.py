@@ -128,8 +128,10 @@ def test_outputs_manifest_and_failures(dataset, reference):
     encoder = load_encoder(dataset / "models" / ENCODER_FILE)
     decoder = load_decoder(dataset / "models" / DEFAULT_DECODER)  # the default: a skip decoder
     encoder.precision = decoder.precision = "auto"
-    to_tensor = lambda path: torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(
-        2, 0, 1)[None]
+
+    def to_tensor(path):
+        return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
+
     for record in records:
         assert record["seed"] == 7 and record["alpha"] == 1.0
         content = record["content"]

@@ -149,7 +149,8 @@ def test_start_removes_only_its_own_stale_temporaries(data, tmp_path):
     out = tmp_path / "models" / "mine.safetensors"
     run_dir = tmp_path / "models" / "mine_run"
     run_dir.mkdir(parents=True)
-    stale = [run_dir / ".checkpoint.pt.0123abcd.tmp", run_dir / ".tmpa1b2c3", out.parent / ".mine.safetensors.89abcdef.tmp"]
+    stale = [run_dir / ".checkpoint.pt.0123abcd.tmp", run_dir / ".tmpa1b2c3",
+             out.parent / ".mine.safetensors.89abcdef.tmp"]
     foreign = [out.parent / ".theirs.safetensors.89abcdef.tmp", out.parent / ".tmpa1b2c3",
                out.parent / "notes.tmp", run_dir / "keep.txt"]
     for path in stale + foreign:

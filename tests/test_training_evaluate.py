@@ -78,7 +78,8 @@ def test_evaluate_random_networks(tmp_path):
     encoder, decoder = load_encoder(tmp_path / "enc.safetensors"), load_decoder(tmp_path / "dec.safetensors")
     with torch.no_grad():  # alpha 0 decodes the content's own features: the decoder as an inverse of the encoder
         contents = [load_image(c, 32) for c, _ in pairs]
-        reconstructions = [decoder.network(encoder.network.encode(c)[0])[..., :c.shape[-2], :c.shape[-1]].clamp(0, 1) for c in contents]
+        reconstructions = [decoder.network(encoder.network.encode(c)[0])[..., :c.shape[-2], :c.shape[-1]].clamp(0, 1)
+                           for c in contents]
     expected = sum(float(ssim(luminance(r), luminance(c))) for r, c in zip(reconstructions, contents)) / 2
     assert score.reconstruction_ssim == pytest.approx(expected, abs=1e-3)
     assert main([str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",

@@ -16,7 +16,8 @@ from conftest import random_decoder, random_released_vgg
 
 
 def test_released_53_module_vgg_loads_and_converts(tmp_path):
-    torch.save(random_released_vgg().state_dict(), tmp_path / "vgg_normalised.pth", _use_new_zipfile_serialization=False)
+    torch.save(random_released_vgg().state_dict(), tmp_path / "vgg_normalised.pth",
+               _use_new_zipfile_serialization=False)
     encoder = load_encoder(tmp_path / "vgg_normalised.pth")
     assert convert_to_safetensors(tmp_path / "vgg_normalised.pth", tmp_path / "vgg.safetensors") == "encoder"
     tensors, meta = read_tensors(tmp_path / "vgg.safetensors")

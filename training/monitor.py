@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 

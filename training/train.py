@@ -296,8 +296,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             extra["scaler"] = scaler.state_dict()
         if ema is not None:
             extra["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
-        save_checkpoint(run_dir / CHECKPOINT_NAME, decoder, optimizer, iteration, sampler.state(iteration), cfg.to_json(),
-                        extra)
+        save_checkpoint(run_dir / CHECKPOINT_NAME, decoder, optimizer, iteration, sampler.state(iteration),
+                        cfg.to_json(), extra)
         recent = loss_log.records[-10:]
         final_losses = {k: sum(r[k] for r in recent) / len(recent)
                         for k in ("loss", "content_loss", "style_loss")} if recent else {}
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
-    result = train(cfg)
+    train(cfg)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

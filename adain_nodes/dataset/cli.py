@@ -30,13 +30,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="resize content images to this short side; 0 keeps their size (default %(default)s)")
     parser.add_argument("--style-size", type=int, default=DEFAULTS.style_size,
                         help="resize style images to this short side; 0 keeps their size (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the style choice (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                        help="seed of the style choice (default %(default)s)")
     parser.add_argument("--encoder", default=DEFAULTS.encoder,
                         help="encoder file: a path or a name in the models folder (default %(default)s)")
     parser.add_argument("--decoder", default=DEFAULTS.decoder,
                         help="decoder file: a path or a name in the models folder (default %(default)s)")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
-                        help="auto: bf16 on CPUs with AVX-512 BF16 or AMX, else fp32; fp16 on GPUs (default %(default)s)")
+                        help="auto: bf16 on CPUs with AVX-512 BF16 or AMX, else fp32; fp16 on GPUs "
+                             "(default %(default)s)")
     parser.add_argument("--workers", type=int, default=DEFAULTS.workers,
                         help="image-loading worker processes per rank (default %(default)s)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,

@@ -5,12 +5,15 @@ outside, and the pack's own ``weights/``); folder ``adain_styles`` holds style p
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from ..errors import AdaINInputError
 from ..file_walk import walk_files
 from ..models.weights import WEIGHT_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 PACK_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 # The pack's default decoder in weights/ (a skip decoder); the relu4_1 decoder beside it stays for the
@@ -36,8 +39,17 @@ def _comfy_folder_paths():
         if name not in folder_paths.folder_names_and_paths:
             default = os.path.join(folder_paths.models_dir, name)
             folder_paths.folder_names_and_paths[name] = ([default], set(_EXTENSIONS[name]))
+            _create(default)
     folder_paths.add_model_folder_path(MODELS_FOLDER, str(PACK_WEIGHTS))
     return folder_paths
+
+
+def _create(folder: str) -> None:
+    """Make a default folder on first start, so users see where their files go (ComfyUI makes only its own)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:  # a read-only install still works with the folders it has
+        log.warning("could not create %s (%s); create it to add files there", folder, exc)
 
 
 def register_folders() -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from .. import pipeline
 from ..core.layers import ADAIN_LAYER
-from .common import (ALPHA_INPUT, CATEGORY, DECODER, ENCODER, FEATURES, STYLE, TILE_INPUTS, get_runtime, tiling, to_host,
-                     to_network)
+from .common import (ALPHA_INPUT, CATEGORY, DECODER, ENCODER, FEATURES, STYLE, TILE_INPUTS, get_runtime, tiling,
+                     to_host, to_network)
 
 
 class AdaINEncode:

@@ -69,6 +69,7 @@ class AdaINLatent:
 
     def match(self, latent, reference, strength, mask=None):
         samples = check_channels_tensor(_samples(latent, "latent"), "latent")
-        weight = None if mask is None else mask_to_size(mask, samples.shape[0], tuple(samples.shape[-2:]), "mask", area=True)
+        weight = None if mask is None else mask_to_size(mask, samples.shape[0], tuple(samples.shape[-2:]), "mask",
+                                                        area=True)
         result = match_statistics(samples, _samples(reference, "reference"), strength, weight, ("latent", "reference"))
         return (latent if result is samples else {**latent, "samples": result},)

@@ -31,7 +31,8 @@ class AdaINStyleStats:
             "average_batch": ("BOOLEAN", {"default": False, "tooltip": "Average a batch of style images into one "
                                                                        "style instead of one style per image."}),
         }, "optional": {
-            "mask": ("MASK", {"tooltip": "Take the statistics only where the mask is 1 (a region of the style image)."}),
+            "mask": ("MASK", {"tooltip": "Take the statistics only where the mask is 1 (a region of the style "
+                                         "image)."}),
         }}
 
     def compute(self, encoder, image, average_batch=False, mask=None):

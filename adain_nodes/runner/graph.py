@@ -86,10 +86,12 @@ def _read_json(path: Path) -> Any:
             with Image.open(path) as img:
                 text = dict(getattr(img, "text", {}) or {})
         except Exception as exc:  # Pillow raises many types for broken chunks; none may escape as a crash
-            raise UnreadableWorkflow(f"{path}: cannot read this PNG's text chunks ({type(exc).__name__}: {exc})") from None
+            raise UnreadableWorkflow(f"{path}: cannot read this PNG's text chunks ({type(exc).__name__}: "
+                                     f"{exc})") from None
         chosen = text.get("workflow") or text.get("prompt")
         if not chosen:
-            raise UnreadableWorkflow(f"{path}: this PNG carries no ComfyUI workflow (no 'workflow' or 'prompt' text chunk)")
+            raise UnreadableWorkflow(f"{path}: this PNG carries no ComfyUI workflow (no 'workflow' or 'prompt' text "
+                                     "chunk)")
         return _parse_json(chosen, f"{path}: the PNG's {'workflow' if text.get('workflow') else 'prompt'} chunk")
     try:
         raw = path.read_bytes()
@@ -163,8 +165,8 @@ def check_ui(ui: dict) -> None:
             fail(where, f"type {node.get('type')!r} is not a node type name")
         for key, kind in (("title", str), ("widgets_values", (list, dict)), ("inputs", list), ("outputs", list)):
             if node.get(key) is not None and not isinstance(node[key], kind):
-                fail(where, f"'{key}' must be a {'list' if kind is list else 'string' if kind is str else 'list or object'}"
-                            f", found {type(node[key]).__name__}")
+                expected = "list" if kind is list else "string" if kind is str else "list or object"
+                fail(where, f"'{key}' must be a {expected}, found {type(node[key]).__name__}")
         for key in ("mode", "order"):
             if node.get(key) is not None and (isinstance(node[key], bool) or not isinstance(node[key], (int, float))):
                 fail(where, f"'{key}' must be a number, found {node[key]!r}")

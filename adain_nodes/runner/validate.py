@@ -274,8 +274,8 @@ def _node_shape_issue(node_id: str, node: Any, registry: Registry) -> Validation
                                node_id)
     class_type = node["class_type"]
     if not isinstance(class_type, str):
-        return ValidationIssue("invalid_node", f"class_type must be a node type name, found {json.dumps(class_type)[:60]}",
-                               f"Node ID '#{node_id}'", node_id, None)
+        return ValidationIssue("invalid_node", "class_type must be a node type name, found "
+                               f"{json.dumps(class_type)[:60]}", f"Node ID '#{node_id}'", node_id, None)
     if class_type not in registry:
         return ValidationIssue("missing_node_type", f"Node '{_title(node) or class_type}' not found. The custom node "
                                "may not be installed.", f"Node ID '#{node_id}'", node_id, class_type)
