@@ -242,7 +242,7 @@ class _Validator:
             arguments["input_types"] = dict(received)
         try:
             result = function(**arguments)
-        except Exception as exc:  # noqa: BLE001 - ComfyUI reports any raise as the node's validation error
+        except Exception as exc:  # as ComfyUI: any raise is the node's validation error, not a crash
             self.issue("exception_during_validation", "Exception when validating node", f"{type(exc).__name__}: "
                        f"{exc}", node_id)
             return
