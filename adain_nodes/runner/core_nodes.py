@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
-from ..atomic_files import atomic_write_new
+from ..atomic_files import Writer, atomic_write_new
 from ..core.pil_image import rgb_and_alpha
 from ..image_files import IMAGE_SUFFIXES
 from .pyav_decode import load_image_pyav
@@ -128,12 +128,14 @@ def output_location(base: Path, prefix: str) -> tuple[Path, str, str]:
     return folder, subfolder, filename
 
 
-def write_new_file(folder: Path, filename: str, data: bytes) -> Path:
-    """``data`` as ``folder/filename``, or ``stem_1.ext``, ``stem_2.ext``, ... where taken: the name is claimed
-    atomically, so an existing file (or one another run writes at the same time) is never overwritten."""
+def write_new_file(folder: Path, filename: str, data: bytes | Writer) -> Path:
+    """``data`` (bytes, or a ``write(path)`` that streams them) as ``folder/filename``, or ``stem_1.ext``,
+    ``stem_2.ext``, ... where taken: the name is claimed atomically, so an existing file (or one another run
+    writes at the same time) is never overwritten, and a write that fails leaves nothing."""
     stem, suffix = os.path.splitext(filename)
     names = itertools.chain([folder / filename], (folder / f"{stem}_{k}{suffix}" for k in itertools.count(1)))
-    return atomic_write_new(names, lambda tmp: Path(tmp).write_bytes(data))
+    write = data if callable(data) else lambda tmp: Path(tmp).write_bytes(data)
+    return atomic_write_new(names, write)
 
 
 def numbered_names(folder: Path, stem: str, first: int, tried: list[int], suffix: str = ".png") -> Iterator[Path]:
