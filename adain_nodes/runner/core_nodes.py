@@ -27,7 +27,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from ..atomic_files import Writer, atomic_write_new
 from ..core.pil_image import rgb_and_alpha
-from ..image_files import IMAGE_SUFFIXES
+from ..file_walk import is_regular_file
+from ..image_files import IMAGE_SUFFIXES, check_decoded_size
 from .pyav_decode import load_image_pyav
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,18 @@ class Folders:
             raise ValueError(f"Invalid file path: {name!r}")
         return path
 
+    def input_file(self, name: str) -> Path:
+        """The regular file an input name stands for (as ``annotated_path``); ValueError saying why there is
+        none: a folder, named pipe or device is no input (a reader would fail on it, or block forever)."""
+        path = self.annotated_path(name)
+        if not path.exists():
+            raise ValueError(f"not in the input folder {self.input_dir.resolve()}; put it there or run with "
+                             "--input-dir FOLDER")
+        if not is_regular_file(path):
+            kind = "a folder" if path.is_dir() else "not a regular file (a named pipe, socket or device)"
+            raise ValueError(f"{path} is {kind}; name an image file")
+        return path
+
 
 def _inside(base: Path, path: Path) -> bool:
     """Lexically inside ``base``, as ComfyUI checks: a name cannot climb out with '..' or an absolute path,
@@ -84,7 +97,8 @@ def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     images, masks = [], []
     with Image.open(path) as img:
         size = None
-        for frame in ImageSequence.Iterator(img):
+        for count, frame in enumerate(ImageSequence.Iterator(img), start=1):
+            check_decoded_size(path, count, count * img.width * img.height)
             frame = ImageOps.exif_transpose(frame)
             rgb, alpha = rgb_and_alpha(frame)
             if size is None:
@@ -207,16 +221,13 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
         @classmethod
         def VALIDATE_INPUTS(cls, image):
             try:
-                if folders.annotated_path(image).exists():
-                    return True
-            except ValueError:
-                pass
-            # ComfyUI's message, plus where the runner looked and how to point it elsewhere
-            return (f"Invalid image file: {image} (not in the input folder {folders.input_dir.resolve()}; put it "
-                    "there or run with --input-dir FOLDER)")
+                folders.input_file(image)
+                return True
+            except ValueError as exc:  # ComfyUI's message, plus why and how to point the runner elsewhere
+                return f"Invalid image file: {image} ({exc})"
 
         def load_image(self, image):
-            return decode_input_image(folders.annotated_path(image))
+            return decode_input_image(folders.input_file(image))
 
     class SaveImage:
         CATEGORY = "image"

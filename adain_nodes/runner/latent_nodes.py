@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic_files import atomic_write_new
-from .core_nodes import Folders, numbered_names, save_target
+from .core_nodes import Folders, numbered_names, output_location, save_target
 
 LATENT_SUFFIX = ".latent"
 FORMAT_MARKER = "latent_format_version_0"
@@ -53,18 +53,17 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
         @classmethod
         def VALIDATE_INPUTS(cls, latent):
             try:
-                if folders.annotated_path(latent).exists():
-                    return True
-            except ValueError:
-                pass
-            return f"Invalid latent file: {latent}"
+                folders.input_file(latent)
+                return True
+            except ValueError as exc:
+                return f"Invalid latent file: {latent} ({exc})"
 
         @classmethod
         def IS_CHANGED(cls, latent):
-            return hashlib.sha256(folders.annotated_path(latent).read_bytes()).hexdigest()
+            return hashlib.sha256(folders.input_file(latent).read_bytes()).hexdigest()
 
         def load(self, latent):
-            return (load_latent_file(folders.annotated_path(latent)),)
+            return (load_latent_file(folders.input_file(latent)),)
 
     class SaveLatent:
         CATEGORY = "_for_testing"
@@ -76,6 +75,15 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
         def INPUT_TYPES(cls):
             return {"required": {"samples": ("LATENT",), "filename_prefix": ("STRING", {"default": "latents/ComfyUI"})},
                     "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, filename_prefix):
+            """A prefix that leaves the output folder fails before the graph runs, as SaveImage's does."""
+            try:
+                output_location(folders.output_dir, filename_prefix)
+            except ValueError as exc:
+                return str(exc)
+            return True
 
         def save(self, samples, filename_prefix="latents/ComfyUI", prompt=None, extra_pnginfo=None):
             folder, subfolder, filename, counter = save_target(filename_prefix, folders.output_dir)
