@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic_files import atomic_write_new
+from ..core.stats import MAX_MAGNITUDE
 from .core_nodes import Folders, numbered_names, output_location, save_target
 
 LATENT_SUFFIX = ".latent"
@@ -24,9 +25,19 @@ LEGACY_SCALE = 1.0 / 0.18215  # files without the marker hold SD1 latents before
 
 
 def load_latent_file(path: Path) -> dict[str, torch.Tensor]:
+    """The LATENT of a .latent file; ValueError for one that holds no latent ComfyUI could have saved (no
+    ``latent_tensor``, integers, NaN, or values far beyond any VAE's, which would decode to a flat picture)."""
     tensors = load_file(str(path), device="cpu")
+    samples = tensors.get("latent_tensor")
+    if samples is None or not samples.is_floating_point():
+        found = "no 'latent_tensor'" if samples is None else f"integers ({str(samples.dtype).removeprefix('torch.')})"
+        raise ValueError(f"{path}: not a latent file ({found}); save it again with SaveLatent")
     scale = 1.0 if FORMAT_MARKER in tensors else LEGACY_SCALE
-    return {"samples": tensors["latent_tensor"].float() * scale}
+    samples = samples.float() * scale
+    if not torch.isfinite(samples).all() or samples.abs().max() > MAX_MAGNITUDE:
+        raise ValueError(f"{path}: its values reach {float(samples.abs().max()):.3g}, beyond the {MAX_MAGNITUDE:g} "
+                         "of any latent; the file is corrupt, save it again")
+    return {"samples": samples}
 
 
 def save_latent_file(samples: torch.Tensor, candidates: Iterable[Path], metadata: dict[str, str] | None) -> Path:
