@@ -80,7 +80,10 @@ class ComfyClient:
                         raise ServerError(f"{url}: the server sent more than the {limit} bytes this client accepts; "
                                           "stopped")
                     if sink is not None:
-                        sink.write(block)
+                        try:
+                            sink.write(block)
+                        except OSError as exc:  # a full disk is not an unreachable server
+                            raise ServerError(f"cannot write what {url} sends: {exc.strerror or exc}") from None
                     else:
                         body += block
                     watch.received(size)
@@ -92,7 +95,7 @@ class ComfyClient:
         if status >= 400:
             try:
                 payload = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ServerError(f"{url}: HTTP {status}: {_excerpt(bytes(body))}") from None
             raise ServerError(format_server_error(payload))
         return bytes(body)
