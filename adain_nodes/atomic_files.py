@@ -70,8 +70,11 @@ def _remove_if_abandoned(folder: Path) -> bool:
             abandoned = time.time() - folder.stat().st_mtime > UNLOCKED_GRACE_SECONDS
         except FileNotFoundError:
             return False
-        if abandoned:
-            shutil.rmtree(folder, ignore_errors=True)
+        if abandoned:  # such a folder of ours is empty: one with anything in it is not provably ours
+            try:
+                folder.rmdir()
+            except OSError:
+                return False
         return abandoned
     with handle:
         if fcntl is None:

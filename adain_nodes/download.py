@@ -17,21 +17,20 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import queue
 import re
 import socket
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from . import __version__
 from .errors import AdaINInputError, WeightFileError
+from .http_stream import POLL_SECONDS, RateWatch, Stream
 from .host.paths import MODELS_FOLDER, list_files, resolve_file, writable_path
 from .models.weights import convert_to_safetensors, file_sha256
 
@@ -42,15 +41,7 @@ BASE_URL_ENV = "ADAIN_DOWNLOAD_BASE_URL"
 PART_SUFFIX = ".part"
 # A file of unknown size larger than this is refused: a misbehaving server cannot fill the disk.
 MAX_UNKNOWN_SIZE = 512 << 20
-CHUNK = 256 << 10
 REPORT_EVERY = 1 << 20
-# Per-read timeouts are no deadline: a server that trickles a byte now and then never trips them. Every
-# RATE_WINDOW seconds at least MIN_RATE bytes a second must have arrived (headers included), or the
-# transfer stops with the .part kept for a resumed attempt.
-MIN_RATE = 16 << 10
-RATE_WINDOW = 30.0
-# How often progress is reported (and so the host's interrupt checked) while bytes are awaited.
-POLL_SECONDS = 0.25
 
 Progress = Callable[[int, "int | None"], None]
 """``progress(bytes_done, bytes_total_or_None)``, called at least every POLL_SECONDS while a transfer waits;
@@ -157,11 +148,11 @@ def _transfer(url: str, part: Path, spec: ReleasedFile, progress: Progress | Non
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     watch = _Watch(url, part, progress)
-    with _Stream(request, timeout) as stream:
+    with Stream(request, timeout) as stream:
         _receive(stream, watch, url, part, spec, offset, limit)
 
 
-def _receive(stream: "_Stream", watch: "_Watch", url: str, part: Path, spec: ReleasedFile, offset: int,
+def _receive(stream: Stream, watch: "_Watch", url: str, part: Path, spec: ReleasedFile, offset: int,
              limit: int) -> None:
     """The response of one request: its status and announced size checked, its body appended to ``part``."""
     try:
@@ -217,22 +208,23 @@ def _receive(stream: "_Stream", watch: "_Watch", url: str, part: Path, spec: Rel
         watch.report()
 
 
-class _Watch:
-    """The transfer's clock: reports progress every POLL_SECONDS even when no byte comes (so the host's
-    interrupt is honoured), and stops a transfer slower than MIN_RATE over any RATE_WINDOW."""
+class _Watch(RateWatch):
+    """The transfer's clock (``http_stream``: a transfer slower than MIN_RATE over any RATE_WINDOW stops, with
+    the .part kept for a resumed attempt), reporting progress every POLL_SECONDS even when no byte comes, so
+    the host's interrupt is honoured."""
 
     def __init__(self, url: str, part: Path, progress: Progress | None) -> None:
+        super().__init__(f"{url}: the server")
         self.url, self.part, self.progress = url, part, progress
-        self.done, self.total = 0, None
-        self.window_start, self.window_done = time.monotonic(), 0
+        self.total = None
         self.reported_at, self.reported = self.window_start, -REPORT_EVERY
 
-    def start(self, done: int, total: int | None) -> None:
-        self.done, self.total, self.window_done = done, total, done
+    def start(self, done: int, total: int | None = None) -> None:
+        super().start(done)
+        self.total = total
 
     def received(self, done: int) -> None:
-        self.done = done
-        self.check()
+        super().received(done)
         if (done - self.reported >= REPORT_EVERY or done == self.total
                 or time.monotonic() - self.reported_at >= POLL_SECONDS):
             self.report()
@@ -242,91 +234,14 @@ class _Watch:
             self.progress(self.done, self.total)
         self.reported_at, self.reported = time.monotonic(), self.done
 
-    def check(self) -> None:
-        now = time.monotonic()
-        elapsed = now - self.window_start
-        if elapsed < RATE_WINDOW:
-            return
-        rate = (self.done - self.window_done) / elapsed
-        if rate < MIN_RATE:
-            raise DownloadError(f"{self.url}: the server sent {rate / 1024:.1f} KiB/s over the last {elapsed:.0f} s, "
-                                f"below the minimum of {MIN_RATE / 1024:.0f} KiB/s; stopped. {self.done} bytes are "
-                                f"kept in {self.part}: run the download again to resume, or download the file by "
-                                f"hand and put it in {self.part.parent}")
-        self.window_start, self.window_done = now, self.done
+    def too_slow(self, rate: float, elapsed: float) -> Exception:
+        return DownloadError(f"{super().too_slow(rate, elapsed)}. {self.done} bytes are kept in {self.part}: run the "
+                             f"download again to resume, or download the file by hand and put it in {self.part.parent}")
 
     def idle(self) -> None:
         """No byte within POLL_SECONDS: enforce the rate and let the host interrupt."""
-        self.check()
+        super().idle()
         self.report()
-
-
-class _Stream:
-    """An HTTP request read by a worker thread, so the caller never blocks longer than POLL_SECONDS: a
-    silent or trickling server cannot hold it past the rate limit or an interrupt. An abandoned transfer's
-    worker closes the response itself when its read returns (at the latest at the socket timeout):
-    closing it from here would wait for that read."""
-
-    _END = object()
-
-    def __init__(self, request: urllib.request.Request, timeout: float) -> None:
-        self.items: queue.Queue = queue.Queue(maxsize=8)
-        self.closed = threading.Event()
-        threading.Thread(target=self._run, args=(request, timeout), daemon=True, name="adain-download").start()
-
-    def _put(self, item) -> bool:
-        while not self.closed.is_set():
-            try:
-                self.items.put(item, timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, request, timeout) -> None:
-        try:
-            response = urllib.request.urlopen(request, timeout=timeout)
-        except BaseException as exc:  # handed to the caller, which decides
-            self._put(("error", exc))
-            return
-        if not self._put(("response", response)):
-            response.close()
-            return
-        try:
-            with response:
-                while not self.closed.is_set():
-                    block = response.read1(CHUNK)
-                    if not self._put(("block", block) if block else ("end", None)) or not block:
-                        return
-        except BaseException as exc:
-            self._put(("error", exc))
-
-    def _next(self, watch: _Watch):
-        while True:
-            try:
-                kind, value = self.items.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                watch.idle()
-                continue
-            if kind == "error":
-                raise value
-            return kind, value
-
-    def response(self, watch: _Watch):
-        return self._next(watch)[1]
-
-    def blocks(self, watch: _Watch) -> Iterator[bytes]:
-        while True:
-            kind, block = self._next(watch)
-            if kind == "end":
-                return
-            yield block
-
-    def __enter__(self) -> "_Stream":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.closed.set()
 
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

@@ -22,6 +22,9 @@ def check_channels_tensor(x: object, name: str) -> Tensor:
     if x.dim() not in (4, 5) or 0 in x.shape:
         raise AdaINInputError(f"{name}: expected shape [batch, channels, height, width] (or with frames "
                               f"[batch, channels, frames, height, width]), got {list(x.shape)}")
+    if not x.is_floating_point():
+        raise AdaINInputError(f"{name}: holds integers ({str(x.dtype).removeprefix('torch.')}), not the floating-point "
+                              "values of an image or latent; fix the node that produced it")
     if not torch.isfinite(x).all():
         raise AdaINInputError(f"{name}: contains NaN or infinite values; fix the node that produced it")
     return x
@@ -48,7 +51,8 @@ def match_statistics(x: Tensor, reference: Tensor, strength: float, weight: Tens
         return x
     # AdaIN broadcasts over two spatial axes: the frames of a video latent are stacked on the height axis.
     work = x.float().flatten(2, 3) if x.dim() == 5 else x.float()
-    ref_mean, ref_std = mean_std(reference.to(work.device, torch.float32))
+    reference = reference.to(work.device, torch.float32)
+    ref_mean, ref_std = mean_std(reference)
     if weight is None:
         own_mean, own_std = mean_std(work)
         amount: Tensor | float = strength
@@ -58,6 +62,10 @@ def match_statistics(x: Tensor, reference: Tensor, strength: float, weight: Tens
             region = region.unsqueeze(2).expand(-1, -1, x.shape[2], -1, -1).flatten(2, 3)
         own_mean, own_std = masked_mean_std(work, region)
         amount = region * strength
+    for what, values, stats in ((name, x, (own_mean, own_std)), (ref_name, reference, (ref_mean, ref_std))):
+        if not all(torch.isfinite(t).all() for t in stats):  # else a flat picture of the other's mean, silently
+            raise AdaINInputError(f"the {what}'s values are too large for float32 statistics (largest |value| "
+                                  f"{float(values.abs().max()):.3g}); scale them down")
     target = adain(work, ref_mean[index], ref_std[index], own_mean, own_std)
     result = torch.lerp(work, target, amount).reshape(x.shape).to(x.dtype)
     if not torch.isfinite(result).all():

@@ -237,6 +237,10 @@ def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: T
     if mask is not None:
         weights = {name: mask_to_weight(mask, images.shape[0], tuple(images.shape[-2:]), _grid(images, name),
                                         "style mask") for name in layers}
+        empty = [i + 1 for i, total in enumerate(weights[ADAIN_LAYER].flatten(1).sum(1).tolist()) if total <= 0]
+        if empty:  # its statistics would be a degenerate style (a flat grey picture), not the image's
+            raise AdaINInputError(f"style mask: it selects nothing of style image(s) {empty}; paint the region to "
+                                  "take the style from, or leave the mask unconnected")
 
     def reduce(features: list[Tensor], a: int, b: int) -> list[Tensor]:
         stats = []

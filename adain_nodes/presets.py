@@ -12,6 +12,7 @@ from torch import Tensor
 from .errors import WeightFileError
 from .models.weights import read_tensors, save_safetensors
 from .core.layers import ENCODER_LAYERS, SKIP_LAYERS
+from .core.stats import MAX_MAGNITUDE
 from .pipeline import AdaINStyle
 
 PRESET_FORMAT = "adain-style"
@@ -38,6 +39,10 @@ def _statistics(path: str | Path, mean: Tensor, std: Tensor, what: str) -> tuple
     if not (torch.isfinite(mean).all() and torch.isfinite(std).all()) or (std <= 0).any():
         raise WeightFileError(f"{path}: {what} statistics contain NaN, infinite or non-positive std values; "
                               "the preset is corrupt, save it again")
+    largest = float(torch.maximum(mean.abs().max(), std.max()))
+    if largest > MAX_MAGNITUDE:
+        raise WeightFileError(f"{path}: {what} statistics reach {largest:.3g}, beyond the {MAX_MAGNITUDE:g} no encoder "
+                              "gives (they would decode to a flat picture); the preset is corrupt, save it again")
     return mean, std
 
 

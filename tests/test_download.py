@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from adain_nodes import download as dl
+from adain_nodes import http_stream
 from adain_nodes.cli import main as cli_main
 from adain_nodes.download import DownloadError, ReleasedFile
 from adain_nodes.errors import AdaINInputError
@@ -426,8 +427,8 @@ def test_float64_weights_beyond_float32_range_are_refused(tmp_path):
 @pytest.fixture
 def fast_deadline(monkeypatch):
     """A rate limit tests can reach in a second: 20 kB/s over a second."""
-    monkeypatch.setattr(dl, "MIN_RATE", 20_000, raising=False)
-    monkeypatch.setattr(dl, "RATE_WINDOW", 1.0, raising=False)
+    monkeypatch.setattr(http_stream, "MIN_RATE", 20_000)
+    monkeypatch.setattr(http_stream, "RATE_WINDOW", 1.0)
 
 
 @pytest.mark.parametrize("mode", ["trickle", "silent", "slow_headers"])

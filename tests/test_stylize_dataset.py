@@ -196,9 +196,12 @@ def test_kill_at_any_moment_then_rerun_does_only_the_rest(many, tmp_path):
         time.sleep(0.002)
     process.kill()
     process.wait()
-    # what a kill inside a write leaves: a temporary beside the outputs, a partial record in a part file
-    (out / "class0").mkdir(parents=True, exist_ok=True)
-    (out / "class0" / ".img00-stylized-waves.png.0badf00d.tmp").write_bytes(b"half")
+    # what a kill inside a write leaves: its write folder (lock and half a file) beside the outputs, a partial
+    # record in a part file
+    leftover = out / "class0" / ".img00-stylized-waves.png.0badf00d.tmp"
+    leftover.mkdir(parents=True, exist_ok=True)
+    (leftover / ".lock").write_bytes(b"")
+    (leftover / "content.tmp").write_bytes(b"half")
     (out / PARTS_DIR).mkdir(exist_ok=True)
     (out / PARTS_DIR / "rank00000-0badf00d.jsonl").write_text('{"content": "class0/img00.png", "out')
     survivors = {p.relative_to(out).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)

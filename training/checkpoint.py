@@ -18,6 +18,7 @@ from torch import nn
 
 from adain_nodes.atomic_files import atomic_write, remove_stale_temporaries
 from adain_nodes.core.layers import ADAIN_LAYER
+from adain_nodes.file_walk import is_regular_file
 from adain_nodes.models.weights import save_safetensors
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,36 @@ def save_checkpoint(path: Path, decoder: nn.Module, optimizer: torch.optim.Optim
     log.info("checkpoint %s at iteration %d", path, iteration)
 
 
+# What a checkpoint holds, by type: anything else is not one of this trainer's.
+CHECKPOINT_FIELDS = {"decoder": dict, "optimizer": dict, "iteration": int, "rng": dict, "data": dict, "config": str}
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    """A checkpoint written by ``save_checkpoint``, or a ValueError naming the file and what is wrong with it
+    (truncated, foreign, of another version): resuming from it could only fail later, less clearly."""
+    if not is_regular_file(path):
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
-    state["config"] = json.loads(state["config"])
+    how = "start a new run (another --run-dir) or resume from a good checkpoint"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign files raise many types; none may escape as a traceback
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); {how}") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        version = state.get("version") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: not a checkpoint of this trainer (version {version!r}, expected "
+                         f"{CHECKPOINT_VERSION}); {how}")
+    wrong = [key for key, kind in CHECKPOINT_FIELDS.items() if not isinstance(state.get(key), kind)]
+    try:
+        config = json.loads(state["config"]) if "config" not in wrong else None
+    except ValueError:
+        config = None
+    if wrong or not isinstance(config, dict):
+        raise ValueError(f"{path}: a checkpoint lacking or garbling {wrong or ['config']}; {how}")
+    bad = [key for key, value in state["decoder"].items() if not (isinstance(value, torch.Tensor)
+                                                                    and torch.isfinite(value).all())]
+    if bad:
+        raise ValueError(f"{path}: the checkpoint's decoder tensors {bad[:5]} are not finite numbers; {how}")
+    state["config"] = config
     return state
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
@@ -129,6 +130,21 @@ class TrainConfig:
                              "--identity-pixel-weight or --identity-feature-weight too (SANet: 50 and 1)")
         if self.batch_size < 1 or self.max_iter < 0:
             raise ValueError("--batch-size must be >= 1 and --max-iter >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0.0):
+            raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.lr_decay) and self.lr_decay >= 0.0):
+            raise ValueError(f"--lr-decay must be a finite number >= 0, got {self.lr_decay}")
+        for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
+                     "identity_feature_weight", "colour_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise ValueError(f"--log-every must be >= 1, got {self.log_every}")
+        for name in ("sample_every", "checkpoint_every", "warmup_iters", "workers", "threads", "min_image_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.resize < 1 and self.resize_mode != "none":
+            raise ValueError(f"--resize must be >= 1 (or use --resize-mode none), got {self.resize}")
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:

@@ -62,6 +62,20 @@ def scan_images(folder: str | os.PathLike, min_size: int) -> list[Path]:
     return found
 
 
+def check_decodable(files: list[Path], folder: str | os.PathLike) -> None:
+    """Decode images of ``files`` until one decodes whole: a folder whose images all fail (their headers read,
+    their data do not) is refused before training starts, instead of failing in a loader worker later."""
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.load()
+            return
+        except IMAGE_ERRORS as exc:
+            log.warning("skipping image that fails to decode: %s (%s)", path, exc)
+    raise ValueError(f"{folder}: none of its {len(files)} images decodes (each is truncated or corrupt); "
+                     "give a folder of readable images")
+
+
 def _permutation(n: int, seed: int, stream: int, epoch: int) -> Tensor:
     state = np.random.SeedSequence([seed, stream, epoch]).generate_state(2, dtype=np.uint32)
     g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)

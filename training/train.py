@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from adain_nodes.file_walk import is_regular_file
 from adain_nodes.models.networks import DECODER_KINDS
 from adain_nodes.models.precision import cpu_has_fast_bf16
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
@@ -33,7 +35,7 @@ from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_run_temporaries, save_checkpoint, save_decoder,
                          set_rng_states)
 from .config import TrainConfig, parse_overrides
-from .data import PairDataset, PairSampler, scan_images
+from .data import PairDataset, PairSampler, check_decodable, scan_images
 from .losses import compute_losses
 from .monitor import LossLog, Progress, plot_losses, sample_grid, save_png
 
@@ -146,6 +148,8 @@ def make_loader(cfg: TrainConfig, ddp: Distributed, start_step: int, pin: bool) 
     local_batch = cfg.batch_size // ddp.world_size
     content = scan_images(cfg.content, cfg.min_image_size)
     style = scan_images(cfg.style, cfg.min_image_size)
+    check_decodable(content, cfg.content)
+    check_decodable(style, cfg.style)
     dataset = PairDataset(content, style, cfg.crop, cfg.resize, cfg.resize_mode, cfg.seed, cfg.min_scale)
     sampler = PairSampler(len(content), len(style), local_batch, cfg.seed, start_step, ddp.rank, ddp.world_size)
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=cfg.workers,
@@ -182,6 +186,30 @@ def build_decoder(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
                 "warm_start_steps": steps}
         log.info("warm start from %s (%d steps trained before)", cfg.warm_start, steps)
     return decoder.train().requires_grad_(True), info
+
+
+def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_inputs(cfg: TrainConfig) -> None:
+    """The files and folders the options name, checked before any work (a ValueError naming the option):
+    what would otherwise fail minutes in, or quietly train on the run's own sample grids."""
+    for option, folder in (("--content", cfg.content), ("--style", cfg.style)):
+        if not Path(folder).is_dir():
+            raise ValueError(f"{option} {folder}: no such image folder")
+        if _inside(cfg.run_path, folder):
+            raise ValueError(f"the run folder {cfg.run_path} is inside {option} {folder}: the trainer would train on "
+                             "its own sample grids; give --run-dir (or --out) outside the image folders")
+    for option, name in (("--encoder", cfg.encoder), ("--warm-start", cfg.warm_start)):
+        if name and not is_regular_file(name):
+            raise ValueError(f"{option} {name}: no such weight file")
+    if cfg.run_path.exists() and not cfg.run_path.is_dir():
+        raise ValueError(f"the run folder {cfg.run_path} exists and is not a folder; give another --run-dir")
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a .safetensors file name")
 
 
 def checkpoint_path(cfg: TrainConfig) -> Path:
@@ -227,6 +255,7 @@ def learning_rate(cfg: TrainConfig, iteration: int) -> float:
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; returns where it stopped and the last losses."""
     cfg.validate()
+    check_inputs(cfg)
     wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     ddp = setup_distributed("cuda" if wants_cuda else "cpu")
     device = pick_device(cfg.device, ddp)
@@ -237,9 +266,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     run_dir = cfg.run_path
     ckpt_file = checkpoint_path(cfg)
-    if ddp.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_run_temporaries(run_dir, Path(cfg.out))
 
     encoder = load_encoder(cfg.encoder).network.to(device, memory_format=memory_format)
     encoder_sha = file_sha256(cfg.encoder)
@@ -255,12 +281,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     ema = copy.deepcopy(decoder).eval().requires_grad_(False) if cfg.ema_decay else None
     if cfg.resume:
         state = load_checkpoint(ckpt_file)
-        decoder.load_state_dict(state["decoder"])
-        if ema is not None:
-            if "ema" not in state:
-                log.info("the checkpoint has no weight average: starting it from the checkpoint's decoder")
-            ema.load_state_dict(state.get("ema", state["decoder"]))
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            decoder.load_state_dict(state["decoder"])
+            if ema is not None:
+                if "ema" not in state:
+                    log.info("the checkpoint has no weight average: starting it from the checkpoint's decoder")
+                ema.load_state_dict(state.get("ema", state["decoder"]))
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{ckpt_file}: its decoder or optimizer does not fit a --decoder {cfg.decoder} decoder "
+                             f"({str(exc).splitlines()[0][:200]}); resume with the checkpoint's own options, or "
+                             "start a new run (another --run-dir)") from None
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
         warm_info = state.get("warm_info", warm_info)
@@ -274,6 +305,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     if ddp.enabled:
         model = DistributedDataParallel(decoder, device_ids=[device.index] if device.type == "cuda" else None)
     loader, sampler = make_loader(cfg, ddp, start, pin=device.type == "cuda")
+    if ddp.main:  # only now, when every input has been checked: nothing is created for a run that cannot start
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_run_temporaries(run_dir, Path(cfg.out))
     if state is not None:
         set_rng_states(state["rng"])  # last, so nothing above consumes randomness after restoring
 
@@ -285,7 +319,23 @@ def train(cfg: TrainConfig) -> TrainResult:
                  "world_size": ddp.world_size, "trainer": "adain-nodes training.train", **warm_info,
                  "data": data_description(cfg, loader.dataset)}
 
+    # the last checkpoint known good: the one resumed from, then each one written
+    saved: dict[str, Any] = {"iteration": start, "path": ckpt_file} if state is not None else {}
+
+    def intact() -> str:
+        if not saved:
+            return "no checkpoint was written"
+        return f"the last checkpoint, of iteration {saved['iteration']} in {saved['path']}, is intact"
+
+    def check_finite(iteration: int) -> None:
+        """Before every write (on every rank: they hold the same weights): NaN weights are never written."""
+        modules = [decoder] + ([ema] if ema is not None else [])
+        if not all(torch.isfinite(p).all() for module in modules for p in module.parameters()):
+            raise FloatingPointError(f"the decoder's weights became NaN or infinite by iteration {iteration}; "
+                                     f"nothing was written ({intact()}). Lower --lr or use --precision fp32")
+
     def write_outputs(iteration: int, final: bool) -> None:
+        check_finite(iteration)
         if not ddp.main:
             return
         # the loss records first: a kill after the checkpoint would otherwise leave a log that ends before
@@ -305,6 +355,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                                               "trained_steps": steps_before + iteration,
                                               "final_losses": final_losses, "complete": final and
                                               iteration >= cfg.max_iter})
+        saved.update(iteration=iteration, path=run_dir / CHECKPOINT_NAME)
         if final:
             plot_losses(loss_log.records, run_dir / "loss_plot.png")
 
@@ -353,7 +404,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 last = _mean_over_ranks(values, ddp)
                 if not all(math.isfinite(v) for v in last.values()):
                     raise FloatingPointError(f"loss became {last} at iteration {iteration}; lower --lr or use "
-                                             "--precision fp32 (the last checkpoint is intact)")
+                                             f"--precision fp32 ({intact()})")
                 if ddp.main:
                     progress.update(iteration, last, cfg.batch_size)
                     loss_log.add({"iteration": iteration, **last, "lr": lr,
@@ -387,7 +438,15 @@ def resolve_config(overrides: dict[str, Any]) -> TrainConfig:
     cfg = TrainConfig(**overrides)
     if not cfg.resume:
         return cfg
-    saved = load_checkpoint(checkpoint_path(cfg))["config"]
+    path = checkpoint_path(cfg)
+    saved = load_checkpoint(path)["config"]
+    unknown = set(saved) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"{path}: its options {sorted(unknown)} are not this trainer's; start a new run")
+    kind = saved.get("decoder", "relu4_1")
+    if overrides.get("decoder", kind) != kind:
+        raise ValueError(f"{path} trains a {kind} decoder, not a {overrides['decoder']} one: resume without "
+                         "--decoder, or start a new run (another --run-dir) for the other kind")
     changed = {k: (saved.get(k), v) for k, v in overrides.items() if k != "resume" and saved.get(k) != v}
     if changed:
         log.info("resume: options changed from the checkpoint: %s", changed)
@@ -400,10 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(parse_overrides(argv, __doc__))
         cfg.validate()
+        check_inputs(cfg)
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
-    train(cfg)
+    try:
+        train(cfg)
+    except (ValueError, OSError, FloatingPointError) as exc:  # bad files found on loading, a full disk, NaNs
+        log.error("%s", exc)
+        return 1
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -9,12 +9,18 @@ import torch
 from torch import Tensor
 
 EPS = 1e-5
+# No encoder's statistics (relu4_1 ones stay below about 50) or VAE's latents come near this magnitude: a
+# preset or latent file beyond it is corrupt, and AdaIN of it would be a flat picture.
+MAX_MAGNITUDE = 1e4
 
 
 def mean_std(features: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor]:
-    """Per-sample, per-channel mean and std of ``[B, C, H, W]`` features, shaped ``[B, C]``."""
+    """Per-sample, per-channel mean and std of ``[B, C, H, W]`` features, shaped ``[B, C]``.
+
+    A single position (a 1x1 colour swatch) has its value as mean and no spread: the unbiased variance is
+    undefined there (NaN), so it takes the population one, zero."""
     flat = features.flatten(2)
-    var, mean = torch.var_mean(flat, dim=2, correction=1)
+    var, mean = torch.var_mean(flat, dim=2, correction=1 if flat.shape[2] > 1 else 0)
     return mean, (var + eps).sqrt()
 
 

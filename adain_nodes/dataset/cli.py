@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
                         args.threads, args.retry_failed)
     try:
         counts = stylize_dataset(settings)
-    except (AdaINInputError, WeightFileError, FileNotFoundError, ValueError) as exc:
+    except (AdaINInputError, WeightFileError, ValueError, OSError) as exc:  # OSError: a full disk, a file limit
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(" ".join(f"{key}={value}" for key, value in counts.items()))

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.jsonl"
 PARTS_DIR = ".manifest-parts"
 CONFIG_NAME = "stylize-dataset.json"
+# The settings key of the style set's identity: every style file's name and content.
+STYLES_KEY = "style_files"
 OK, FAILED = "ok", "failed"
 
 
@@ -69,13 +71,34 @@ class PartWriter:
             self._file = None
 
 
+def _foreign(path: Path, where: str, what: str) -> ValueError:
+    return ValueError(f"{path}{where}: {what} is not a record of stylize-dataset; delete that line (or the whole "
+                      "file: outputs on disk get their records again from their files on the next run) and rerun")
+
+
+def _is_record(record: Any) -> bool:
+    return isinstance(record, dict) and isinstance(record.get("output"), str) and record.get("status") in (OK, FAILED)
+
+
 def _lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a manifest or part file. Only a part file's last line may be partial (its writer was
+    killed); anything else that is not a record stops the run, naming the file and line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise _foreign(path, "", f"byte {exc.start} (not UTF-8)") from None
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, start=1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # the partial last line of a killed writer
-            log.info("%s: ignoring a partial record", path)
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            if number == len(lines) and path.parent.name == PARTS_DIR:  # the partial last line of a killed writer
+                log.info("%s: ignoring a partial record", path)
+                continue
+            record = None
+        if not _is_record(record):
+            raise _foreign(path, f" line {number}", repr(line if len(line) <= 80 else line[:80] + "..."))
+        records.append(record)
     return records
 
 
@@ -118,16 +141,32 @@ def merge_manifest(out: Path, outputs: set[str]) -> dict[str, int]:
     return counts
 
 
+def _describe(value: Any) -> str:
+    if isinstance(value, Exception):
+        return f"{type(value).__name__}: {value}"
+    text = json.dumps(value)
+    return f"it holds {text if len(text) <= 60 else text[:60] + '...'}"
+
+
 def check_config(out: Path, config: dict[str, Any], write: bool) -> None:
     """Refuse to continue an output folder made with other settings (its files would silently mix)."""
     path = out / CONFIG_NAME
     if path.is_file():
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        changed = {key: (stored.get(key), value) for key, value in config.items() if stored.get(key) != value}
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            stored = exc
+        if not isinstance(stored, dict):
+            raise ValueError(f"{path} is not a settings file of stylize-dataset ({_describe(stored)}); use another "
+                             "--out, or delete it if this folder holds one run's outputs (the next run records its "
+                             "settings anew)")
+        # keys a file of an older version lacks are not compared: it could not record them
+        changed = {key: (stored[key], value) for key, value in config.items() if key in stored and stored[key] != value}
         if changed:
             details = ", ".join(f"{key}: {old!r} then, {new!r} now" for key, (old, new) in changed.items())
-            raise ValueError(f"{out} was stylized with other settings ({details}); rerun with the same options to "
-                             "complete it, or use another --out")
+            hint = " (a style image was added, removed, renamed or its pixels changed)" if STYLES_KEY in changed else ""
+            raise ValueError(f"{out} was stylized with other settings ({details}){hint}; rerun with the same options "
+                             "and files to complete it, or use another --out")
     elif write:
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
         atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -14,6 +14,7 @@ deterministic for the same reason.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -36,9 +37,9 @@ from ..atomic_files import atomic_write, remove_stale_temporaries
 from ..models.weights import load_decoder, load_encoder
 from ..image_files import IMAGE_ERRORS
 from .files import DATASET_SUFFIXES, encode_image, list_images, load_rgb
-from .manifest import (FAILED, OK, PartWriter, check_config, failed_record, merge_manifest, ok_record, read_records,
-                       record_from_file)
-from .plan import Job, plan_jobs, shard
+from .manifest import (FAILED, OK, STYLES_KEY, PartWriter, check_config, failed_record, merge_manifest, ok_record,
+                       read_records, record_from_file)
+from .plan import Job, name_problem, output_problem, plan_jobs, shard, shown
 from .progress import Progress
 from .ranks import Rank, cpu_threads, join, leave, rank_device
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 DEFAULT_ENCODER = "vgg19_normalised_relu4_1.safetensors"
 # Outputs waiting for the writer thread; bounds the memory held by decoded images.
 MAX_PENDING_WRITES = 8
+# Write errors that concern one output's path (recorded as its failure); any other (a full disk, a file size
+# limit, no permission) stops the run, which a rerun continues.
+PER_FILE_ERRORS = (errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTEMPTY, errno.EILSEQ)
 T, R = TypeVar("T"), TypeVar("R")
 
 
@@ -106,13 +110,67 @@ def _load_models(settings: Settings) -> tuple[pipeline.Encoder, pipeline.Decoder
     return encoder, decoder
 
 
+def _style_files_identity(root: Path, styles: list[str]) -> str:
+    """A hash of every style file's name and content: replacing a style's pixels under the same name would
+    otherwise mix two styles in one dataset (as the encoder's and decoder's identities cover their weights)."""
+    digest = hashlib.sha256()
+    for name in styles:
+        try:
+            with open(root / name, "rb") as f:
+                content = hashlib.file_digest(f, "sha256").digest()
+        except OSError as exc:  # recorded as a failure of its outputs when it is loaded
+            content = f"unreadable: {exc.strerror}".encode()
+        digest.update(name.encode() + b"\0" + content)
+    return digest.hexdigest()
+
+
 def _run_config(settings: Settings, styles: list[str], encoder: pipeline.Encoder,
                 decoder: pipeline.Decoder) -> dict[str, Any]:
     """Everything an output depends on; a rerun into the same folder must match it."""
     return {"alpha": settings.alpha, "seed": settings.seed, "styles_per_image": settings.styles_per_image,
             "content_size": settings.content_size, "style_size": settings.style_size,
             "precision": settings.precision, "encoder": encoder.identity, "decoder": decoder.identity,
-            "styles": hashlib.sha256("\n".join(styles).encode()).hexdigest()}
+            "styles": hashlib.sha256("\n".join(styles).encode()).hexdigest(),
+            STYLES_KEY: _style_files_identity(settings.style, styles)}
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_folders(settings: Settings) -> None:
+    """Refuse an --out that is a file, or that overlaps --content or --style: a run would stylize its own
+    outputs (and every rerun those of the last)."""
+    if settings.out.exists() and not settings.out.is_dir():
+        raise ValueError(f"--out {settings.out} exists and is not a folder; give a folder")
+    for option, folder in (("--content", settings.content), ("--style", settings.style)):
+        if _inside(settings.out, folder) or _inside(folder, settings.out):
+            raise ValueError(f"--out {settings.out} overlaps {option} {folder}: the run would read its own outputs; "
+                             "put the outputs in a folder outside both")
+
+
+def _usable(names: list[str], what: str) -> tuple[list[str], dict[str, str]]:
+    """``names`` in order, those that cannot be planned with (not UTF-8) in a printable form, and the reason
+    for each of those."""
+    planned, unusable = [], {}
+    for name in names:
+        problem = name_problem(name)
+        planned.append(name if problem is None else shown(name))
+        if problem is not None:
+            unusable[planned[-1]] = f"{what} {problem}"
+    return planned, unusable
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` (or its nearest existing parent) takes."""
+    for candidate in (folder, *folder.absolute().parents):
+        if candidate.is_dir():
+            try:
+                return os.pathconf(candidate, "PC_NAME_MAX")
+            except (OSError, ValueError, AttributeError):
+                break
+    return 255
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: int) -> Iterator[R]:
@@ -138,17 +196,20 @@ class DatasetRuntime(StandaloneRuntime):
 
 
 def _remove_temporaries(out: Path) -> None:
-    """Delete what writes of a killed run left behind (never a final name: those are whole files)."""
+    """Delete what writes of a killed run left behind: only the pack's own write folders whose writer is gone
+    (its lock says so), never a final name (those are whole files) nor anyone else's temporary files."""
     for root, _, _ in os.walk(out):
-        remove_stale_temporaries(root, owned_folder=True)
+        remove_stale_temporaries(root)
 
 
 class Stylizer:
     """One rank's work: its pending outputs, the style statistics they need, the outputs themselves."""
 
     def __init__(self, settings: Settings, rank: Rank, encoder: pipeline.Encoder, decoder: pipeline.Decoder,
-                 runtime: StandaloneRuntime, parallel: int) -> None:
+                 runtime: StandaloneRuntime, parallel: int, unusable: dict[str, str] | None = None) -> None:
         self.s, self.rank, self.parallel = settings, rank, parallel
+        self.unusable = unusable or {}  # content name -> why it cannot be stylized
+        self.name_max = _name_max(settings.out)
         self.encoder, self.decoder, self.runtime = encoder, decoder, runtime
         self.records = PartWriter(settings.out, rank.rank)
         self.counts = {"written": 0, "failed": 0, "recovered": 0, "present": 0, "failed_before": 0}
@@ -163,7 +224,15 @@ class Stylizer:
         for jobs in share:
             missing = []
             for job in jobs:
-                path, status = self.s.out / job.output, known.get(job.output, {}).get("status")
+                status = known.get(job.output, {}).get("status")
+                problem = self.unusable.get(job.content) or output_problem(self.s.out, job.output, self.name_max)
+                if problem is not None:  # recorded as failed without being tried: it cannot be written
+                    if status == FAILED and not self.s.retry_failed:
+                        self.counts["failed_before"] += 1
+                    else:
+                        self._fail(job, problem)
+                    continue
+                path = self.s.out / job.output
                 if not path.is_file():
                     if status == FAILED and not self.s.retry_failed:
                         self.counts["failed_before"] += 1
@@ -218,7 +287,14 @@ class Stylizer:
 
     def _save(self, job: Job, image: Tensor) -> None:
         data = encode_image(image, Path(job.output).suffix)
-        atomic_write(self.s.out / job.output, lambda tmp: Path(tmp).write_bytes(data))
+        try:
+            atomic_write(self.s.out / job.output, lambda tmp: Path(tmp).write_bytes(data))
+        except OSError as exc:
+            if exc.errno not in PER_FILE_ERRORS:  # the disk, not the file: stop, a rerun continues
+                raise OSError(exc.errno, f"cannot write {self.s.out / job.output} ({exc.strerror or exc}); nothing "
+                                         "is half-written: fix that and rerun to continue") from None
+            self._fail(job, f"cannot write the output: {exc.strerror or exc}")
+            return
         self.records.write(ok_record(job, self.s.alpha, self.s.seed, (image.shape[-1], image.shape[-2]), data))
         self.counts["written"] += 1
 
@@ -266,17 +342,22 @@ def stylize_dataset(settings: Settings) -> dict[str, int]:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
         runtime = DatasetRuntime(device)
+        check_folders(settings)
         encoder, decoder = _load_models(settings)
-        contents, styles = list_images(settings.content), list_images(settings.style)
+        contents, unusable = _usable(list_images(settings.content), "content")
+        styles, skipped_styles = _usable(list_images(settings.style), "style")
+        for name, problem in skipped_styles.items():
+            log.warning("style image %s skipped: %s", name, problem)
+        styles = [name for name in styles if name not in skipped_styles]
         if not contents or not styles:
-            raise ValueError(f"no images ({', '.join(DATASET_SUFFIXES)}) in "
+            raise ValueError(f"no usable images ({', '.join(DATASET_SUFFIXES)}) in "
                              f"{settings.content if not contents else settings.style}")
         plan = plan_jobs(contents, styles, settings.styles_per_image, settings.seed)
         check_config(settings.out, _run_config(settings, styles, encoder, decoder), write=rank.main)
         if rank.main:
             _remove_temporaries(settings.out)
         rank.barrier()  # nobody writes before the leftovers of a killed run are gone
-        stylizer = Stylizer(settings, rank, encoder, decoder, runtime, cores if on_cpu else 1)
+        stylizer = Stylizer(settings, rank, encoder, decoder, runtime, cores if on_cpu else 1, unusable)
         todo = stylizer.pending(shard(plan, rank.rank, rank.world_size))
         log.info("%s on %s: %d content images, %d styles; %d outputs to make", stylizer.label,
                  runtime.compute_device(), len(contents), len(styles), sum(len(jobs) for jobs in todo))

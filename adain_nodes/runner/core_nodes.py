@@ -27,9 +27,10 @@ import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
-from ..atomic_files import atomic_write_new
+from ..atomic_files import Writer, atomic_write_new
 from ..core.pil_image import rgb_and_alpha
-from ..image_files import IMAGE_SUFFIXES
+from ..file_walk import is_regular_file
+from ..image_files import IMAGE_SUFFIXES, check_decoded_size
 from .pyav_decode import load_image_pyav
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,18 @@ class Folders:
             raise ValueError(f"Invalid file path: {name!r}")
         return path
 
+    def input_file(self, name: str) -> Path:
+        """The regular file an input name stands for (as ``annotated_path``); ValueError saying why there is
+        none: a folder, named pipe or device is no input (a reader would fail on it, or block forever)."""
+        path = self.annotated_path(name)
+        if not path.exists():
+            raise ValueError(f"not in the input folder {self.input_dir.resolve()}; put it there or run with "
+                             "--input-dir FOLDER")
+        if not is_regular_file(path):
+            kind = "a folder" if path.is_dir() else "not a regular file (a named pipe, socket or device)"
+            raise ValueError(f"{path} is {kind}; name an image file")
+        return path
+
 
 def _inside(base: Path, path: Path) -> bool:
     """Lexically inside ``base``, as ComfyUI checks: a name cannot climb out with '..' or an absolute path,
@@ -87,7 +100,8 @@ def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     images, masks = [], []
     with Image.open(path) as img:
         size = None
-        for frame in ImageSequence.Iterator(img):
+        for count, frame in enumerate(ImageSequence.Iterator(img), start=1):
+            check_decoded_size(path, count, count * img.width * img.height)
             frame = ImageOps.exif_transpose(frame)
             rgb, alpha = rgb_and_alpha(frame)
             if size is None:
@@ -131,12 +145,14 @@ def output_location(base: Path, prefix: str) -> tuple[Path, str, str]:
     return folder, subfolder, filename
 
 
-def write_new_file(folder: Path, filename: str, data: bytes) -> Path:
-    """``data`` as ``folder/filename``, or ``stem_1.ext``, ``stem_2.ext``, ... where taken: the name is claimed
-    atomically, so an existing file (or one another run writes at the same time) is never overwritten."""
+def write_new_file(folder: Path, filename: str, data: bytes | Writer) -> Path:
+    """``data`` (bytes, or a ``write(path)`` that streams them) as ``folder/filename``, or ``stem_1.ext``,
+    ``stem_2.ext``, ... where taken: the name is claimed atomically, so an existing file (or one another run
+    writes at the same time) is never overwritten, and a write that fails leaves nothing."""
     stem, suffix = os.path.splitext(filename)
     names = itertools.chain([folder / filename], (folder / f"{stem}_{k}{suffix}" for k in itertools.count(1)))
-    return atomic_write_new(names, lambda tmp: Path(tmp).write_bytes(data))
+    write = data if callable(data) else lambda tmp: Path(tmp).write_bytes(data)
+    return atomic_write_new(names, write)
 
 
 def numbered_names(folder: Path, stem: str, first: int, tried: list[int], suffix: str = ".png") -> Iterator[Path]:
@@ -215,17 +231,16 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
             """ComfyUI's message for a file that is not there, plus where the runner looked and how to point it
             elsewhere; None when the file exists."""
             try:
-                if folders.annotated_path(image).exists():
-                    return None
-            except ValueError:
-                pass
-            return (f"Invalid image file: {image} (not in the input folder {folders.input_dir.resolve()}; put it "
-                    "there or run with --input-dir FOLDER)")
+                folders.input_file(image)
+                return None
+            except ValueError as exc:  # ComfyUI's message, plus why and how to point the runner elsewhere
+                return f"Invalid image file: {image} ({exc})"
 
         def load_image(self, image):
-            path = folders.annotated_path(image)  # a name that leaves the folder: "Invalid file path"
-            if not path.exists():
-                raise ValueError(self.missing(image))
+            try:
+                path = folders.input_file(image)
+            except ValueError:
+                raise ValueError(self.missing(image)) from None
             return decode_input_image(path)
 
     class SaveImage:

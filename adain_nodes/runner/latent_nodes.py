@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic_files import atomic_write_new
-from .core_nodes import Folders, numbered_names, save_target
+from ..core.stats import MAX_MAGNITUDE
+from .core_nodes import Folders, numbered_names, output_location, save_target
 
 LATENT_SUFFIX = ".latent"
 FORMAT_MARKER = "latent_format_version_0"
@@ -24,9 +25,19 @@ LEGACY_SCALE = 1.0 / 0.18215  # files without the marker hold SD1 latents before
 
 
 def load_latent_file(path: Path) -> dict[str, torch.Tensor]:
+    """The LATENT of a .latent file; ValueError for one that holds no latent ComfyUI could have saved (no
+    ``latent_tensor``, integers, NaN, or values far beyond any VAE's, which would decode to a flat picture)."""
     tensors = load_file(str(path), device="cpu")
+    samples = tensors.get("latent_tensor")
+    if samples is None or not samples.is_floating_point():
+        found = "no 'latent_tensor'" if samples is None else f"integers ({str(samples.dtype).removeprefix('torch.')})"
+        raise ValueError(f"{path}: not a latent file ({found}); save it again with SaveLatent")
     scale = 1.0 if FORMAT_MARKER in tensors else LEGACY_SCALE
-    return {"samples": tensors["latent_tensor"].float() * scale}
+    samples = samples.float() * scale
+    if not torch.isfinite(samples).all() or samples.abs().max() > MAX_MAGNITUDE:
+        raise ValueError(f"{path}: its values reach {float(samples.abs().max()):.3g}, beyond the {MAX_MAGNITUDE:g} "
+                         "of any latent; the file is corrupt, save it again")
+    return {"samples": samples}
 
 
 def save_latent_file(samples: torch.Tensor, candidates: Iterable[Path], metadata: dict[str, str] | None) -> Path:
@@ -58,20 +69,20 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
         @staticmethod
         def missing(latent: str) -> str | None:
             try:
-                if folders.annotated_path(latent).exists():
-                    return None
-            except ValueError:
-                pass
-            return f"Invalid latent file: {latent}"
+                folders.input_file(latent)
+                return None
+            except ValueError as exc:
+                return f"Invalid latent file: {latent} ({exc})"
 
         @classmethod
         def IS_CHANGED(cls, latent):
-            return hashlib.sha256(folders.annotated_path(latent).read_bytes()).hexdigest()
+            return hashlib.sha256(folders.input_file(latent).read_bytes()).hexdigest()
 
         def load(self, latent):
-            path = folders.annotated_path(latent)
-            if not path.exists():
-                raise ValueError(self.missing(latent))
+            try:
+                path = folders.input_file(latent)
+            except ValueError:
+                raise ValueError(self.missing(latent)) from None
             return (load_latent_file(path),)
 
     class SaveLatent:
@@ -84,6 +95,18 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
         def INPUT_TYPES(cls):
             return {"required": {"samples": ("LATENT",), "filename_prefix": ("STRING", {"default": "latents/ComfyUI"})},
                     "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+        @classmethod
+        def VALIDATE_INPUTS(cls, filename_prefix):
+            """A prefix that leaves the output folder fails before the graph runs, as SaveImage's does; a linked
+            prefix is None here (as ComfyUI passes links): saving checks it."""
+            if filename_prefix is None:
+                return True
+            try:
+                output_location(folders.output_dir, filename_prefix)
+            except ValueError as exc:
+                return str(exc)
+            return True
 
         def save(self, samples, filename_prefix="latents/ComfyUI", prompt=None, extra_pnginfo=None):
             folder, subfolder, filename, counter = save_target(filename_prefix, folders.output_dir)

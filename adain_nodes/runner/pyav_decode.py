@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..image_files import check_decoded_size
+
 log = logging.getLogger(__name__)
 
 try:
@@ -111,6 +113,11 @@ def load_image_pyav(path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not container.streams.video:
             return None
         stream = container.streams.video[0]
+        # the same bound as the Pillow path, checked before a frame is decoded: a tiny file can declare a
+        # huge picture (a 24 kB 1-bit PNG of 20000x10000) or thousands of frames
+        width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+        check_decoded_size(path, 1, width * height)
+        pixels = 0
         frames: list[torch.Tensor] = []
         alphas: list[torch.Tensor] | None = None
         image_format = ""
@@ -120,6 +127,8 @@ def load_image_pyav(path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
                 for frame in packet.decode():
                     if frame.pts is not None and frame.pts < 0:
                         continue
+                    pixels += frame.width * frame.height
+                    check_decoded_size(path, len(frames) + 1, pixels)
                     if not image_format:
                         alphas = [] if _has_alpha(frame) else None
                         image_format = _target_format(frame, alphas is not None)
