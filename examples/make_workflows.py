@@ -13,17 +13,18 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+# The pack's own decoder, shipped in weights/ (made by training/); every example names this one file.
+from adain_nodes.host.paths import DEFAULT_DECODER as DECODER_FILE  # noqa: E402
 from adain_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 from adain_nodes.runner.core_nodes import DISPLAY_NAMES, Folders, make_core_nodes  # noqa: E402
 from adain_nodes.runner.registry import input_specs  # noqa: E402
-# The pack's own decoder, shipped in weights/ (made by training/); every example names this one file.
-from adain_nodes.host.paths import DEFAULT_DECODER as DECODER_FILE  # noqa: E402
 
 ENCODER_FILE = "vgg19_normalised_relu4_1.safetensors"
 API_DIR = HERE / "api"
@@ -75,7 +76,7 @@ class Node:
     widgets: dict[str, Any]
     inputs: list[dict] = field(default_factory=list)
     outputs: list[dict] = field(default_factory=list)
-    below: tuple["Node", ...] = ()
+    below: tuple[Node, ...] = ()
     y: float | None = None  # where the layout puts it if it fits there
     pos: list[float] = field(default_factory=list)
 
@@ -109,7 +110,7 @@ def link_points(start: tuple[float, float], end: tuple[float, float], samples: i
 def crosses(points: list[tuple[float, float]], rect: Rect, margin: float = 0) -> bool:
     """Whether the polyline through ``points`` meets ``rect`` grown by ``margin`` (Liang-Barsky clipping)."""
     x, y, w, h = rect[0] - margin, rect[1] - margin, rect[2] + 2 * margin, rect[3] + 2 * margin
-    for p, q in zip(points, points[1:]):
+    for p, q in pairwise(points):
         t0, t1 = 0.0, 1.0
         dx, dy = q[0] - p[0], q[1] - p[1]
         for step, room in ((-dx, p[0] - x), (dx, x + w - p[0]), (-dy, p[1] - y), (dy, y + h - p[1])):

@@ -14,8 +14,20 @@ from adain_nodes.host.paths import DEFAULT_DECODER
 from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
 from adain_nodes.runner.latent_nodes import load_latent_file
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
-from examples.make_workflows import (BADGE_HEIGHT, DECODER_FILE, GROUP_TITLE, NOTE_FONTS, NOTE_TYPE,  # noqa: E402
-                                     SHOWN_HEIGHTS, SLOT_INSET, SLOT_PITCH, SLOT_TOP, TITLE_HEIGHT, VIEW_BOX, WIDE)
+from examples.make_workflows import (  # noqa: E402
+    BADGE_HEIGHT,
+    DECODER_FILE,
+    GROUP_TITLE,
+    NOTE_FONTS,
+    NOTE_TYPE,
+    TITLE_HEIGHT,
+    VIEW_BOX,
+    WIDE,
+    box,
+    crosses,
+    link_points,
+    slot_position,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -159,11 +171,9 @@ def _overlap(a, b) -> bool:
 
 
 def _shown_box(node: dict) -> tuple[float, float, float, float]:
-    """What a node covers on screen once the workflow has run: body at the height the editor gives it when its
-    picture shows (measured, ``SHOWN_HEIGHTS``), title bar and the node badge above it."""
-    top = TITLE_HEIGHT + BADGE_HEIGHT
-    height = max(node["size"][1], SHOWN_HEIGHTS.get(node["type"], 0))
-    return node["pos"][0], node["pos"][1] - top, node["size"][0], height + top
+    """What a node covers on screen once the workflow has run (``box``: the height Load Image and Save Image
+    grow to when their picture shows, measured in the editor), title bar and badge included."""
+    return box(node["pos"], node["size"], node["type"])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -179,10 +189,9 @@ def test_layout_is_tidy(name):
     for i, a in enumerate(groups):
         for b in groups[i + 1:]:
             assert not _overlap(a, b), (a, b)
-        for box in boxes:
-            inside = a[0] <= box[0] and a[1] <= box[1] and box[0] + box[2] <= a[0] + a[2] \
-                and box[1] + box[3] <= a[1] + a[3]
-            assert inside or not _overlap(a, box), (a, box)
+        for b in boxes:
+            inside = a[0] <= b[0] and a[1] <= b[1] and b[0] + b[2] <= a[0] + a[2] and b[1] + b[3] <= a[1] + a[3]
+            assert inside or not _overlap(a, b), (a, b)
 
 
 def _node_boxes(ui: dict) -> list[tuple[float, float, float, float]]:
@@ -245,47 +254,13 @@ def test_notes_are_legible_at_the_saved_view(name):
         assert height >= lines * font * 1.6, (name, lines, height)
 
 
-def _bezier(a: tuple[float, float], b: tuple[float, float], samples: int = 24) -> list[tuple[float, float]]:
-    """Points along the editor's link spline from output ``a`` to input ``b`` (frontend 1.49: a cubic Bezier
-    whose control points lie max(30, distance / 4) right of the output and left of the input)."""
-    reach = max(30.0, 0.25 * ((b[0] - a[0]) ** 2 + (b[1] - a[1]) ** 2) ** 0.5)
-    p = [a, (a[0] + reach, a[1]), (b[0] - reach, b[1]), b]
-    points = []
-    for i in range(samples + 1):
-        t = i / samples
-        w = ((1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t ** 2, t ** 3)
-        points.append((sum(wi * q[0] for wi, q in zip(w, p)), sum(wi * q[1] for wi, q in zip(w, p))))
-    return points
-
-
-def _crosses(p: tuple[float, float], q: tuple[float, float], rect: tuple[float, float, float, float]) -> bool:
-    """Whether the segment p-q meets the rectangle (x, y, w, h) (Liang-Barsky clipping)."""
-    x, y, w, h = rect
-    t0, t1 = 0.0, 1.0
-    dx, dy = q[0] - p[0], q[1] - p[1]
-    for step, room in ((-dx, p[0] - x), (dx, x + w - p[0]), (-dy, p[1] - y), (dy, y + h - p[1])):
-        if step == 0:
-            if room < 0:
-                return False
-            continue
-        t = room / step
-        if step < 0:
-            t0 = max(t0, t)
-        else:
-            t1 = min(t1, t)
-        if t0 > t1:
-            return False
-    return True
-
-
 def _link_ends(ui: dict, link: list) -> tuple[dict, dict, tuple[float, float], tuple[float, float]]:
     """A link's source and target nodes and where the editor draws its ends (measured slot positions)."""
     nodes = {n["id"]: n for n in ui["nodes"]}
     _, origin, slot, target, target_slot, _ = link
     src, dst = nodes[origin], nodes[target]
-    start = (src["pos"][0] + src["size"][0] - SLOT_INSET[1], src["pos"][1] + SLOT_TOP + SLOT_PITCH * slot)
-    end = (dst["pos"][0] + SLOT_INSET[0], dst["pos"][1] + SLOT_TOP + SLOT_PITCH * target_slot)
-    return src, dst, start, end
+    start = slot_position(src["pos"], src["size"], slot, output=True)
+    return src, dst, start, slot_position(dst["pos"], dst["size"], target_slot, output=False)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -307,19 +282,20 @@ def test_links_pass_under_no_node_and_through_no_group_title(name):
         src, dst, start, end = _link_ends(ui, link)
         obstacles = [(n.get("title", n["type"]), _shown_box(n)) for n in ui["nodes"] if n is not src and n is not dst]
         obstacles += [("group title " + g["title"], t) for g, t in zip(ui["groups"], titles)]
-        points = _bezier(start, end)
+        points = link_points(start, end)
         for what, rect in obstacles:
-            assert not any(_crosses(p, q, rect) for p, q in zip(points, points[1:])), \
-                (name, src.get("title", src["type"]), "->", dst.get("title", dst["type"]), "crosses", what)
+            assert not crosses(points, rect), (name, src.get("title", src["type"]), "->",
+                                               dst.get("title", dst["type"]), "crosses", what)
 
 
 def test_link_check_sees_a_link_under_a_node():
     """The geometry above finds a crossing where there is one, and none where the way is clear."""
-    line = _bezier((0, 0), (400, 0))
-    assert any(_crosses(p, q, (150, -20, 100, 40)) for p, q in zip(line, line[1:]))
-    assert not any(_crosses(p, q, (150, 20, 100, 40)) for p, q in zip(line, line[1:]))
-    back = _bezier((400, 0), (0, 100))  # a link doubling back loops out to the right of its start
-    assert max(p[0] for p in back) > 400
+    line = link_points((0, 0), (400, 0))
+    assert crosses(line, (150, -20, 100, 40)) and not crosses(line, (150, 20, 100, 40))
+    assert crosses(line, (150, 3, 100, 40), margin=4) and not crosses(line, (150, 3, 100, 40))
+    steep = link_points((0, 0), (80, 800))  # a steep link between neighbouring columns swings back left
+    assert min(p[0] for p in steep[5:-5]) < 15
+    assert crosses(link_points((0, 0), (400, 300)), (150, 100, 100, 100))
 
 
 @pytest.mark.parametrize("name", NAMES)
