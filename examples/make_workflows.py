@@ -556,7 +556,7 @@ def ex_interpolation() -> Graph:
     g.connect(content, "IMAGE", e, "image")
     g.connect(dec, 0, e, "decoder")
     g.group("Encode", stats + [e], GROUP_COLORS["style"])
-    mix = g.add("AdaINMixStyles", 3, weight_1=weights[0], weight_2=weights[1])
+    mix = g.add("AdaINMixStyles", 3, weight_1=weights[0], weight_2=weights[1], weight_3=0.0, weight_4=0.0)
     for i in range(2):
         g.connect(stats[i], 0, mix, f"style_{i + 1}")
     b, d = _blend_decode(g, dec, e, mix, 4)
