@@ -51,7 +51,7 @@ NODE_GAP = 16  # between two stacked nodes
 # Save and Preview Image to 270 at 260 wide), and where it draws a node's slots (input i's centre at
 # (x + 10, y + 14 + 20 i), output i's at (x + width - 9, y + 14 + 20 i)).
 SHOWN_HEIGHTS = {"LoadImage": 314, "SaveImage": 270, "PreviewImage": 270}
-FIXED_HEIGHTS = {**SHOWN_HEIGHTS, "PreviewAny": 150}
+FIXED_HEIGHTS = {**SHOWN_HEIGHTS, "PreviewAny": 200}
 SLOT_TOP, SLOT_PITCH, SLOT_INSET = 14, 20, (10, 9)
 # The editor's link spline (frontend 1.49): a cubic Bezier whose control points lie max(30, distance / 4) to the
 # right of the output and to the left of the input. Links keep LINK_CLEARANCE from nodes and group title bars.
@@ -332,7 +332,7 @@ class Graph:
                 floor = max(floor, b[1] + b[3] + NODE_GAP + TITLE_HEIGHT + BADGE_HEIGHT)
         for other in node.below:
             b = box(other.pos, other.size, other.type)
-            floor = max(floor, b[1] + b[3] + LINK_CLEARANCE + 4 - SLOT_TOP)
+            floor = max(floor, b[1] + b[3] + GROUP_PAD + 2 * LINK_CLEARANCE - SLOT_TOP)  # under its group too
         straight = []
         for link in self.links:
             if link[3] == node.id and by_id[link[1]].pos:
