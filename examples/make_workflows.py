@@ -673,11 +673,12 @@ def ex_save_preset() -> Graph:
 
 
 def ex_use_preset() -> Graph:
-    g = Graph(columns=(WIDE, WIDE, MID, MID, MID))
+    g = Graph(columns=(NODE_WIDTH, WIDE, MID, MID, MID))
     content = image(g, "chelsea.jpg", "Content photo", 0)
+    g.group("Content", [content], GROUP_COLORS["inputs"])
     enc, dec = models(g, 1)
-    preset = g.add("AdaINLoadStyle", 0, below=(enc, dec), preset=PRESET + ".safetensors")
-    g.group("Content and preset", [content, preset], GROUP_COLORS["inputs"])
+    preset = g.add("AdaINLoadStyle", 1, preset=PRESET + ".safetensors")
+    g.group("Style preset", [preset], GROUP_COLORS["inputs"])
     e = g.add("AdaINEncode", 2)
     g.connect(enc, 0, e, "encoder")
     g.connect(content, "IMAGE", e, "image")
