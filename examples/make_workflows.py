@@ -2,9 +2,11 @@
 
 Both files come from one description per example, so they always agree; the tests convert each
 UI file with the runner (the editor's rules) and compare it with the twin. Layout is a grid of
-columns (``Graph.add`` stacks nodes in a column, leaving room for group titles and the editor's
-node badges), with groups around the stages and Note nodes that explain the graph; the saved view
-(``fit_view``) shows the whole graph at the editor's default window size, below its toolbars.
+columns, one per stage, so that links run left to right; ``Graph.layout`` places each node in its
+column where nothing covers it and none of its links (the editor's spline) passes under a node or
+through a group's title bar, with nodes at the height they take once their picture shows. Groups
+hold the stages and titled Note nodes explain the graph; the saved view (``fit_view``) shows the
+whole graph at the editor's default window size, below its toolbars.
 
     python examples/make_workflows.py
 """
