@@ -60,6 +60,7 @@ SLOT_TOP, SLOT_PITCH, SLOT_INSET = 14, 20, (10, 9)
 LINK_REACH, LINK_CURL = 30, 0.25
 LINK_CLEARANCE = 5
 ALIGN_SLACK = 200  # how much lower a node may go to make one of its links straight
+MAX_DROP = 3000  # how far below its column's last node the layout looks for a place
 # The editor's default window (1600 x 1000 px) less its side bar, tab bar and floating toolbars: the saved
 # view fits the whole graph in this box (x0, y0, x1, y1 in screen pixels), never zoomed in beyond MAX_SCALE.
 VIEW_BOX = (90, 110, 1580, 935)
@@ -79,7 +80,6 @@ class Node:
     inputs: list[dict] = field(default_factory=list)
     outputs: list[dict] = field(default_factory=list)
     below: tuple[Node, ...] = ()
-    y: float | None = None  # where the layout puts it if it fits there
     pos: list[float] = field(default_factory=list)
 
     def slot(self, name: str) -> int:
@@ -199,8 +199,8 @@ class Graph:
         return LEFT + sum(self.width(c) + COLUMN_GAP for c in range(col))
 
     def add(self, class_type: str, col: int, title: str | None = None, below: tuple[Node, ...] = (),
-            width: float | None = None, y: float | None = None, **widgets: Any) -> Node:
-        """A node in column ``col`` (as wide as the column unless ``width``); ``layout`` places it."""
+            **widgets: Any) -> Node:
+        """A node as wide as column ``col``; ``layout`` places it."""
         cls = CLASSES[class_type]
         specs = input_specs(cls)
         sockets = [{"name": s.name, "type": s.type_name, "link": None} for s in specs if not s.is_widget]
@@ -212,13 +212,12 @@ class Graph:
                 widgets[s.name] = s.options.get("default", s.choices[0] if s.choices else None)
         rows = max(len(sockets), len(outputs))
         height = FIXED_HEIGHTS.get(class_type, 24 + 22 * rows + 26 * sum(s.is_widget for s in specs))
-        node = Node(self._id(), class_type, col, [width or self.width(col), height], title, widgets, sockets,
-                    outputs, below, y)
+        node = Node(self._id(), class_type, col, [self.width(col), height], title, widgets, sockets, outputs,
+                    below)
         self.nodes.append(node)
         return node
 
-    def note(self, title: str, text: str, col: int, span: int = 1, level: int = 3,
-             y: float | None = None) -> Node:
+    def note(self, title: str, text: str, col: int, span: int = 1, level: int = 3) -> Node:
         """A titled Markdown note across ``span`` columns from ``col``, tall enough for its text.
 
         Each paragraph is a level-3 heading: the editor draws a plain Note in 10 px monospace and Markdown
@@ -231,7 +230,7 @@ class Graph:
         lines = sum(-(-len(p) // int(chars_per_line)) for p in paragraphs)
         height = 2 * NOTE_PADDING + lines * NOTE_LINE * font + (len(paragraphs) - 1) * NOTE_PARAGRAPH_GAP
         text = "\n\n".join("#" * level + " " + p for p in paragraphs)
-        node = Node(self._id(), NOTE_TYPE, col, [width, round(height)], title, {"text": text}, y=y)
+        node = Node(self._id(), NOTE_TYPE, col, [width, round(height)], title, {"text": text})
         self.nodes.append(node)
         return node
 
@@ -321,11 +320,9 @@ class Graph:
         return lanes
 
     def _free_y(self, node: Node, by_id: dict[int, Node]) -> float:
-        """The node's own ``y`` if it fits there, else the highest y in its column, under the nodes added
-        before it, where it fits, trying first the heights that make one of its links straight; nodes in
-        ``below`` keep its first slot's links under them."""
-        if node.y is not None and self._fits(node, [self.x(node.col), node.y], by_id):
-            return node.y
+        """The highest y in the node's column, under the nodes added before it, where it fits, trying first
+        the heights that make one of its links straight; nodes in ``below`` keep its first slot's links under
+        them. Raises ValueError when nothing fits (change the columns or the order the nodes are added)."""
         floor = TOP
         x = self.x(node.col)
         for other in self.nodes[:self.nodes.index(node)]:  # under the nodes added before it in its columns
@@ -341,14 +338,19 @@ class Graph:
                 straight.append(by_id[link[1]].pos[1] + SLOT_PITCH * (link[2] - link[4]))
             if link[1] == node.id and by_id[link[3]].pos:
                 straight.append(by_id[link[3]].pos[1] + SLOT_PITCH * (link[4] - link[2]))
+        aligned = sorted(s for s in straight if s >= floor - 3 * SLOT_PITCH)
         y = floor
-        while y < floor + 4000:
-            if self._fits(node, [self.x(node.col), y], by_id):
-                break
+        while not self._fits(node, [self.x(node.col), y], by_id):
             y += 4
-        aligned = [s for s in straight if floor - 3 * SLOT_PITCH <= s <= y + ALIGN_SLACK
-                   and self._fits(node, [self.x(node.col), s], by_id)]
-        return min(aligned) if aligned else y
+            if y > floor + MAX_DROP:
+                break
+        fitting = [s for s in aligned if s <= y + ALIGN_SLACK and self._fits(node, [self.x(node.col), s], by_id)]
+        if fitting:
+            return fitting[0]
+        if y > floor + MAX_DROP:
+            raise ValueError(f"no place in column {node.col} for {node.title or node.type}: its links would "
+                             "pass under other nodes or through a group's title")
+        return y
 
     # ------------------------------------------------------------------------------------------ output
     def _boxes(self) -> list[Rect]:

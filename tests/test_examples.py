@@ -23,6 +23,7 @@ from examples.make_workflows import (  # noqa: E402
     TITLE_HEIGHT,
     VIEW_BOX,
     WIDE,
+    Graph,
     box,
     crosses,
     link_points,
@@ -303,3 +304,19 @@ def test_notes_have_titles(name):
     """Each note says what it is about in its title bar, not the editor's default 'Markdown Note'."""
     for note in (n for n in _ui(name)["nodes"] if n["type"] == NOTE_TYPE):
         assert note.get("title", "").strip() not in ("", "Markdown Note", "Note"), note.get("title")
+
+
+def test_layout_keeps_a_long_link_clear_of_the_column_it_crosses():
+    """A node added in a column that a pending link must cross goes below that link's straight way, and the
+    link's target comes level with its source."""
+    g = Graph()
+    source = g.add("LoadImage", 0, image="chelsea.jpg")
+    between = g.add("LoadImage", 1, image="coffee.jpg")
+    target = g.add("PreviewImage", 2)
+    g.connect(source, "IMAGE", target, "images")
+    ui = g.ui()
+    start = slot_position(source.pos, source.size, 0, output=True)
+    assert target.pos[1] == source.pos[1] and box(between.pos, between.size, between.type)[1] > start[1]
+    assert not crosses(link_points(start, slot_position(target.pos, target.size, 0, output=False)),
+                       box(between.pos, between.size, between.type))
+    assert ui["links"] == [[1, source.id, 0, target.id, 0, "IMAGE"]]
