@@ -14,8 +14,21 @@ from adain_nodes.host.paths import DEFAULT_DECODER
 from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
 from adain_nodes.runner.latent_nodes import load_latent_file
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
-from examples.make_workflows import (BADGE_HEIGHT, DECODER_FILE, GROUP_TITLE, NOTE_FONTS, NOTE_TYPE,  # noqa: E402
-                                     TITLE_HEIGHT, VIEW_BOX, WIDE)
+from examples.make_workflows import (  # noqa: E402
+    BADGE_HEIGHT,
+    DECODER_FILE,
+    GROUP_TITLE,
+    NOTE_FONTS,
+    NOTE_TYPE,
+    TITLE_HEIGHT,
+    VIEW_BOX,
+    WIDE,
+    Graph,
+    box,
+    crosses,
+    link_points,
+    slot_position,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -108,7 +121,7 @@ def test_every_example_runs_end_to_end(model_dir, small_inputs, tmp_path, capsys
                      "--output-dir", str(out)]) == 0, capsys.readouterr().out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     saved = [p for p in written if p.startswith("adain/")]
-    assert len(saved) == 1 + 1 + 4 + 1 + 1 + 3 + 3 + 1 + 2  # 07 saves one PNG per frame (3 here)
+    assert len(saved) == 1 + 1 + 3 + 1 + 1 + 3 + 3 + 1 + 2  # 07 saves one PNG per frame (3 here)
     assert "adain/07_frame_00003_.png" in saved
     latents = {p.name: load_latent_file(p)["samples"] for p in (out / "adain").glob("11_*.latent")}
     given, reference = (load_latent_file(EXAMPLES / "input" / n)["samples"] for n in ("chelsea.latent",
@@ -125,7 +138,7 @@ def test_every_example_runs_end_to_end(model_dir, small_inputs, tmp_path, capsys
     with Image.open(out / "adain/01_style_transfer_00001_.png") as img:
         assert img.size == Image.open(small_inputs / "chelsea.jpg").size
         assert json.loads(img.text["workflow"]) == _ui("01_style_transfer")
-        assert json.loads(img.text["prompt"])["6"]["class_type"] == "AdaINStyleTransfer"
+        assert json.loads(img.text["prompt"]) == _api("01_style_transfer")
 
 
 def test_api_twins_run_too(model_dir, small_inputs, tmp_path):
@@ -158,11 +171,18 @@ def _overlap(a, b) -> bool:
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
+def _shown_box(node: dict) -> tuple[float, float, float, float]:
+    """What a node covers on screen once the workflow has run (``box``: the height Load Image and Save Image
+    grow to when their picture shows, measured in the editor), title bar and badge included."""
+    return box(node["pos"], node["size"], node["type"])
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_layout_is_tidy(name):
-    """No node (title bar included) covers another; groups do not overlap and hold their nodes whole."""
+    """No node (title bar, badge and grown preview included) covers another; groups do not overlap and hold
+    their nodes whole, also once Load Image nodes have grown to show their picture."""
     ui = _ui(name)
-    boxes = [(n["pos"][0], n["pos"][1] - 30, n["size"][0], n["size"][1] + 30) for n in ui["nodes"]]
+    boxes = [_shown_box(n) for n in ui["nodes"]]
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not _overlap(a, b), (a, b)
@@ -170,10 +190,9 @@ def test_layout_is_tidy(name):
     for i, a in enumerate(groups):
         for b in groups[i + 1:]:
             assert not _overlap(a, b), (a, b)
-        for box in boxes:
-            inside = a[0] <= box[0] and a[1] <= box[1] and box[0] + box[2] <= a[0] + a[2] \
-                and box[1] + box[3] <= a[1] + a[3]
-            assert inside or not _overlap(a, box), (a, box)
+        for b in boxes:
+            inside = a[0] <= b[0] and a[1] <= b[1] and b[0] + b[2] <= a[0] + a[2] and b[1] + b[3] <= a[1] + a[3]
+            assert inside or not _overlap(a, b), (a, b)
 
 
 def _node_boxes(ui: dict) -> list[tuple[float, float, float, float]]:
@@ -234,3 +253,70 @@ def test_notes_are_legible_at_the_saved_view(name):
         width, height = note["size"]
         lines = sum(-(-len(p) * font * 0.5 // (width - 48)) for p in paragraphs)
         assert height >= lines * font * 1.6, (name, lines, height)
+
+
+def _link_ends(ui: dict, link: list) -> tuple[dict, dict, tuple[float, float], tuple[float, float]]:
+    """A link's source and target nodes and where the editor draws its ends (measured slot positions)."""
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    _, origin, slot, target, target_slot, _ = link
+    src, dst = nodes[origin], nodes[target]
+    start = slot_position(src["pos"], src["size"], slot, output=True)
+    return src, dst, start, slot_position(dst["pos"], dst["size"], target_slot, output=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_links_run_left_to_right(name):
+    """Every link leaves its node's right edge towards a node that starts further right: none doubles back."""
+    ui = _ui(name)
+    for link in ui["links"]:
+        src, dst, _, _ = _link_ends(ui, link)
+        assert dst["pos"][0] >= src["pos"][0] + src["size"][0], (name, src.get("title", src["type"]),
+                                                                  dst.get("title", dst["type"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_links_pass_under_no_node_and_through_no_group_title(name):
+    """No link's spline (sampled) passes under a node other than its own two, or through a group's title bar."""
+    ui = _ui(name)
+    titles = [(g["bounding"][0], g["bounding"][1], g["bounding"][2], GROUP_TITLE) for g in ui["groups"]]
+    for link in ui["links"]:
+        src, dst, start, end = _link_ends(ui, link)
+        obstacles = [(n.get("title", n["type"]), _shown_box(n)) for n in ui["nodes"] if n is not src and n is not dst]
+        obstacles += [("group title " + g["title"], t) for g, t in zip(ui["groups"], titles)]
+        points = link_points(start, end)
+        for what, rect in obstacles:
+            assert not crosses(points, rect), (name, src.get("title", src["type"]), "->",
+                                               dst.get("title", dst["type"]), "crosses", what)
+
+
+def test_link_check_sees_a_link_under_a_node():
+    """The geometry above finds a crossing where there is one, and none where the way is clear."""
+    line = link_points((0, 0), (400, 0))
+    assert crosses(line, (150, -20, 100, 40)) and not crosses(line, (150, 20, 100, 40))
+    assert crosses(line, (150, 3, 100, 40), margin=4) and not crosses(line, (150, 3, 100, 40))
+    steep = link_points((0, 0), (80, 800))  # a steep link between neighbouring columns swings back left
+    assert min(p[0] for p in steep[5:-5]) < 15
+    assert crosses(link_points((0, 0), (400, 300)), (150, 100, 100, 100))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notes_have_titles(name):
+    """Each note says what it is about in its title bar, not the editor's default 'Markdown Note'."""
+    for note in (n for n in _ui(name)["nodes"] if n["type"] == NOTE_TYPE):
+        assert note.get("title", "").strip() not in ("", "Markdown Note", "Note"), note.get("title")
+
+
+def test_layout_keeps_a_long_link_clear_of_the_column_it_crosses():
+    """A node added in a column that a pending link must cross goes below that link's straight way, and the
+    link's target comes level with its source."""
+    g = Graph()
+    source = g.add("LoadImage", 0, image="chelsea.jpg")
+    between = g.add("LoadImage", 1, image="coffee.jpg")
+    target = g.add("PreviewImage", 2)
+    g.connect(source, "IMAGE", target, "images")
+    ui = g.ui()
+    start = slot_position(source.pos, source.size, 0, output=True)
+    assert target.pos[1] == source.pos[1] and box(between.pos, between.size, between.type)[1] > start[1]
+    assert not crosses(link_points(start, slot_position(target.pos, target.size, 0, output=False)),
+                       box(between.pos, between.size, between.type))
+    assert ui["links"] == [[1, source.id, 0, target.id, 0, "IMAGE"]]
