@@ -18,75 +18,96 @@ from torch import Tensor
 
 from .core.color import luminance_as_rgb, match_color, transfer_luminance
 from .core.image import batch_index, mask_to_weight, pad_for_encoder
-from .core.stats import adain, masked_mean_std, mean_std, mix_statistics
+from .core.layers import ADAIN_LAYER, BYTES_PER_PIXEL, ENCODER_LAYERS, GRID
+from .core.stats import adain_target, masked_mean_std, mean_std, mix_statistics
 from .errors import AdaINInputError
 from .host.runtime import Runtime
-from .core.layers import ADAIN_LAYER, ENCODER_LAYERS, SKIP_LAYERS
 from .models.loaded import LoadedModel
 from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
 from .models.precision import resolve_precision
-from .tiling import GRID, Tiling, decode_tiled, encode_tiled
+from .tiling import Tiling, decode_tiled, encode_tiled
 
 log = logging.getLogger(__name__)
 
 COLOR_MODES = ("off", "match style colors", "luminance only")
 DEFAULT_TILING = Tiling()
-# Activation memory per pixel at full resolution: the 64-channel layers dominate (input,
-# output and padded copy of a float32 conv), with slack for the allocator.
-BYTES_PER_PIXEL = 64 * 4 * 4
+Levels = dict[str, Tensor]
+
+
+def _combine(content: Tensor, weighted: Tensor, cover: Tensor) -> Tensor:
+    """The sum of weighted targets plus the content where the weights leave room, normalised where they
+    overlap beyond 1: what the blends so far make of one level, in any order."""
+    if cover.numel() == 1 and float(cover) == 1.0:  # one blend without a mask: its target, no copies
+        return weighted
+    return (weighted + (1.0 - cover).clamp_min(0.0) * content) / cover.clamp_min(1.0)
 
 
 @dataclass(frozen=True)
 class AdaINFeatures:
-    """Encoded images on their way to the decoder.
+    """Encoded images on their way to the decoder, one entry per encoder level (``layer`` first).
 
-    ``content`` keeps the encoder's output untouched: AdaIN statistics and the alpha trade-off
-    always refer to it, so chained blends (one per masked region) compose like the paper's
-    spatial control instead of stylizing an already stylized region. ``skips`` and
-    ``content_skips`` are the same at SKIP_LAYERS, present only when encoded for a skip decoder.
+    ``content`` keeps the encoder's output untouched: AdaIN statistics and the alpha trade-off always refer
+    to it. Blends add up instead of overwriting: ``weighted`` is each level's sum of mask-weighted targets,
+    ``cover`` the sum of the masks (``[B or 1, 1, h, w]``, 1 without a mask); ``levels`` combines them with
+    the content where no mask covers it, so chained blends (one per region) give the same result in any
+    order, for soft and off-grid masks alike. A skip decoder takes the levels it declares; encode asks for them.
     """
 
-    features: Tensor
-    content: Tensor
+    content: Levels
     image_size: tuple[int, int]
     encoder_id: str
     encoder_name: str
     layer: str = ADAIN_LAYER
-    skips: dict[str, Tensor] = field(default_factory=dict)
-    content_skips: dict[str, Tensor] = field(default_factory=dict)
+    weighted: Levels = field(default_factory=dict)
+    cover: Levels = field(default_factory=dict)
+
+    @property
+    def levels(self) -> Levels:
+        """What goes to the decoder, by encoder layer."""
+        if not self.weighted:
+            return self.content
+        return {name: _combine(c, self.weighted[name], self.cover[name]) for name, c in self.content.items()}
+
+    @property
+    def features(self) -> Tensor:
+        """The AdaIN layer's features (what a relu4_1 decoder takes)."""
+        return self.levels[self.layer]
 
     @property
     def count(self) -> int:
-        return int(self.features.shape[0])
-
-    def replace(self, features: Tensor, skips: dict[str, Tensor] | None = None) -> "AdaINFeatures":
-        return dataclasses.replace(self, features=features, skips=self.skips if skips is None else skips)
+        return int(self.content[self.layer].shape[0])
 
     def expand(self, count: int) -> "AdaINFeatures":
         """One image's features as a batch of ``count`` views (no copies), e.g. to blend ``count`` styles."""
-        grow = lambda x: x.expand(count, -1, -1, -1)  # noqa: E731
-        return dataclasses.replace(self, features=grow(self.features), content=grow(self.content),
-                                   skips={n: grow(f) for n, f in self.skips.items()},
-                                   content_skips={n: grow(f) for n, f in self.content_skips.items()})
+        grow = lambda levels: {n: x.expand(count, *x.shape[1:]) for n, x in levels.items()}  # noqa: E731
+        return dataclasses.replace(self, content=grow(self.content), weighted=grow(self.weighted),
+                                   cover=grow(self.cover))
 
     def without_content(self) -> "AdaINFeatures":
-        """The same features with the unstylized copies let go (nothing downstream of the last blend needs
-        them; large images need the memory)."""
-        return dataclasses.replace(self, content=self.features, content_skips=self.skips)
+        """The combined levels as the content, the blends' sums let go (nothing downstream of the last blend
+        needs them; large images need the memory)."""
+        return dataclasses.replace(self, content=self.levels, weighted={}, cover={})
 
 
 @dataclass(frozen=True)
 class AdaINStyle:
-    """Per-channel mean and std ``[K, C]`` of K styles, tied to the encoder and layer that made them.
+    """Per-channel mean and std ``[K, C]`` of K styles at each encoder level, tied to the encoder that made them.
 
-    ``skips`` holds the same at SKIP_LAYERS, for skip decoders (empty in presets saved before them)."""
+    ``levels`` maps a layer name to its ``(mean, std)``; ``layer`` (the AdaIN layer) is always there, the others
+    are absent in presets saved before skip decoders."""
 
-    mean: Tensor
-    std: Tensor
+    levels: dict[str, tuple[Tensor, Tensor]]
     encoder_id: str
     encoder_name: str
     layer: str = ADAIN_LAYER
-    skips: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.levels[self.layer][0]
+
+    @property
+    def std(self) -> Tensor:
+        return self.levels[self.layer][1]
 
     @property
     def count(self) -> int:
@@ -94,7 +115,7 @@ class AdaINStyle:
 
 
 def _channels(x: "AdaINFeatures | AdaINStyle") -> int:
-    return int(x.features.shape[1]) if isinstance(x, AdaINFeatures) else int(x.mean.shape[-1])
+    return int(x.content[x.layer].shape[1]) if isinstance(x, AdaINFeatures) else int(x.mean.shape[-1])
 
 
 def _check_same_encoder(a_name: str, a, b_name: str, b) -> None:
@@ -180,8 +201,7 @@ def _to_device(x: Tensor, device: torch.device) -> Tensor:
 
 
 def _encode_images(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: Tiling,
-                   reduce: Callable[[list[Tensor], int, int], list[Tensor]],
-                   layers: tuple[str, ...] = (ADAIN_LAYER,)) -> list[Tensor]:
+                   reduce: Callable[[list[Tensor], int, int], list[Tensor]], layers: tuple[str, ...]) -> list[Tensor]:
     """Encode padded images to ``layers`` in memory-sized chunks (whole images) or tile by tile (large images)."""
     device, out = runtime.compute_device(), runtime.output_device()
     size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
@@ -202,22 +222,22 @@ def _encode_images(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: T
     return run_chunked(runtime, images.shape[0], size, tiling, step, encoder)
 
 
-def _decoder_levels(levels: tuple[str, ...]) -> tuple[str, ...]:
-    if not levels or levels[0] != ADAIN_LAYER or not set(levels[1:]) <= set(SKIP_LAYERS):
-        raise ValueError(f"levels must be {ADAIN_LAYER!r} followed by any of {SKIP_LAYERS}, got {levels}")
+def _check_levels(levels: tuple[str, ...]) -> tuple[str, ...]:
+    if not levels or levels[0] != ADAIN_LAYER or not set(levels) <= set(ENCODER_LAYERS) or len(set(levels)) < len(
+            levels):
+        raise ValueError(f"levels must be {ADAIN_LAYER!r} followed by any others of {tuple(ENCODER_LAYERS)}, got "
+                         f"{levels}")
     return levels
 
 
 def encode(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: Tiling = DEFAULT_TILING,
            levels: tuple[str, ...] = (ADAIN_LAYER,)) -> AdaINFeatures:
-    """Encode RGB ``[B, 3, H, W]`` images to ADAIN_LAYER features (padded to a multiple of SIZE_MULTIPLE), and to
-    the SKIP_LAYERS among ``levels`` (a decoder's ``levels``): only skip decoders need those, at 7x the memory."""
+    """Encode RGB ``[B, 3, H, W]`` images (padded to a multiple of GRID) at ``levels`` (a decoder's ``levels``,
+    the AdaIN layer first): only skip decoders need more than it, at several times the memory."""
     out = runtime.output_device()
-    levels = _decoder_levels(tuple(levels))
+    levels = _check_levels(tuple(levels))
     found = _encode_images(encoder, images, runtime, tiling, lambda fs, a, b: [f.to(out) for f in fs], levels)
-    skips = dict(zip(levels[1:], found[1:]))
-    return AdaINFeatures(found[0], found[0], tuple(images.shape[-2:]), encoder.identity, encoder.name,
-                         skips=skips, content_skips=skips)
+    return AdaINFeatures(dict(zip(levels, found)), tuple(images.shape[-2:]), encoder.identity, encoder.name)
 
 
 def _grid(images: Tensor, layer: str) -> tuple[int, int]:
@@ -230,8 +250,8 @@ def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: T
                      average: bool = False, tiling: Tiling = DEFAULT_TILING) -> AdaINStyle:
     """Statistics of each style image (or their average), optionally within a mask of the style image.
 
-    They are taken at SKIP_LAYERS too (the encoder passes them anyway), so any decoder can use them."""
-    layers = (ADAIN_LAYER,) + SKIP_LAYERS
+    They are taken at every level of the layer table (the encoder passes them anyway), so any decoder can use them."""
+    layers = tuple(ENCODER_LAYERS)
     weights = None
     if mask is not None:
         weights = {name: mask_to_weight(mask, images.shape[0], tuple(images.shape[-2:]), _grid(images, name),
@@ -253,8 +273,11 @@ def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: T
         if average:
             mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
         found[name] = (mean, std)
-    return AdaINStyle(*found[ADAIN_LAYER], encoder.identity, encoder.name,
-                      skips={name: found[name] for name in SKIP_LAYERS})
+    return AdaINStyle(found, encoder.identity, encoder.name)
+
+
+def _shared_levels(styles: Sequence[AdaINStyle]) -> list[str]:
+    return [name for name in styles[0].levels if all(name in s.levels for s in styles)]
 
 
 def stack_styles(styles: Sequence[AdaINStyle]) -> AdaINStyle:
@@ -262,48 +285,37 @@ def stack_styles(styles: Sequence[AdaINStyle]) -> AdaINStyle:
     first = styles[0]
     for i, other in enumerate(styles[1:], start=2):
         _check_same_encoder("style 1", first, f"style {i}", other)
-    shared = [name for name in SKIP_LAYERS if all(name in s.skips for s in styles)]
-    return AdaINStyle(torch.cat([s.mean for s in styles]), torch.cat([s.std for s in styles]), first.encoder_id,
-                      first.encoder_name, first.layer,
-                      {name: (torch.cat([s.skips[name][0] for s in styles]), torch.cat([s.skips[name][1] for s in styles]))
-                       for name in shared})
-
-
-def _blend_level(content: Tensor, current: Tensor, mean: Tensor, std: Tensor, index: list[int], alpha: float,
-                 mask: Tensor | None, image_size: tuple[int, int]) -> Tensor:
-    """AdaIN of one level's ``content`` to the style statistics, traded off by ``alpha``, over ``current``
-    within the mask (resized to this level's grid)."""
-    s_mean = mean[index].to(content.device, content.dtype)
-    s_std = std[index].to(content.device, content.dtype)
-    if mask is None:
-        c_mean, c_std = mean_std(content)
-        weight = None
-    else:
-        weight = mask_to_weight(mask, content.shape[0], image_size, tuple(content.shape[-2:])).to(content)
-        c_mean, c_std = masked_mean_std(content, weight)
-    target = adain(content, s_mean, s_std, c_mean, c_std)
-    if alpha < 1.0:
-        target = torch.lerp(content, target, alpha)
-    return target if weight is None else torch.lerp(current, target, weight)
+    return AdaINStyle({name: (torch.cat([s.levels[name][0] for s in styles]),
+                              torch.cat([s.levels[name][1] for s in styles])) for name in _shared_levels(styles)},
+                      first.encoder_id, first.encoder_name, first.layer)
 
 
 def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None) -> AdaINFeatures:
-    """AdaIN with the content-style trade-off ``alpha``; with a mask, only inside it (soft edges blend).
-    Features encoded for a skip decoder are blended alike at each of their levels."""
+    """AdaIN with the content-style trade-off ``alpha``; with a (soft) mask, only inside it, with the content's
+    statistics taken there. Every level the features carry is blended alike; chained blends add up (see
+    AdaINFeatures), so their order does not matter."""
     _check_same_encoder("the content features", features, "the style", style)
     alpha = check_unit(alpha, "alpha")
-    missing = [name for name in features.skips if name not in style.skips]
+    missing = [name for name in features.content if name not in style.levels]
     if missing:
         raise AdaINInputError(f"the features carry {missing} for a skip decoder, but the style has no statistics "
                               "there (a preset saved before skip decoders?): compute the style again from its "
                               "image with AdaIN Style Statistics, and save it again")
     index = batch_index(features.count, style.count, "the content", "the style")
+    weighted, cover = {}, {}
     with torch.inference_mode():
-        result = _blend_level(features.content, features.features, style.mean, style.std, index, alpha, mask,
-                              features.image_size)
-        skips = {name: _blend_level(features.content_skips[name], level, *style.skips[name], index, alpha, mask,
-                                    features.image_size) for name, level in features.skips.items()}
-    return features.replace(result, skips)
+        for name, content in features.content.items():
+            mean, std = (t[index].to(content.device, content.dtype) for t in style.levels[name])
+            if mask is None:
+                weight = torch.ones(1, 1, 1, 1, device=content.device, dtype=content.dtype)
+                target = adain_target(content, mean, std, alpha)
+            else:
+                grid = tuple(content.shape[-2:])
+                weight = mask_to_weight(mask, content.shape[0], features.image_size, grid).to(content)
+                target = adain_target(content, mean, std, alpha, weight) * weight
+            weighted[name] = target if name not in features.weighted else features.weighted[name] + target
+            cover[name] = weight if name not in features.cover else features.cover[name] + weight
+    return dataclasses.replace(features, weighted=weighted, cover=cover)
 
 
 def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float],
@@ -324,13 +336,11 @@ def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float],
         _check_same_encoder(f"style_{numbers[0]}", styles[0], f"style_{i}", s)
     count = max(s.count for s in styles)
     indices = [batch_index(count, s.count, "the largest style batch", f"style_{i}") for i, s in zip(numbers, styles)]
-    mean, std = mix_statistics([s.mean[ix] for s, ix in zip(styles, indices)],
-                               [s.std[ix] for s, ix in zip(styles, indices)], list(weights))
-    skips = {name: mix_statistics([s.skips[name][0][ix] for s, ix in zip(styles, indices)],
-                                  [s.skips[name][1][ix] for s, ix in zip(styles, indices)], list(weights))
-             for name in SKIP_LAYERS if all(name in s.skips for s in styles)}
+    levels = {name: mix_statistics([s.levels[name][0][ix] for s, ix in zip(styles, indices)],
+                                   [s.levels[name][1][ix] for s, ix in zip(styles, indices)], list(weights))
+              for name in _shared_levels(styles)}
     first = styles[0]
-    return AdaINStyle(mean, std, first.encoder_id, first.encoder_name, first.layer, skips)
+    return AdaINStyle(levels, first.encoder_id, first.encoder_name, first.layer)
 
 
 def decode(decoder: Decoder, features: AdaINFeatures, runtime: Runtime,
@@ -338,31 +348,31 @@ def decode(decoder: Decoder, features: AdaINFeatures, runtime: Runtime,
     """Decode features to RGB ``[B, 3, H, W]`` in 0..1 at the size of the image that was encoded."""
     network = decoder.network
     channels = network.in_channels
-    if features.features.shape[1] != channels:
-        raise AdaINInputError(f"the decoder expects {channels}-channel features, got {features.features.shape[1]}")
-    needed = network.levels[1:]
-    missing = [name for name in needed if name not in features.skips]
+    if _channels(features) != channels:
+        raise AdaINInputError(f"the decoder expects {channels}-channel features, got {_channels(features)}")
+    missing = [name for name in network.levels if name not in features.content]
     if missing:
-        raise AdaINInputError(f"{decoder.name} is a skip decoder: it also takes the features at {list(needed)}, "
-                              "which these were encoded without. Connect the decoder to AdaIN Encode's "
-                              "'decoder' input, so it encodes them too")
-    skips = [features.skips[name] for name in needed]
+        raise AdaINInputError(f"{decoder.name} is a skip decoder: it also takes the features at "
+                              f"{list(network.levels[1:])}, which these were encoded without. Connect the decoder "
+                              "to AdaIN Encode's 'decoder' input, so it encodes them too")
+    combined = features.levels
+    levels = [combined[name] for name in network.levels]
     h, w = features.image_size
     device, out = runtime.compute_device(), runtime.output_device()
-    fh, fw = features.features.shape[-2:]
+    fh, fw = levels[0].shape[-2:]
     size = (fh * GRID, fw * GRID)
 
-    def run(x: Tensor, *levels: Tensor) -> Tensor:
-        return network.infer(_to_device(x, device), *(_to_device(t, device) for t in levels)).float()
+    def run(*x: Tensor) -> Tensor:
+        return network.infer(*(_to_device(t, device) for t in x)).float()
 
     def step(a: int, b: int, tiling: Tiling) -> Tensor:
         with _compute(decoder, device):
-            x, levels = features.features[a:b], [t[a:b] for t in skips]
+            x = [t[a:b] for t in levels]
             if tiling.applies(*size):
-                image = torch.cat([decode_tiled(run, x[i:i + 1], tiling, out, tuple(t[i:i + 1] for t in levels))
+                image = torch.cat([decode_tiled(run, x[0][i:i + 1], tiling, out, tuple(t[i:i + 1] for t in x[1:]))
                                    for i in range(b - a)])
             else:
-                image = run(x, *levels)
+                image = run(*x)
             return image[..., :h, :w].clamp(0.0, 1.0).to(out)
 
     result = run_chunked(runtime, features.count, size, tiling, step, decoder)

@@ -1,6 +1,6 @@
 """Tiled encoding and decoding: peak memory bounded by the tile, not the image.
 
-Tiles are aligned to the encoder's 8-pixel grid (the finer levels a skip decoder takes are cut at the same places) and extended by an overlap on every side, so
+Tiles are aligned to the encoder's GRID (the finer levels a skip decoder takes are cut at the same places) and extended by an overlap on every side, so
 each tile's core sees the context it would see in the whole image; AdaIN statistics are then
 taken over the assembled features of the whole image, never per tile. Decoded tiles are
 cross-faded over their overlaps, so no seam survives.
@@ -13,14 +13,14 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from .core.image import MIN_SIZE
-from .core.layers import ADAIN_LAYER, ENCODER_LAYERS
+from .core.layers import GRID, MIN_SIZE
 from .errors import AdaINInputError
 
-GRID = ENCODER_LAYERS[ADAIN_LAYER].stride  # image pixels per feature pixel of the tiled features
 MAX_OVERLAP = 1024
-# The networks' reflection padding needs at least 2 features (16 pixels) a side: a thinner tile would crash.
+# The networks' reflection padding needs MIN_SIZE pixels a side: a thinner tile would crash.
 MIN_TILE_FEATURES = MIN_SIZE // GRID
+# The smallest tile_size: below it a tile's core is small against the overlap around it.
+MIN_TILE_SIZE = 4 * MIN_SIZE
 MIN_BACKOFF_TILE = 128  # the out-of-memory back-off gives up below this tile size (as ComfyUI's upscale node)
 
 
@@ -33,8 +33,9 @@ class Tiling:
     overlap: int = 64
 
     def __post_init__(self) -> None:
-        if self.size and self.size < 64:
-            raise AdaINInputError(f"tile_size must be 0 (no tiling) or at least 64 pixels, got {self.size}")
+        if self.size and self.size < MIN_TILE_SIZE:
+            raise AdaINInputError(f"tile_size must be 0 (no tiling) or at least {MIN_TILE_SIZE} pixels, got "
+                                  f"{self.size}")
         if not 0 <= self.overlap <= MAX_OVERLAP:
             raise AdaINInputError(f"tile_overlap must be from 0 to {MAX_OVERLAP} pixels, got {self.overlap}")
 
@@ -50,7 +51,7 @@ class Tiling:
 
     def halved(self, height: int, width: int) -> "Tiling | None":
         """Tiles of half the current side (of the image's long side if it is not tiled yet), on the
-        8-pixel grid; None below ``MIN_BACKOFF_TILE``: what to retry with after running out of memory."""
+        GRID; None below ``MIN_BACKOFF_TILE``: what to retry with after running out of memory."""
         side = self.size if self.applies(height, width) else max(height, width)
         size = side // 2 // GRID * GRID
         return Tiling(size, self.overlap) if size >= MIN_BACKOFF_TILE else None

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT))
 
+from adain_nodes.host.paths import DEFAULT_ENCODER, PACK_WEIGHTS, RELU4_1_DECODER  # noqa: E402
 from adain_nodes.models.loaded import LoadedModel  # noqa: E402
 from adain_nodes.models.networks import AdaINDecoder, VGGEncoder  # noqa: E402
 from adain_nodes.models.weights import load_decoder, load_encoder  # noqa: E402
@@ -21,9 +22,8 @@ from adain_nodes.models.weights import load_decoder, load_encoder  # noqa: E402
 
 def models() -> tuple[LoadedModel[VGGEncoder], LoadedModel[AdaINDecoder], str]:
     shared = SHARED / "weights"
-    if (shared / "vgg19_normalised_relu4_1.safetensors").exists():
-        return (load_encoder(shared / "vgg19_normalised_relu4_1.safetensors"),
-                load_decoder(ROOT / "weights" / "adain_decoder_relu4_1.safetensors"),
+    if (shared / DEFAULT_ENCODER).exists():
+        return (load_encoder(shared / DEFAULT_ENCODER), load_decoder(PACK_WEIGHTS / RELU4_1_DECODER),
                 "real weights (../shared encoder, the pack's decoder)")
     return (LoadedModel(VGGEncoder().eval(), "random", "random"),
             LoadedModel(AdaINDecoder().eval(), "random", "random"), "random weights (../shared absent)")

@@ -23,9 +23,8 @@ from adain_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  #
 from adain_nodes.runner.core_nodes import DISPLAY_NAMES, Folders, make_core_nodes  # noqa: E402
 from adain_nodes.runner.registry import input_specs  # noqa: E402
 # The pack's own decoder, shipped in weights/ (made by training/); every example names this one file.
-from adain_nodes.host.paths import DEFAULT_DECODER as DECODER_FILE  # noqa: E402
+from adain_nodes.host.paths import DEFAULT_DECODER as DECODER_FILE, DEFAULT_ENCODER as ENCODER_FILE  # noqa: E402
 
-ENCODER_FILE = "vgg19_normalised_relu4_1.safetensors"
 API_DIR = HERE / "api"
 
 CLASSES = {**make_core_nodes(Folders(HERE / "input", HERE / "output")), **NODE_CLASS_MAPPINGS}

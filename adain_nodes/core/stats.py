@@ -47,6 +47,16 @@ def adain(content: Tensor, style_mean: Tensor, style_std: Tensor,
     return (content - content_mean[..., None, None]).mul_(scale).add_(style_mean[..., None, None])
 
 
+def adain_target(x: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0, weight: Tensor | None = None) -> Tensor:
+    """AdaIN of raw channels ``x`` ``[B, C, H, W]`` to ``mean``/``std`` ``[B, C]``, with x's own statistics taken
+    within the soft region ``weight`` (all of x without), traded off against x by ``strength``: what a
+    (masked) blend moves x towards. Style transfer does it to VGG features, colour matching to pixels or latents.
+    """
+    own_mean, own_std = mean_std(x) if weight is None else masked_mean_std(x, weight)
+    target = adain(x, mean, std, own_mean, own_std)
+    return target if strength == 1.0 else torch.lerp(x, target, strength)
+
+
 def mix_statistics(means: list[Tensor], stds: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:
     """Interpolate K styles by mixing their statistics with ``weights`` normalised to sum 1.
 

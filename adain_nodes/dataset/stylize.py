@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .. import pipeline
-from ..host.paths import DEFAULT_DECODER, MODELS_FOLDER, resolve_file
+from ..host.paths import DEFAULT_DECODER, DEFAULT_ENCODER, MODELS_FOLDER, resolve_file
 from ..host.runtime import StandaloneRuntime
 from ..models.loaded import LoadedModel
 from ..models.precision import resolve_precision
@@ -44,7 +44,6 @@ from .ranks import Rank, cpu_threads, join, leave, rank_device
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = "vgg19_normalised_relu4_1.safetensors"
 # Outputs waiting for the writer thread; bounds the memory held by decoded images.
 MAX_PENDING_WRITES = 8
 T, R = TypeVar("T"), TypeVar("R")
