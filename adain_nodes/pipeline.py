@@ -19,13 +19,13 @@ from torch import Tensor
 from .core.color import luminance_as_rgb, match_color, transfer_luminance
 from .core.image import batch_index, mask_to_weight, pad_for_encoder
 from .core.layers import ADAIN_LAYER, BYTES_PER_PIXEL, ENCODER_LAYERS, GRID
-from .core.stats import adain_target, masked_mean_std, mean_std, mix_statistics
+from .core.stats import Moments, adain_target, masked_mean_std, mean_std, mix_statistics
 from .errors import AdaINInputError
 from .host.runtime import Runtime
 from .models.loaded import LoadedModel
 from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
 from .models.precision import resolve_precision
-from .tiling import Tiling, decode_tiled, encode_tiled
+from .tiling import Tiling, cut, decode_tiled, encode_tiled, encode_tiles, tile_count
 
 log = logging.getLogger(__name__)
 
@@ -139,26 +139,48 @@ Encoder = LoadedModel[VGGEncoder]
 Decoder = LoadedModel[AdaINDecoder | SkipDecoder]
 
 
+class Steps:
+    """Progress in steps of images x tiles (x passes), as ComfyUI's upscale node counts them, with the interrupt
+    honoured after every step: a 64-tile image reports 64 times and stops within one tile of Cancel."""
+
+    def __init__(self, runtime: Runtime, count: int, per_image: int) -> None:
+        self.runtime, self.count = runtime, count
+        self.restart(per_image, 0)
+
+    def restart(self, per_image: int, images_done: int) -> None:
+        """Count anew after the tiling changed (out-of-memory back-off), from ``images_done`` whole images."""
+        self.per_image, self.done = per_image, images_done * per_image
+        self.report = self.runtime.progress(self.count * per_image)
+
+    def tick(self, steps: int = 1) -> None:
+        self.done += steps
+        self.report(self.done)
+        self.runtime.check_interrupt()
+
+
 def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Tiling,
-                step: Callable[[int, int, Tiling], Tensor], model: LoadedModel | None = None) -> Tensor:
-    """Concatenate ``step(start, stop, tiling)`` (a tensor, or a list of them each concatenated) over a batch of ``count`` images of ``size`` pixels, in
-    chunks that fit memory. On out-of-memory the chunk is halved; once one image does not fit, the tiles
-    are (as ComfyUI's upscale node does), down to ``MIN_BACKOFF_TILE``; then the error is raised."""
+                step: Callable[[int, int, Tiling, Steps], Tensor], models: Sequence[LoadedModel] = (),
+                passes: int = 1) -> Tensor:
+    """Concatenate ``step(start, stop, tiling, steps)`` (a tensor, or a list of them each concatenated) over a batch
+    of ``count`` images of ``size`` pixels, in chunks that fit memory. ``step`` ticks ``steps`` once per tile of
+    each of its ``passes`` over an image (once per image when not tiled). On out-of-memory the chunk is halved;
+    once one image does not fit, the tiles are (as ComfyUI's upscale node does), down to ``MIN_BACKOFF_TILE``;
+    then the error is raised."""
 
     def image_bytes(t: Tiling) -> int:
         return t.working_pixels(*size) * BYTES_PER_PIXEL
 
     chunk = max(1, min(count, runtime.free_bytes() // max(image_bytes(tiling), 1)))
-    if model is not None:
+    for model in models:
         runtime.load(model, chunk * image_bytes(tiling))
-    report = runtime.progress(count)
+    steps = Steps(runtime, count, passes * tile_count(*size, tiling))
     outputs: list[Tensor] = []
     start = 0
     while start < count:
         runtime.check_interrupt()
         stop = min(start + chunk, count)
         try:
-            outputs.append(step(start, stop, tiling))
+            outputs.append(step(start, stop, tiling, steps))
         except Exception as error:
             if not runtime.is_out_of_memory(error):
                 raise
@@ -171,10 +193,10 @@ def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Til
                     raise
                 tiling = smaller
                 log.warning("out of memory on one image; retrying in tiles of %d px", tiling.size)
+            steps.restart(passes * tile_count(*size, tiling), start)
             runtime.release_cache()
             continue
         start = stop
-        report(start)
     if isinstance(outputs[0], Tensor):
         return torch.cat(outputs)
     return [torch.cat(parts) for parts in zip(*outputs)]
@@ -191,8 +213,8 @@ def _compute(model: LoadedModel, device: torch.device):
     model.network.to(memory_format=torch.channels_last)
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
-    if dtype != torch.float32:
-        stack.enter_context(torch.autocast(device.type, dtype=dtype))
+    # entered even for float32, so a model run inside another's context (stylize's tiles) keeps its own precision
+    stack.enter_context(torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32))
     return stack
 
 
@@ -200,26 +222,48 @@ def _to_device(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device, torch.float32, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
+def _encoder_run(encoder: Encoder, layers: tuple[str, ...], device: torch.device) -> Callable[[Tensor], list[Tensor]]:
+    return lambda x: [f.float() for f in encoder.network.encode(_to_device(x, device), layers, fast=True)]
+
+
 def _encode_images(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: Tiling,
                    reduce: Callable[[list[Tensor], int, int], list[Tensor]], layers: tuple[str, ...]) -> list[Tensor]:
     """Encode padded images to ``layers`` in memory-sized chunks (whole images) or tile by tile (large images)."""
     device, out = runtime.compute_device(), runtime.output_device()
     size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
+    run = _encoder_run(encoder, layers, device)
 
-    def run(x: Tensor) -> list[Tensor]:
-        return [f.float() for f in encoder.network.encode(_to_device(x, device), layers, fast=True)]
-
-    def step(a: int, b: int, tiling: Tiling) -> list[Tensor]:
+    def step(a: int, b: int, tiling: Tiling, steps: Steps) -> list[Tensor]:
         with _compute(encoder, device):
             x = pad_for_encoder(images[a:b])
             if tiling.applies(*size):
-                tiles = [encode_tiled(run, x[i:i + 1], tiling, out) for i in range(b - a)]
+                tiles = [encode_tiled(run, x[i:i + 1], tiling, out, steps.tick) for i in range(b - a)]
                 features = [torch.cat(level) for level in zip(*tiles)]
-            else:
-                features = run(x)
-            return reduce(features, a, b)
+                return reduce(features, a, b)
+            features = reduce(run(x), a, b)
+            steps.tick(b - a)
+            return features
 
-    return run_chunked(runtime, images.shape[0], size, tiling, step, encoder)
+    return run_chunked(runtime, images.shape[0], size, tiling, step, [encoder])
+
+
+def _image_moments(encoder: Encoder, image: Tensor, layers: tuple[str, ...], tiling: Tiling, device: torch.device,
+                   steps: Steps, weights: dict[str, Tensor] | None = None,
+                   keep: Callable[[tuple[int, int, int, int], Tensor], None] | None = None) -> dict[str, Moments]:
+    """Statistics at ``layers`` of one padded image ``[1, 3, H, W]`` (within ``weights`` on each level's grid),
+    accumulated tile by tile: none of the levels' maps is kept, except what ``keep(region, part)`` does with
+    the first layer's core of each tile."""
+    found: dict[str, Moments] = {}
+    for region, parts in encode_tiles(_encoder_run(encoder, layers, device), image, tiling):
+        y0, y1, x0, x1 = region
+        if keep is not None:
+            keep(region, parts[0])
+        for name, part in zip(layers, parts):
+            weight = None if weights is None else cut(weights[name], image.shape[-2] // GRID, y0, y1, x0, x1)
+            moments = Moments.of(part, None if weight is None else weight.to(part.device))
+            found[name] = found[name].merge(moments) if name in found else moments
+        steps.tick()
+    return found
 
 
 def _check_levels(levels: tuple[str, ...]) -> tuple[str, ...]:
@@ -250,25 +294,40 @@ def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: T
                      average: bool = False, tiling: Tiling = DEFAULT_TILING) -> AdaINStyle:
     """Statistics of each style image (or their average), optionally within a mask of the style image.
 
-    They are taken at every level of the layer table (the encoder passes them anyway), so any decoder can use them."""
+    They are taken at every level of the layer table (the encoder passes them anyway), so any decoder can use
+    them; a tiled image's are accumulated tile by tile, so its feature maps are never held whole."""
     layers = tuple(ENCODER_LAYERS)
+    device = runtime.compute_device()
+    size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
     weights = None
     if mask is not None:
         weights = {name: mask_to_weight(mask, images.shape[0], tuple(images.shape[-2:]), _grid(images, name),
                                         "style mask") for name in layers}
 
-    def reduce(features: list[Tensor], a: int, b: int) -> list[Tensor]:
-        stats = []
-        for name, level in zip(layers, features):
+    def pack(stats: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+        return [torch.stack([m, s], dim=1).float().cpu() for m, s in stats]
+
+    def step(a: int, b: int, tiling: Tiling, steps: Steps) -> list[Tensor]:
+        with _compute(encoder, device):
+            x = pad_for_encoder(images[a:b])
+            if tiling.applies(*size):
+                found = []
+                for i in range(b - a):
+                    own = None if weights is None else {n: w[a + i:a + i + 1] for n, w in weights.items()}
+                    moments = _image_moments(encoder, x[i:i + 1], layers, tiling, device, steps, own)
+                    found.append(pack([moments[name].mean_std() for name in layers]))
+                return [torch.cat(level) for level in zip(*found)]
+            features = _encoder_run(encoder, layers, device)(x)
             if weights is None:
-                m, s = mean_std(level)
+                stats = [mean_std(level) for level in features]
             else:
-                m, s = masked_mean_std(level, weights[name][a:b].to(level.device))
-            stats.append(torch.stack([m, s], dim=1).float().cpu())
-        return stats
+                stats = [masked_mean_std(level, weights[name][a:b].to(level.device))
+                         for name, level in zip(layers, features)]
+            steps.tick(b - a)
+            return pack(stats)
 
     found = {}
-    for name, stats in zip(layers, _encode_images(encoder, images, runtime, tiling, reduce, layers)):
+    for name, stats in zip(layers, run_chunked(runtime, images.shape[0], size, tiling, step, [encoder])):
         mean, std = stats[:, 0], stats[:, 1]
         if average:
             mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
@@ -343,6 +402,10 @@ def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float],
     return AdaINStyle(levels, first.encoder_id, first.encoder_name, first.layer)
 
 
+def _decoder_run(decoder: Decoder, device: torch.device) -> Callable[..., Tensor]:
+    return lambda *levels: decoder.network.infer(*(_to_device(t, device) for t in levels)).float()
+
+
 def decode(decoder: Decoder, features: AdaINFeatures, runtime: Runtime,
            tiling: Tiling = DEFAULT_TILING) -> Tensor:
     """Decode features to RGB ``[B, 3, H, W]`` in 0..1 at the size of the image that was encoded."""
@@ -362,24 +425,85 @@ def decode(decoder: Decoder, features: AdaINFeatures, runtime: Runtime,
     fh, fw = levels[0].shape[-2:]
     size = (fh * GRID, fw * GRID)
 
-    def run(*x: Tensor) -> Tensor:
-        return network.infer(*(_to_device(t, device) for t in x)).float()
+    run = _decoder_run(decoder, device)
 
-    def step(a: int, b: int, tiling: Tiling) -> Tensor:
+    def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:
         with _compute(decoder, device):
-            x = [t[a:b] for t in levels]
             if tiling.applies(*size):
-                image = torch.cat([decode_tiled(run, x[0][i:i + 1], tiling, out, tuple(t[i:i + 1] for t in x[1:]))
-                                   for i in range(b - a)])
+                images = []
+                for i in range(a, b):
+                    image = [t[i:i + 1] for t in levels]
+                    images.append(decode_tiled(run, lambda *tile: [cut(t, fh, *tile) for t in image], (fh, fw),
+                                               tiling, out, steps.tick))
+                image = torch.cat(images)
             else:
-                image = run(*x)
+                image = run(*(t[a:b] for t in levels))
+                steps.tick(b - a)
             return image[..., :h, :w].clamp(0.0, 1.0).to(out)
 
-    result = run_chunked(runtime, features.count, size, tiling, step, decoder)
-    if not torch.isfinite(result).all():
+    return _checked(run_chunked(runtime, features.count, size, tiling, step, [decoder]))
+
+
+def _checked(image: Tensor) -> Tensor:
+    if not torch.isfinite(image).all():
         raise AdaINInputError("the decoder produced NaN or infinite values; the decoder file is probably "
                               "corrupt, or its precision (fp16) overflows: load it with precision fp32")
-    return result
+    return image
+
+
+def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: AdaINStyle, alpha: float,
+                   runtime: Runtime, tiling: Tiling) -> Tensor:
+    """Style transfer of large images in memory bounded by the tile and the AdaIN layer's features, whatever
+    levels the decoder takes. A first pass over the tiles takes every level's whole-image statistics, keeping
+    only the AdaIN layer (what a relu4_1 decoder needs anyway); the second encodes the finer levels of each
+    decoder tile (with the same context as ``encode_tiled``) just before it decodes that tile."""
+    network = decoder.network
+    if network.in_channels != int(style.mean.shape[-1]):
+        raise AdaINInputError(f"the decoder expects {network.in_channels}-channel features, got {style.mean.shape[-1]}")
+    layers, finer = network.levels, network.levels[1:]
+    device, out = runtime.compute_device(), runtime.output_device()
+    h, w = images.shape[-2:]
+    size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
+    fh, fw = size[0] // GRID, size[1] // GRID
+    index = batch_index(images.shape[0], style.count, "the content", "the style")
+    run_finer, run_decoder = _encoder_run(encoder, finer, device), _decoder_run(decoder, device)
+
+    def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:
+        margin = -(-tiling.overlap // GRID)
+        results = []
+        for i in range(a, b):
+            image = pad_for_encoder(images[i:i + 1])
+            kept = torch.empty(1, network.in_channels, fh, fw, device=out)
+
+            def keep(region: tuple[int, int, int, int], part: Tensor) -> None:
+                y0, y1, x0, x1 = region
+                kept[..., y0:y1, x0:x1] = part.to(out)
+
+            with _compute(encoder, device):
+                own = {name: m.mean_std() for name, m in
+                       _image_moments(encoder, image, layers, tiling, device, steps, keep=keep).items()}
+
+            def restyle(name: str, x: Tensor) -> Tensor:
+                mean, std = (t[index[i]:index[i] + 1].to(x.device) for t in style.levels[name])
+                return adain_target(x, mean, std, alpha, own=tuple(t.to(x.device) for t in own[name]))
+
+            deep = restyle(layers[0], kept)
+            del kept
+
+            def levels_at(ya: int, yb: int, xa: int, xb: int) -> list[Tensor]:
+                ca, cb, da, db = max(ya - margin, 0), min(yb + margin, fh), max(xa - margin, 0), min(xb + margin, fw)
+                with _compute(encoder, device):
+                    parts = run_finer(image[..., ca * GRID:cb * GRID, da * GRID:db * GRID]) if finer else []
+                return [cut(deep, fh, ya, yb, xa, xb)] + [
+                    restyle(name, cut(part, cb - ca, ya - ca, yb - ca, xa - da, xb - da))
+                    for name, part in zip(finer, parts)]
+
+            with _compute(decoder, device):
+                decoded = decode_tiled(run_decoder, levels_at, (fh, fw), tiling, out, steps.tick)
+            results.append(decoded[..., :h, :w].clamp(0.0, 1.0))
+        return torch.cat(results)
+
+    return _checked(run_chunked(runtime, images.shape[0], size, tiling, step, [encoder, decoder], passes=2))
 
 
 def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, runtime: Runtime,
@@ -395,6 +519,9 @@ def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, 
         style = luminance_as_rgb(style[index], like=content)
     stats = style_statistics(encoder, style, runtime, tiling=tiling)
     source = luminance_as_rgb(content) if color == "luminance only" else content
-    styled = blend(encode(encoder, source, runtime, tiling, decoder.network.levels), stats, alpha)
-    image = decode(decoder, styled.without_content(), runtime, tiling)
+    if tiling.applies(*pad_for_encoder(content[:1, :1]).shape[-2:]):
+        image = _stylize_tiled(encoder, decoder, source, stats, alpha, runtime, tiling)
+    else:
+        styled = blend(encode(encoder, source, runtime, tiling, decoder.network.levels), stats, alpha)
+        image = decode(decoder, styled.without_content(), runtime, tiling)
     return transfer_luminance(content.to(image), image) if color == "luminance only" else image

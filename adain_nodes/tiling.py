@@ -77,25 +77,43 @@ def _tiles(h: int, w: int, tiling: Tiling):
 
 
 def tile_count(height: int, width: int, tiling: Tiling) -> int:
+    """Tiles of an image of ``height`` x ``width`` padded pixels (1 when the tiling does not apply)."""
+    if not tiling.applies(height, width):
+        return 1
     return sum(1 for _ in _tiles(height // GRID, width // GRID, tiling))
 
 
-def encode_tiled(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling: Tiling,
-                 out_device: torch.device) -> list[Tensor]:
-    """Features of one padded image ``[1, 3, H, W]`` (H, W multiples of GRID), computed tile by tile.
+Region = tuple[int, int, int, int]  # y0, y1, x0, x1 in features of the GRID
 
-    ``encode`` returns one tensor per level, each at its own stride (GRID or a divisor of it): the tile's
-    core lands at the same place of the image on every level."""
+
+def encode_tiles(encode: Callable[[Tensor], list[Tensor]], image: Tensor,
+                 tiling: Tiling) -> Iterator[tuple[Region, list[Tensor]]]:
+    """Each tile's core ``region`` of one padded image ``[1, 3, H, W]`` (H, W multiples of GRID) and the features
+    of its core, one tensor per level of ``encode``, each at its own stride (GRID or a divisor of it): the tile's
+    core lands at the same place of the image on every level. Nothing of the other tiles is kept."""
     h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
-    levels: list[Tensor] = []
     for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
         parts = encode(image[..., ya * GRID:yb * GRID, xa * GRID:xb * GRID])
-        for index, part in enumerate(parts):
+        cores = []
+        for part in parts:
             f = part.shape[-2] // (yb - ya)  # this level's feature pixels per GRID feature pixel
+            cores.append(part[..., (y0 - ya) * f:(y1 - ya) * f, (x0 - xa) * f:(x1 - xa) * f])
+        yield (y0, y1, x0, x1), cores
+
+
+def encode_tiled(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling: Tiling, out_device: torch.device,
+                 on_tile: Callable[[], None] = lambda: None) -> list[Tensor]:
+    """Features of one padded image ``[1, 3, H, W]``, computed tile by tile (``encode_tiles``) and assembled;
+    ``on_tile`` runs after each tile (progress, interrupt)."""
+    h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
+    levels: list[Tensor] = []
+    for (y0, y1, x0, x1), parts in encode_tiles(encode, image, tiling):
+        for index, part in enumerate(parts):
+            f = part.shape[-2] // (y1 - y0)
             if len(levels) <= index:
                 levels.append(torch.empty(1, part.shape[1], h * f, w * f, dtype=part.dtype, device=out_device))
-            levels[index][..., y0 * f:y1 * f, x0 * f:x1 * f] = \
-                part[..., (y0 - ya) * f:(y1 - ya) * f, (x0 - xa) * f:(x1 - xa) * f].to(out_device)
+            levels[index][..., y0 * f:y1 * f, x0 * f:x1 * f] = part.to(out_device)
+        on_tile()
     return levels
 
 
@@ -109,25 +127,29 @@ def _ramp(length: int, before: int, after: int, device: torch.device) -> Tensor:
     return weight
 
 
-def _cut(level: Tensor, factor: int, ya: int, yb: int, xa: int, xb: int) -> Tensor:
-    """The part of a level ``factor`` times finer than the GRID features under GRID features [ya:yb, xa:xb]."""
-    return level[..., ya * factor:yb * factor, xa * factor:xb * factor]
+def cut(level: Tensor, grid_height: int, ya: int, yb: int, xa: int, xb: int) -> Tensor:
+    """The part of a level (of an image ``grid_height`` GRID features high) under GRID features [ya:yb, xa:xb]."""
+    f = level.shape[-2] // grid_height
+    return level[..., ya * f:yb * f, xa * f:xb * f]
 
 
-def decode_tiled(decode: Callable[..., Tensor], features: Tensor, tiling: Tiling, out_device: torch.device,
-                 skips: tuple[Tensor, ...] = ()) -> Tensor:
-    """Decode ``[1, C, h, w]`` (with a skip decoder's finer ``skips``, cut to the same tiles) tile by tile,
-    cross-fading overlaps, to ``[1, 3, 8h, 8w]``."""
-    h, w = features.shape[-2:]
+def decode_tiled(decode: Callable[..., Tensor], levels_at: Callable[[int, int, int, int], list[Tensor]],
+                 grid: tuple[int, int], tiling: Tiling, out_device: torch.device,
+                 on_tile: Callable[[], None] = lambda: None) -> Tensor:
+    """Decode one image of ``grid`` (h, w) GRID features tile by tile, cross-fading overlaps, to ``[1, 3, 8h, 8w]``.
+
+    ``levels_at(ya, yb, xa, xb)`` gives the decoder's inputs under the tile (each level cut to the same place:
+    ``cut`` of stored levels, or levels computed for this tile only); ``on_tile`` runs after each tile."""
+    h, w = grid
     image = torch.zeros(1, 3, h * GRID, w * GRID, device=out_device)
     total = torch.zeros(1, 1, h * GRID, w * GRID, device=out_device)
     for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
-        cuts = [_cut(skip, skip.shape[-2] // h, ya, yb, xa, xb) for skip in skips]
-        part = decode(features[..., ya:yb, xa:xb], *cuts).float().to(out_device)
+        part = decode(*levels_at(ya, yb, xa, xb)).float().to(out_device)
         wy = _ramp((yb - ya) * GRID, (y0 - ya) * GRID, (yb - y1) * GRID, out_device)
         wx = _ramp((xb - xa) * GRID, (x0 - xa) * GRID, (xb - x1) * GRID, out_device)
         weight = wy[:, None] * wx[None, :]
         region = (..., slice(ya * GRID, yb * GRID), slice(xa * GRID, xb * GRID))
         image[region] += part * weight
         total[region] += weight
+        on_tile()
     return image.div_(total)
