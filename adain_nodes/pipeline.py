@@ -21,9 +21,9 @@ from .core.image import batch_index, mask_to_weight, pad_for_encoder
 from .core.layers import ADAIN_LAYER, BYTES_PER_PIXEL, ENCODER_LAYERS, GRID
 from .core.stats import Moments, adain_target, masked_mean_std, mean_std, mix_statistics
 from .errors import AdaINInputError
-from .host.runtime import Runtime
+from .host.runtime import Runtime, Steps
 from .models.loaded import LoadedModel
-from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
+from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder, receptive_radius
 from .models.precision import resolve_precision
 from .tiling import Tiling, cut, decode_tiled, encode_tiled, encode_tiles, tile_count
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 COLOR_MODES = ("off", "match style colors", "luminance only")
 DEFAULT_TILING = Tiling()
 Levels = dict[str, Tensor]
+# Feature rows of a large image's AdaIN layer restyled at once (bounds the temporary copy).
+ROWS_AT_ONCE = 64
 
 
 def _combine(content: Tensor, weighted: Tensor, cover: Tensor) -> Tensor:
@@ -139,25 +141,6 @@ Encoder = LoadedModel[VGGEncoder]
 Decoder = LoadedModel[AdaINDecoder | SkipDecoder]
 
 
-class Steps:
-    """Progress in steps of images x tiles (x passes), as ComfyUI's upscale node counts them, with the interrupt
-    honoured after every step: a 64-tile image reports 64 times and stops within one tile of Cancel."""
-
-    def __init__(self, runtime: Runtime, count: int, per_image: int) -> None:
-        self.runtime, self.count = runtime, count
-        self.restart(per_image, 0)
-
-    def restart(self, per_image: int, images_done: int) -> None:
-        """Count anew after the tiling changed (out-of-memory back-off), from ``images_done`` whole images."""
-        self.per_image, self.done = per_image, images_done * per_image
-        self.report = self.runtime.progress(self.count * per_image)
-
-    def tick(self, steps: int = 1) -> None:
-        self.done += steps
-        self.report(self.done)
-        self.runtime.check_interrupt()
-
-
 def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Tiling,
                 step: Callable[[int, int, Tiling, Steps], Tensor], models: Sequence[LoadedModel] = (),
                 passes: int = 1) -> Tensor:
@@ -198,7 +181,7 @@ def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Til
             continue
         start = stop
     if isinstance(outputs[0], Tensor):
-        return torch.cat(outputs)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
     return [torch.cat(parts) for parts in zip(*outputs)]
 
 
@@ -247,17 +230,17 @@ def _encode_images(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: T
     return run_chunked(runtime, images.shape[0], size, tiling, step, [encoder])
 
 
-def _image_moments(encoder: Encoder, image: Tensor, layers: tuple[str, ...], tiling: Tiling, device: torch.device,
+def _image_moments(run: Callable[[Tensor], list[Tensor]], image: Tensor, layers: tuple[str, ...], tiling: Tiling,
                    steps: Steps, weights: dict[str, Tensor] | None = None,
-                   keep: Callable[[tuple[int, int, int, int], Tensor], None] | None = None) -> dict[str, Moments]:
-    """Statistics at ``layers`` of one padded image ``[1, 3, H, W]`` (within ``weights`` on each level's grid),
-    accumulated tile by tile: none of the levels' maps is kept, except what ``keep(region, part)`` does with
-    the first layer's core of each tile."""
+                   keep: Callable[[tuple[int, int, int, int], list[Tensor]], None] | None = None) -> dict[str, Moments]:
+    """Statistics at ``layers`` (the first outputs of ``run``) of one padded image ``[1, 3, H, W]``, within
+    ``weights`` on each level's grid, accumulated tile by tile: no map is kept but what ``keep(region, parts)``
+    keeps of each tile's core."""
     found: dict[str, Moments] = {}
-    for region, parts in encode_tiles(_encoder_run(encoder, layers, device), image, tiling):
+    for region, parts in encode_tiles(run, image, tiling):
         y0, y1, x0, x1 = region
         if keep is not None:
-            keep(region, parts[0])
+            keep(region, parts)
         for name, part in zip(layers, parts):
             weight = None if weights is None else cut(weights[name], image.shape[-2] // GRID, y0, y1, x0, x1)
             moments = Moments.of(part, None if weight is None else weight.to(part.device))
@@ -314,7 +297,8 @@ def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: T
                 found = []
                 for i in range(b - a):
                     own = None if weights is None else {n: w[a + i:a + i + 1] for n, w in weights.items()}
-                    moments = _image_moments(encoder, x[i:i + 1], layers, tiling, device, steps, own)
+                    moments = _image_moments(_encoder_run(encoder, layers, device), x[i:i + 1], layers, tiling,
+                                             steps, own)
                     found.append(pack([moments[name].mean_std() for name in layers]))
                 return [torch.cat(level) for level in zip(*found)]
             features = _encoder_run(encoder, layers, device)(x)
@@ -455,9 +439,11 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
                    runtime: Runtime, tiling: Tiling) -> Tensor:
     """Style transfer of large images in memory bounded by the tile and the AdaIN layer's features, whatever
     levels the decoder takes. A first pass over the tiles takes every level's whole-image statistics, keeping
-    only the AdaIN layer (what a relu4_1 decoder needs anyway); the second encodes the finer levels of each
-    decoder tile (with the same context as ``encode_tiled``) just before it decodes that tile."""
-    network = decoder.network
+    only the AdaIN layer (what a relu4_1 decoder needs anyway) and, for finer levels, the output of the encoder's
+    last pooling before them (``resume_point``: as many bytes as the AdaIN layer's at bf16). The second pass
+    encodes each decoder tile's finer levels from it, with their receptive field as context (so they are
+    exact), just before it decodes that tile."""
+    network, vgg = decoder.network, encoder.network
     if network.in_channels != int(style.mean.shape[-1]):
         raise AdaINInputError(f"the decoder expects {network.in_channels}-channel features, got {style.mean.shape[-1]}")
     layers, finer = network.levels, network.levels[1:]
@@ -466,42 +452,58 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
     size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
     fh, fw = size[0] // GRID, size[1] // GRID
     index = batch_index(images.shape[0], style.count, "the content", "the style")
-    run_finer, run_decoder = _encoder_run(encoder, finer, device), _decoder_run(decoder, device)
+    start = vgg.resume_point(finer) if finer else 0
+    ends = tuple(ENCODER_LAYERS[name].end for name in layers)
+    margin = -(-max((receptive_radius(name) for name in finer), default=0) // GRID)  # cells of context
+    run_decoder = _decoder_run(decoder, device)
+
+    def first_pass(x: Tensor) -> list[Tensor]:
+        found = vgg.run_fast(_to_device(x, device), 0, ends + ((start,) if finer else ()))
+        return [f.float() for f in found[:len(layers)]] + found[len(layers):]  # the kept pooling as computed
 
     def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:
-        margin = -(-tiling.overlap // GRID)
         results = []
         for i in range(a, b):
             image = pad_for_encoder(images[i:i + 1])
-            kept = torch.empty(1, network.in_channels, fh, fw, device=out)
+            kept: list[Tensor] = []
 
-            def keep(region: tuple[int, int, int, int], part: Tensor) -> None:
+            def keep(region: tuple[int, int, int, int], parts: list[Tensor]) -> None:
                 y0, y1, x0, x1 = region
-                kept[..., y0:y1, x0:x1] = part.to(out)
+                for number, part in enumerate([parts[0]] + parts[len(layers):]):
+                    f = part.shape[-2] // (y1 - y0)
+                    if len(kept) <= number:
+                        kept.append(torch.empty(1, part.shape[1], fh * f, fw * f, dtype=part.dtype, device=out))
+                    kept[number][..., y0 * f:y1 * f, x0 * f:x1 * f] = part.to(out)
 
             with _compute(encoder, device):
                 own = {name: m.mean_std() for name, m in
-                       _image_moments(encoder, image, layers, tiling, device, steps, keep=keep).items()}
+                       _image_moments(first_pass, image, layers, tiling, steps, keep=keep).items()}
 
             def restyle(name: str, x: Tensor) -> Tensor:
                 mean, std = (t[index[i]:index[i] + 1].to(x.device) for t in style.levels[name])
                 return adain_target(x, mean, std, alpha, own=tuple(t.to(x.device) for t in own[name]))
 
-            deep = restyle(layers[0], kept)
-            del kept
+            deep = kept.pop(0)
+            with torch.inference_mode():  # in place, a band at a time: no second copy of the level
+                for row in range(0, fh, ROWS_AT_ONCE):
+                    deep[..., row:row + ROWS_AT_ONCE, :] = restyle(layers[0], deep[..., row:row + ROWS_AT_ONCE, :])
+            pooled = kept.pop() if finer else None
 
             def levels_at(ya: int, yb: int, xa: int, xb: int) -> list[Tensor]:
                 ca, cb, da, db = max(ya - margin, 0), min(yb + margin, fh), max(xa - margin, 0), min(xb + margin, fw)
-                with _compute(encoder, device):
-                    parts = run_finer(image[..., ca * GRID:cb * GRID, da * GRID:db * GRID]) if finer else []
+                parts: list[Tensor] = []
+                if finer:
+                    with _compute(encoder, device):
+                        region = _to_device(cut(pooled, fh, ca, cb, da, db), device)
+                        parts = [f.float() for f in vgg.run_fast(region, start, ends[1:])]
                 return [cut(deep, fh, ya, yb, xa, xb)] + [
                     restyle(name, cut(part, cb - ca, ya - ca, yb - ca, xa - da, xb - da))
                     for name, part in zip(finer, parts)]
 
             with _compute(decoder, device):
                 decoded = decode_tiled(run_decoder, levels_at, (fh, fw), tiling, out, steps.tick)
-            results.append(decoded[..., :h, :w].clamp(0.0, 1.0))
-        return torch.cat(results)
+                results.append(decoded[..., :h, :w].clamp_(0.0, 1.0))
+        return results[0] if len(results) == 1 else torch.cat(results)
 
     return _checked(run_chunked(runtime, images.shape[0], size, tiling, step, [encoder, decoder], passes=2))
 

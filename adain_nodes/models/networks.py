@@ -42,6 +42,19 @@ def vgg19_modules(count: int = ENCODER_LAYERS[ADAIN_LAYER].end) -> list[nn.Modul
     return modules[:count]
 
 
+def receptive_radius(layer: str) -> int:
+    """Image pixels on each side of a feature pixel of ``layer`` that it depends on: a tile encoded with this
+    much context around it has exactly the features of the whole image."""
+    radius, jump = 0, 1
+    for module in vgg19_modules(ENCODER_LAYERS[layer].end):
+        if isinstance(module, nn.Conv2d):
+            radius += (module.kernel_size[0] - 1) // 2 * jump
+        elif isinstance(module, nn.MaxPool2d):
+            radius += (module.kernel_size - 1) * jump
+            jump *= module.stride
+    return radius
+
+
 class VGGEncoder(nn.Sequential):
     """Normalised VGG19 up to relu4_1; ``encode`` returns the named layers asked for."""
 
@@ -59,8 +72,7 @@ class VGGEncoder(nn.Sequential):
         stop = max(ENCODER_LAYERS[name].end for name in layers)
         wanted = {ENCODER_LAYERS[name].end: name for name in layers}
         if fast:
-            taps = run_fused(self, image, stop, tuple(wanted), FLOAT32_INPUT_MODULES)[1]
-            return [taps[ENCODER_LAYERS[name].end] for name in layers]
+            return self.run_fast(image, 0, tuple(ENCODER_LAYERS[name].end for name in layers))
         found: dict[str, Tensor] = {}
         x = image
         for index, module in enumerate(self):
@@ -70,6 +82,21 @@ class VGGEncoder(nn.Sequential):
             if index + 1 in wanted:
                 found[wanted[index + 1]] = x
         return [found[name] for name in layers]
+
+
+    def run_fast(self, x: Tensor, start: int, ends: tuple[int, ...]) -> list[Tensor]:
+        """The outputs of modules ``ends`` (module counts, as ``EncoderLayer.end``) on the fused inference path,
+        from ``x``: the image, or the output of the first ``start`` modules kept from an earlier run."""
+        taps = run_fused(list(self)[start:], x, max(ends) - start, tuple(e - start for e in ends),
+                         max(FLOAT32_INPUT_MODULES - start, 0))[1]
+        return [taps[e - start] for e in ends]
+
+    def resume_point(self, layers: tuple[str, ...]) -> int:
+        """The module count just after the last max-pool before every one of ``layers`` (0 if none): kept from a
+        first run, its output encodes them again without the full-resolution layers, the slowest."""
+        first = min(ENCODER_LAYERS[name].end for name in layers)
+        pools = [index + 1 for index, module in enumerate(self) if isinstance(module, nn.MaxPool2d) and index < first]
+        return max(pools, default=0)
 
 
 class AdaINDecoder(nn.Sequential):
