@@ -31,7 +31,7 @@ from typing import Callable
 from . import __version__
 from .errors import AdaINInputError, WeightFileError
 from .http_stream import POLL_SECONDS, RateWatch, Stream
-from .host.paths import MODELS_FOLDER, list_files, resolve_file, writable_path
+from .host.paths import DEFAULT_ENCODER, MODELS_FOLDER, list_files, resolve_file, writable_path
 from .models.weights import convert_to_safetensors, file_sha256
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ RELEASED: dict[str, ReleasedFile] = {f.name: f for f in (
     ReleasedFile("decoder.pth", "379ca41d59f3a37eed3599bbbc2560c19da5c458870a5ffd3a9dd41aa88f9472", None, "decoder"),
 )}
 CONVERTED: dict[str, ConvertedFile] = {f.name: f for f in (
-    ConvertedFile("vgg19_normalised_relu4_1.safetensors", "vgg_normalised.pth", "encoder"),
+    ConvertedFile(DEFAULT_ENCODER, "vgg_normalised.pth", "encoder"),
     ConvertedFile("adain_reference_decoder.safetensors", "decoder.pth", "decoder"),
 )}
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .core.image import batch_index
-from .core.stats import adain, masked_mean_std, mean_std
+from .core.stats import adain_target, masked_mean_std, mean_std
 from .errors import AdaINInputError
 from .pipeline import check_unit
 
@@ -53,21 +53,20 @@ def match_statistics(x: Tensor, reference: Tensor, strength: float, weight: Tens
     work = x.float().flatten(2, 3) if x.dim() == 5 else x.float()
     reference = reference.to(work.device, torch.float32)
     ref_mean, ref_std = mean_std(reference)
-    if weight is None:
-        own_mean, own_std = mean_std(work)
-        amount: Tensor | float = strength
-    else:
+    region = None
+    if weight is not None:
         region = weight.to(work.device, torch.float32)
         if x.dim() == 5:
             region = region.unsqueeze(2).expand(-1, -1, x.shape[2], -1, -1).flatten(2, 3)
-        own_mean, own_std = masked_mean_std(work, region)
-        amount = region * strength
-    for what, values, stats in ((name, x, (own_mean, own_std)), (ref_name, reference, (ref_mean, ref_std))):
+    own = mean_std(work) if region is None else masked_mean_std(work, region)
+    for what, values, stats in ((name, x, own), (ref_name, reference, (ref_mean, ref_std))):
         if not all(torch.isfinite(t).all() for t in stats):  # else a flat picture of the other's mean, silently
             raise AdaINInputError(f"the {what}'s values are too large for float32 statistics (largest |value| "
                                   f"{float(values.abs().max()):.3g}); scale them down")
-    target = adain(work, ref_mean[index], ref_std[index], own_mean, own_std)
-    result = torch.lerp(work, target, amount).reshape(x.shape).to(x.dtype)
+    result = adain_target(work, ref_mean[index], ref_std[index], strength, own=own)
+    if region is not None:
+        result = torch.lerp(work, result, region)
+    result = result.reshape(x.shape).to(x.dtype)
     if not torch.isfinite(result).all():
         raise AdaINInputError(f"the result overflows {str(x.dtype).removeprefix('torch.')}: the {ref_name}'s or the "
                               f"{name}'s values are too large (largest |value| {float(reference.abs().max()):.3g} "

@@ -18,75 +18,98 @@ from torch import Tensor
 
 from .core.color import luminance_as_rgb, match_color, transfer_luminance
 from .core.image import batch_index, mask_to_weight, pad_for_encoder
-from .core.stats import adain, masked_mean_std, mean_std, mix_statistics
+from .core.layers import ADAIN_LAYER, BYTES_PER_PIXEL, ENCODER_LAYERS, GRID
+from .core.stats import Moments, adain_target, masked_mean_std, mean_std, mix_statistics
 from .errors import AdaINInputError
-from .host.runtime import Runtime
-from .core.layers import ADAIN_LAYER, ENCODER_LAYERS, SKIP_LAYERS
+from .host.runtime import Runtime, Steps
 from .models.loaded import LoadedModel
-from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
+from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder, receptive_radius
 from .models.precision import resolve_precision
-from .tiling import GRID, Tiling, decode_tiled, encode_tiled
+from .tiling import Tiling, cut, decode_tiled, encode_tiled, encode_tiles, tile_count
 
 log = logging.getLogger(__name__)
 
 COLOR_MODES = ("off", "match style colors", "luminance only")
 DEFAULT_TILING = Tiling()
-# Activation memory per pixel at full resolution: the 64-channel layers dominate (input,
-# output and padded copy of a float32 conv), with slack for the allocator.
-BYTES_PER_PIXEL = 64 * 4 * 4
+Levels = dict[str, Tensor]
+# Feature rows of a large image's AdaIN layer restyled at once (bounds the temporary copy).
+ROWS_AT_ONCE = 64
+
+
+def _combine(content: Tensor, weighted: Tensor, cover: Tensor) -> Tensor:
+    """The sum of weighted targets plus the content where the weights leave room, normalised where they
+    overlap beyond 1: what the blends so far make of one level, in any order."""
+    if cover.numel() == 1 and float(cover) == 1.0:  # one blend without a mask: its target, no copies
+        return weighted
+    return (weighted + (1.0 - cover).clamp_min(0.0) * content) / cover.clamp_min(1.0)
 
 
 @dataclass(frozen=True)
 class AdaINFeatures:
-    """Encoded images on their way to the decoder.
+    """Encoded images on their way to the decoder, one entry per encoder level (``layer`` first).
 
-    ``content`` keeps the encoder's output untouched: AdaIN statistics and the alpha trade-off
-    always refer to it, so chained blends (one per masked region) compose like the paper's
-    spatial control instead of stylizing an already stylized region. ``skips`` and
-    ``content_skips`` are the same at SKIP_LAYERS, present only when encoded for a skip decoder.
+    ``content`` keeps the encoder's output untouched: AdaIN statistics and the alpha trade-off always refer
+    to it. Blends add up instead of overwriting: ``weighted`` is each level's sum of mask-weighted targets,
+    ``cover`` the sum of the masks (``[B or 1, 1, h, w]``, 1 without a mask); ``levels`` combines them with
+    the content where no mask covers it, so chained blends (one per region) give the same result in any
+    order, for soft and off-grid masks alike. A skip decoder takes the levels it declares; encode asks for them.
     """
 
-    features: Tensor
-    content: Tensor
+    content: Levels
     image_size: tuple[int, int]
     encoder_id: str
     encoder_name: str
     layer: str = ADAIN_LAYER
-    skips: dict[str, Tensor] = field(default_factory=dict)
-    content_skips: dict[str, Tensor] = field(default_factory=dict)
+    weighted: Levels = field(default_factory=dict)
+    cover: Levels = field(default_factory=dict)
+
+    @property
+    def levels(self) -> Levels:
+        """What goes to the decoder, by encoder layer."""
+        if not self.weighted:
+            return self.content
+        return {name: _combine(c, self.weighted[name], self.cover[name]) for name, c in self.content.items()}
+
+    @property
+    def features(self) -> Tensor:
+        """The AdaIN layer's features (what a relu4_1 decoder takes)."""
+        return self.levels[self.layer]
 
     @property
     def count(self) -> int:
-        return int(self.features.shape[0])
-
-    def replace(self, features: Tensor, skips: dict[str, Tensor] | None = None) -> "AdaINFeatures":
-        return dataclasses.replace(self, features=features, skips=self.skips if skips is None else skips)
+        return int(self.content[self.layer].shape[0])
 
     def expand(self, count: int) -> "AdaINFeatures":
         """One image's features as a batch of ``count`` views (no copies), e.g. to blend ``count`` styles."""
-        grow = lambda x: x.expand(count, -1, -1, -1)  # noqa: E731
-        return dataclasses.replace(self, features=grow(self.features), content=grow(self.content),
-                                   skips={n: grow(f) for n, f in self.skips.items()},
-                                   content_skips={n: grow(f) for n, f in self.content_skips.items()})
+        grow = lambda levels: {n: x.expand(count, *x.shape[1:]) for n, x in levels.items()}  # noqa: E731
+        return dataclasses.replace(self, content=grow(self.content), weighted=grow(self.weighted),
+                                   cover=grow(self.cover))
 
     def without_content(self) -> "AdaINFeatures":
-        """The same features with the unstylized copies let go (nothing downstream of the last blend needs
-        them; large images need the memory)."""
-        return dataclasses.replace(self, content=self.features, content_skips=self.skips)
+        """The combined levels as the content, the blends' sums let go (nothing downstream of the last blend
+        needs them; large images need the memory)."""
+        return dataclasses.replace(self, content=self.levels, weighted={}, cover={})
 
 
 @dataclass(frozen=True)
 class AdaINStyle:
-    """Per-channel mean and std ``[K, C]`` of K styles, tied to the encoder and layer that made them.
+    """Per-channel mean and std ``[K, C]`` of K styles at each encoder level, tied to the encoder that made them.
 
-    ``skips`` holds the same at SKIP_LAYERS, for skip decoders (empty in presets saved before them)."""
+    ``levels`` maps a layer name to its ``(mean, std)``; ``layer`` (the AdaIN layer) is always there, the others
+    are absent in presets saved before skip decoders."""
 
-    mean: Tensor
-    std: Tensor
+    levels: dict[str, tuple[Tensor, Tensor]]
     encoder_id: str
     encoder_name: str
     layer: str = ADAIN_LAYER
-    skips: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.levels[self.layer][0]
+
+    @property
+    def std(self) -> Tensor:
+        return self.levels[self.layer][1]
 
     @property
     def count(self) -> int:
@@ -94,7 +117,7 @@ class AdaINStyle:
 
 
 def _channels(x: "AdaINFeatures | AdaINStyle") -> int:
-    return int(x.features.shape[1]) if isinstance(x, AdaINFeatures) else int(x.mean.shape[-1])
+    return int(x.content[x.layer].shape[1]) if isinstance(x, AdaINFeatures) else int(x.mean.shape[-1])
 
 
 def _check_same_encoder(a_name: str, a, b_name: str, b) -> None:
@@ -119,26 +142,28 @@ Decoder = LoadedModel[AdaINDecoder | SkipDecoder]
 
 
 def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Tiling,
-                step: Callable[[int, int, Tiling], Tensor], model: LoadedModel | None = None) -> Tensor:
-    """Concatenate ``step(start, stop, tiling)`` (a tensor, or a list of them each concatenated) over a batch of
-    ``count`` images of ``size`` pixels, in chunks that fit memory. On out-of-memory the chunk is halved; once one
-    image does not fit, the tiles are (as ComfyUI's upscale node does), down to ``MIN_BACKOFF_TILE``; then the error
-    is raised."""
+                step: Callable[[int, int, Tiling, Steps], Tensor], models: Sequence[LoadedModel] = (),
+                passes: int = 1) -> Tensor:
+    """Concatenate ``step(start, stop, tiling, steps)`` (a tensor, or a list of them each concatenated) over a batch
+    of ``count`` images of ``size`` pixels, in chunks that fit memory. ``step`` ticks ``steps`` once per tile of
+    each of its ``passes`` over an image (once per image when not tiled). On out-of-memory the chunk is halved;
+    once one image does not fit, the tiles are (as ComfyUI's upscale node does), down to ``MIN_BACKOFF_TILE``;
+    then the error is raised."""
 
     def image_bytes(t: Tiling) -> int:
         return t.working_pixels(*size) * BYTES_PER_PIXEL
 
     chunk = max(1, min(count, runtime.free_bytes() // max(image_bytes(tiling), 1)))
-    if model is not None:
+    for model in models:
         runtime.load(model, chunk * image_bytes(tiling))
-    report = runtime.progress(count)
+    steps = Steps(runtime, count, passes * tile_count(*size, tiling))
     outputs: list[Tensor] = []
     start = 0
     while start < count:
         runtime.check_interrupt()
         stop = min(start + chunk, count)
         try:
-            outputs.append(step(start, stop, tiling))
+            outputs.append(step(start, stop, tiling, steps))
         except Exception as error:
             if not runtime.is_out_of_memory(error):
                 raise
@@ -151,12 +176,12 @@ def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Til
                     raise
                 tiling = smaller
                 log.warning("out of memory on one image; retrying in tiles of %d px", tiling.size)
+            steps.restart(passes * tile_count(*size, tiling), start)
             runtime.release_cache()
             continue
         start = stop
-        report(start)
     if isinstance(outputs[0], Tensor):
-        return torch.cat(outputs)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
     return [torch.cat(parts) for parts in zip(*outputs)]
 
 
@@ -171,8 +196,8 @@ def _compute(model: LoadedModel, device: torch.device):
     model.network.to(memory_format=torch.channels_last)
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
-    if dtype != torch.float32:
-        stack.enter_context(torch.autocast(device.type, dtype=dtype))
+    # entered even for float32, so a model run inside another's context (stylize's tiles) keeps its own precision
+    stack.enter_context(torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32))
     return stack
 
 
@@ -180,45 +205,66 @@ def _to_device(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device, torch.float32, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
+def _encoder_run(encoder: Encoder, layers: tuple[str, ...], device: torch.device) -> Callable[[Tensor], list[Tensor]]:
+    return lambda x: [f.float() for f in encoder.network.encode(_to_device(x, device), layers, fast=True)]
+
+
 def _encode_images(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: Tiling,
-                   reduce: Callable[[list[Tensor], int, int], list[Tensor]],
-                   layers: tuple[str, ...] = (ADAIN_LAYER,)) -> list[Tensor]:
+                   reduce: Callable[[list[Tensor], int, int], list[Tensor]], layers: tuple[str, ...]) -> list[Tensor]:
     """Encode padded images to ``layers`` in memory-sized chunks (whole images) or tile by tile (large images)."""
     device, out = runtime.compute_device(), runtime.output_device()
     size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
+    run = _encoder_run(encoder, layers, device)
 
-    def run(x: Tensor) -> list[Tensor]:
-        return [f.float() for f in encoder.network.encode(_to_device(x, device), layers, fast=True)]
-
-    def step(a: int, b: int, tiling: Tiling) -> list[Tensor]:
+    def step(a: int, b: int, tiling: Tiling, steps: Steps) -> list[Tensor]:
         with _compute(encoder, device):
             x = pad_for_encoder(images[a:b])
             if tiling.applies(*size):
-                tiles = [encode_tiled(run, x[i:i + 1], tiling, out) for i in range(b - a)]
+                tiles = [encode_tiled(run, x[i:i + 1], tiling, out, steps.tick) for i in range(b - a)]
                 features = [torch.cat(level) for level in zip(*tiles)]
-            else:
-                features = run(x)
-            return reduce(features, a, b)
+                return reduce(features, a, b)
+            features = reduce(run(x), a, b)
+            steps.tick(b - a)
+            return features
 
-    return run_chunked(runtime, images.shape[0], size, tiling, step, encoder)
+    return run_chunked(runtime, images.shape[0], size, tiling, step, [encoder])
 
 
-def _decoder_levels(levels: tuple[str, ...]) -> tuple[str, ...]:
-    if not levels or levels[0] != ADAIN_LAYER or not set(levels[1:]) <= set(SKIP_LAYERS):
-        raise ValueError(f"levels must be {ADAIN_LAYER!r} followed by any of {SKIP_LAYERS}, got {levels}")
+def _image_moments(run: Callable[[Tensor], list[Tensor]], image: Tensor, layers: tuple[str, ...], tiling: Tiling,
+                   steps: Steps, weights: dict[str, Tensor] | None = None,
+                   keep: Callable[[tuple[int, int, int, int], list[Tensor]], None] | None = None) -> dict[str, Moments]:
+    """Statistics at ``layers`` (the first outputs of ``run``) of one padded image ``[1, 3, H, W]``, within
+    ``weights`` on each level's grid, accumulated tile by tile: no map is kept but what ``keep(region, parts)``
+    keeps of each tile's core."""
+    found: dict[str, Moments] = {}
+    for region, parts in encode_tiles(run, image, tiling):
+        y0, y1, x0, x1 = region
+        if keep is not None:
+            keep(region, parts)
+        for name, part in zip(layers, parts):
+            weight = None if weights is None else cut(weights[name], image.shape[-2] // GRID, y0, y1, x0, x1)
+            moments = Moments.of(part, None if weight is None else weight.to(part.device))
+            found[name] = found[name].merge(moments) if name in found else moments
+        steps.tick()
+    return found
+
+
+def _check_levels(levels: tuple[str, ...]) -> tuple[str, ...]:
+    if not levels or levels[0] != ADAIN_LAYER or not set(levels) <= set(ENCODER_LAYERS) or len(set(levels)) < len(
+            levels):
+        raise ValueError(f"levels must be {ADAIN_LAYER!r} followed by any others of {tuple(ENCODER_LAYERS)}, got "
+                         f"{levels}")
     return levels
 
 
 def encode(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: Tiling = DEFAULT_TILING,
            levels: tuple[str, ...] = (ADAIN_LAYER,)) -> AdaINFeatures:
-    """Encode RGB ``[B, 3, H, W]`` images to ADAIN_LAYER features (padded to a multiple of SIZE_MULTIPLE), and to
-    the SKIP_LAYERS among ``levels`` (a decoder's ``levels``): only skip decoders need those, at 7x the memory."""
+    """Encode RGB ``[B, 3, H, W]`` images (padded to a multiple of GRID) at ``levels`` (a decoder's ``levels``,
+    the AdaIN layer first): only skip decoders need more than it, at several times the memory."""
     out = runtime.output_device()
-    levels = _decoder_levels(tuple(levels))
+    levels = _check_levels(tuple(levels))
     found = _encode_images(encoder, images, runtime, tiling, lambda fs, a, b: [f.to(out) for f in fs], levels)
-    skips = dict(zip(levels[1:], found[1:]))
-    return AdaINFeatures(found[0], found[0], tuple(images.shape[-2:]), encoder.identity, encoder.name,
-                         skips=skips, content_skips=skips)
+    return AdaINFeatures(dict(zip(levels, found)), tuple(images.shape[-2:]), encoder.identity, encoder.name)
 
 
 def _grid(images: Tensor, layer: str) -> tuple[int, int]:
@@ -231,8 +277,11 @@ def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: T
                      average: bool = False, tiling: Tiling = DEFAULT_TILING) -> AdaINStyle:
     """Statistics of each style image (or their average), optionally within a mask of the style image.
 
-    They are taken at SKIP_LAYERS too (the encoder passes them anyway), so any decoder can use them."""
-    layers = (ADAIN_LAYER,) + SKIP_LAYERS
+    They are taken at every level of the layer table (the encoder passes them anyway), so any decoder can use
+    them; a tiled image's are accumulated tile by tile, so its feature maps are never held whole."""
+    layers = tuple(ENCODER_LAYERS)
+    device = runtime.compute_device()
+    size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
     weights = None
     if mask is not None:
         weights = {name: mask_to_weight(mask, images.shape[0], tuple(images.shape[-2:]), _grid(images, name),
@@ -242,24 +291,40 @@ def style_statistics(encoder: Encoder, images: Tensor, runtime: Runtime, mask: T
             raise AdaINInputError(f"style mask: it selects nothing of style image(s) {empty}; paint the region to "
                                   "take the style from, or leave the mask unconnected")
 
-    def reduce(features: list[Tensor], a: int, b: int) -> list[Tensor]:
-        stats = []
-        for name, level in zip(layers, features):
+    def pack(stats: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+        return [torch.stack([m, s], dim=1).float().cpu() for m, s in stats]
+
+    def step(a: int, b: int, tiling: Tiling, steps: Steps) -> list[Tensor]:
+        with _compute(encoder, device):
+            x = pad_for_encoder(images[a:b])
+            if tiling.applies(*size):
+                found = []
+                for i in range(b - a):
+                    own = None if weights is None else {n: w[a + i:a + i + 1] for n, w in weights.items()}
+                    moments = _image_moments(_encoder_run(encoder, layers, device), x[i:i + 1], layers, tiling,
+                                             steps, own)
+                    found.append(pack([moments[name].mean_std() for name in layers]))
+                return [torch.cat(level) for level in zip(*found)]
+            features = _encoder_run(encoder, layers, device)(x)
             if weights is None:
-                m, s = mean_std(level)
+                stats = [mean_std(level) for level in features]
             else:
-                m, s = masked_mean_std(level, weights[name][a:b].to(level.device))
-            stats.append(torch.stack([m, s], dim=1).float().cpu())
-        return stats
+                stats = [masked_mean_std(level, weights[name][a:b].to(level.device))
+                         for name, level in zip(layers, features)]
+            steps.tick(b - a)
+            return pack(stats)
 
     found = {}
-    for name, stats in zip(layers, _encode_images(encoder, images, runtime, tiling, reduce, layers)):
+    for name, stats in zip(layers, run_chunked(runtime, images.shape[0], size, tiling, step, [encoder])):
         mean, std = stats[:, 0], stats[:, 1]
         if average:
             mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
         found[name] = (mean, std)
-    return AdaINStyle(*found[ADAIN_LAYER], encoder.identity, encoder.name,
-                      skips={name: found[name] for name in SKIP_LAYERS})
+    return AdaINStyle(found, encoder.identity, encoder.name)
+
+
+def _shared_levels(styles: Sequence[AdaINStyle]) -> list[str]:
+    return [name for name in styles[0].levels if all(name in s.levels for s in styles)]
 
 
 def stack_styles(styles: Sequence[AdaINStyle]) -> AdaINStyle:
@@ -267,48 +332,37 @@ def stack_styles(styles: Sequence[AdaINStyle]) -> AdaINStyle:
     first = styles[0]
     for i, other in enumerate(styles[1:], start=2):
         _check_same_encoder("style 1", first, f"style {i}", other)
-    shared = [name for name in SKIP_LAYERS if all(name in s.skips for s in styles)]
-    return AdaINStyle(torch.cat([s.mean for s in styles]), torch.cat([s.std for s in styles]), first.encoder_id,
-                      first.encoder_name, first.layer,
-                      {name: (torch.cat([s.skips[name][0] for s in styles]),
-                              torch.cat([s.skips[name][1] for s in styles])) for name in shared})
-
-
-def _blend_level(content: Tensor, current: Tensor, mean: Tensor, std: Tensor, index: list[int], alpha: float,
-                 mask: Tensor | None, image_size: tuple[int, int]) -> Tensor:
-    """AdaIN of one level's ``content`` to the style statistics, traded off by ``alpha``, over ``current``
-    within the mask (resized to this level's grid)."""
-    s_mean = mean[index].to(content.device, content.dtype)
-    s_std = std[index].to(content.device, content.dtype)
-    if mask is None:
-        c_mean, c_std = mean_std(content)
-        weight = None
-    else:
-        weight = mask_to_weight(mask, content.shape[0], image_size, tuple(content.shape[-2:])).to(content)
-        c_mean, c_std = masked_mean_std(content, weight)
-    target = adain(content, s_mean, s_std, c_mean, c_std)
-    if alpha < 1.0:
-        target = torch.lerp(content, target, alpha)
-    return target if weight is None else torch.lerp(current, target, weight)
+    return AdaINStyle({name: (torch.cat([s.levels[name][0] for s in styles]),
+                              torch.cat([s.levels[name][1] for s in styles])) for name in _shared_levels(styles)},
+                      first.encoder_id, first.encoder_name, first.layer)
 
 
 def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None) -> AdaINFeatures:
-    """AdaIN with the content-style trade-off ``alpha``; with a mask, only inside it (soft edges blend).
-    Features encoded for a skip decoder are blended alike at each of their levels."""
+    """AdaIN with the content-style trade-off ``alpha``; with a (soft) mask, only inside it, with the content's
+    statistics taken there. Every level the features carry is blended alike; chained blends add up (see
+    AdaINFeatures), so their order does not matter."""
     _check_same_encoder("the content features", features, "the style", style)
     alpha = check_unit(alpha, "alpha")
-    missing = [name for name in features.skips if name not in style.skips]
+    missing = [name for name in features.content if name not in style.levels]
     if missing:
         raise AdaINInputError(f"the features carry {missing} for a skip decoder, but the style has no statistics "
                               "there (a preset saved before skip decoders?): compute the style again from its "
                               "image with AdaIN Style Statistics, and save it again")
     index = batch_index(features.count, style.count, "the content", "the style")
+    weighted, cover = {}, {}
     with torch.inference_mode():
-        result = _blend_level(features.content, features.features, style.mean, style.std, index, alpha, mask,
-                              features.image_size)
-        skips = {name: _blend_level(features.content_skips[name], level, *style.skips[name], index, alpha, mask,
-                                    features.image_size) for name, level in features.skips.items()}
-    return features.replace(result, skips)
+        for name, content in features.content.items():
+            mean, std = (t[index].to(content.device, content.dtype) for t in style.levels[name])
+            if mask is None:
+                weight = torch.ones(1, 1, 1, 1, device=content.device, dtype=content.dtype)
+                target = adain_target(content, mean, std, alpha)
+            else:
+                grid = tuple(content.shape[-2:])
+                weight = mask_to_weight(mask, content.shape[0], features.image_size, grid).to(content)
+                target = adain_target(content, mean, std, alpha, weight) * weight
+            weighted[name] = target if name not in features.weighted else features.weighted[name] + target
+            cover[name] = weight if name not in features.cover else features.cover[name] + weight
+    return dataclasses.replace(features, weighted=weighted, cover=cover)
 
 
 def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float],
@@ -329,13 +383,15 @@ def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float],
         _check_same_encoder(f"style_{numbers[0]}", styles[0], f"style_{i}", s)
     count = max(s.count for s in styles)
     indices = [batch_index(count, s.count, "the largest style batch", f"style_{i}") for i, s in zip(numbers, styles)]
-    mean, std = mix_statistics([s.mean[ix] for s, ix in zip(styles, indices)],
-                               [s.std[ix] for s, ix in zip(styles, indices)], list(weights))
-    skips = {name: mix_statistics([s.skips[name][0][ix] for s, ix in zip(styles, indices)],
-                                  [s.skips[name][1][ix] for s, ix in zip(styles, indices)], list(weights))
-             for name in SKIP_LAYERS if all(name in s.skips for s in styles)}
+    levels = {name: mix_statistics([s.levels[name][0][ix] for s, ix in zip(styles, indices)],
+                                   [s.levels[name][1][ix] for s, ix in zip(styles, indices)], list(weights))
+              for name in _shared_levels(styles)}
     first = styles[0]
-    return AdaINStyle(mean, std, first.encoder_id, first.encoder_name, first.layer, skips)
+    return AdaINStyle(levels, first.encoder_id, first.encoder_name, first.layer)
+
+
+def _decoder_run(decoder: Decoder, device: torch.device) -> Callable[..., Tensor]:
+    return lambda *levels: decoder.network.infer(*(_to_device(t, device) for t in levels)).float()
 
 
 def decode(decoder: Decoder, features: AdaINFeatures, runtime: Runtime,
@@ -343,38 +399,117 @@ def decode(decoder: Decoder, features: AdaINFeatures, runtime: Runtime,
     """Decode features to RGB ``[B, 3, H, W]`` in 0..1 at the size of the image that was encoded."""
     network = decoder.network
     channels = network.in_channels
-    if features.features.shape[1] != channels:
-        raise AdaINInputError(f"the decoder expects {channels}-channel features, got {features.features.shape[1]}")
-    needed = network.levels[1:]
-    missing = [name for name in needed if name not in features.skips]
+    if _channels(features) != channels:
+        raise AdaINInputError(f"the decoder expects {channels}-channel features, got {_channels(features)}")
+    missing = [name for name in network.levels if name not in features.content]
     if missing:
-        raise AdaINInputError(f"{decoder.name} is a skip decoder: it also takes the features at {list(needed)}, "
-                              "which these were encoded without. Connect the decoder to AdaIN Encode's "
-                              "'decoder' input, so it encodes them too")
-    skips = [features.skips[name] for name in needed]
+        raise AdaINInputError(f"{decoder.name} is a skip decoder: it also takes the features at "
+                              f"{list(network.levels[1:])}, which these were encoded without. Connect the decoder "
+                              "to AdaIN Encode's 'decoder' input, so it encodes them too")
+    combined = features.levels
+    levels = [combined[name] for name in network.levels]
     h, w = features.image_size
     device, out = runtime.compute_device(), runtime.output_device()
-    fh, fw = features.features.shape[-2:]
+    fh, fw = levels[0].shape[-2:]
     size = (fh * GRID, fw * GRID)
 
-    def run(x: Tensor, *levels: Tensor) -> Tensor:
-        return network.infer(_to_device(x, device), *(_to_device(t, device) for t in levels)).float()
+    run = _decoder_run(decoder, device)
 
-    def step(a: int, b: int, tiling: Tiling) -> Tensor:
+    def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:
         with _compute(decoder, device):
-            x, levels = features.features[a:b], [t[a:b] for t in skips]
             if tiling.applies(*size):
-                image = torch.cat([decode_tiled(run, x[i:i + 1], tiling, out, tuple(t[i:i + 1] for t in levels))
-                                   for i in range(b - a)])
+                images = []
+                for i in range(a, b):
+                    image = [t[i:i + 1] for t in levels]
+                    images.append(decode_tiled(run, lambda *tile: [cut(t, fh, *tile) for t in image], (fh, fw),
+                                               tiling, out, steps.tick))
+                image = torch.cat(images)
             else:
-                image = run(x, *levels)
+                image = run(*(t[a:b] for t in levels))
+                steps.tick(b - a)
             return image[..., :h, :w].clamp(0.0, 1.0).to(out)
 
-    result = run_chunked(runtime, features.count, size, tiling, step, decoder)
-    if not torch.isfinite(result).all():
+    return _checked(run_chunked(runtime, features.count, size, tiling, step, [decoder]))
+
+
+def _checked(image: Tensor) -> Tensor:
+    if not torch.isfinite(image).all():
         raise AdaINInputError("the decoder produced NaN or infinite values; the decoder file is probably "
                               "corrupt, or its precision (fp16) overflows: load it with precision fp32")
-    return result
+    return image
+
+
+def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: AdaINStyle, alpha: float,
+                   runtime: Runtime, tiling: Tiling) -> Tensor:
+    """Style transfer of large images in memory bounded by the tile and the AdaIN layer's features, whatever
+    levels the decoder takes. A first pass over the tiles takes every level's whole-image statistics, keeping
+    only the AdaIN layer (what a relu4_1 decoder needs anyway) and, for finer levels, the output of the encoder's
+    last pooling before them (``resume_point``: as many bytes as the AdaIN layer's at bf16). The second pass
+    encodes each decoder tile's finer levels from it, with their receptive field as context (so they are
+    exact), just before it decodes that tile."""
+    network, vgg = decoder.network, encoder.network
+    if network.in_channels != int(style.mean.shape[-1]):
+        raise AdaINInputError(f"the decoder expects {network.in_channels}-channel features, got {style.mean.shape[-1]}")
+    layers, finer = network.levels, network.levels[1:]
+    device, out = runtime.compute_device(), runtime.output_device()
+    h, w = images.shape[-2:]
+    size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
+    fh, fw = size[0] // GRID, size[1] // GRID
+    index = batch_index(images.shape[0], style.count, "the content", "the style")
+    start = vgg.resume_point(finer) if finer else 0
+    ends = tuple(ENCODER_LAYERS[name].end for name in layers)
+    margin = -(-max((receptive_radius(name) for name in finer), default=0) // GRID)  # cells of context
+    run_decoder = _decoder_run(decoder, device)
+
+    def first_pass(x: Tensor) -> list[Tensor]:
+        found = vgg.run_fast(_to_device(x, device), 0, ends + ((start,) if finer else ()))
+        return [f.float() for f in found[:len(layers)]] + found[len(layers):]  # the kept pooling as computed
+
+    def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:
+        results = []
+        for i in range(a, b):
+            image = pad_for_encoder(images[i:i + 1])
+            kept: list[Tensor] = []
+
+            def keep(region: tuple[int, int, int, int], parts: list[Tensor]) -> None:
+                y0, y1, x0, x1 = region
+                for number, part in enumerate([parts[0]] + parts[len(layers):]):
+                    f = part.shape[-2] // (y1 - y0)
+                    if len(kept) <= number:
+                        kept.append(torch.empty(1, part.shape[1], fh * f, fw * f, dtype=part.dtype, device=out))
+                    kept[number][..., y0 * f:y1 * f, x0 * f:x1 * f] = part.to(out)
+
+            with _compute(encoder, device):
+                own = {name: m.mean_std() for name, m in
+                       _image_moments(first_pass, image, layers, tiling, steps, keep=keep).items()}
+
+            def restyle(name: str, x: Tensor) -> Tensor:
+                mean, std = (t[index[i]:index[i] + 1].to(x.device) for t in style.levels[name])
+                return adain_target(x, mean, std, alpha, own=tuple(t.to(x.device) for t in own[name]))
+
+            deep = kept.pop(0)
+            with torch.inference_mode():  # in place, a band at a time: no second copy of the level
+                for row in range(0, fh, ROWS_AT_ONCE):
+                    deep[..., row:row + ROWS_AT_ONCE, :] = restyle(layers[0], deep[..., row:row + ROWS_AT_ONCE, :])
+            pooled = kept.pop() if finer else None
+
+            def levels_at(ya: int, yb: int, xa: int, xb: int) -> list[Tensor]:
+                ca, cb, da, db = max(ya - margin, 0), min(yb + margin, fh), max(xa - margin, 0), min(xb + margin, fw)
+                parts: list[Tensor] = []
+                if finer:
+                    with _compute(encoder, device):
+                        region = _to_device(cut(pooled, fh, ca, cb, da, db), device)
+                        parts = [f.float() for f in vgg.run_fast(region, start, ends[1:])]
+                return [cut(deep, fh, ya, yb, xa, xb)] + [
+                    restyle(name, cut(part, cb - ca, ya - ca, yb - ca, xa - da, xb - da))
+                    for name, part in zip(finer, parts)]
+
+            with _compute(decoder, device):
+                decoded = decode_tiled(run_decoder, levels_at, (fh, fw), tiling, out, steps.tick)
+                results.append(decoded[..., :h, :w].clamp_(0.0, 1.0))
+        return results[0] if len(results) == 1 else torch.cat(results)
+
+    return _checked(run_chunked(runtime, images.shape[0], size, tiling, step, [encoder, decoder], passes=2))
 
 
 def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, runtime: Runtime,
@@ -390,6 +525,9 @@ def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, 
         style = luminance_as_rgb(style[index], like=content)
     stats = style_statistics(encoder, style, runtime, tiling=tiling)
     source = luminance_as_rgb(content) if color == "luminance only" else content
-    styled = blend(encode(encoder, source, runtime, tiling, decoder.network.levels), stats, alpha)
-    image = decode(decoder, styled.without_content(), runtime, tiling)
+    if tiling.applies(*pad_for_encoder(content[:1, :1]).shape[-2:]):
+        image = _stylize_tiled(encoder, decoder, source, stats, alpha, runtime, tiling)
+    else:
+        styled = blend(encode(encoder, source, runtime, tiling, decoder.network.levels), stats, alpha)
+        image = decode(decoder, styled.without_content(), runtime, tiling)
     return transfer_luminance(content.to(image), image) if color == "luminance only" else image

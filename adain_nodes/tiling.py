@@ -1,7 +1,7 @@
 """Tiled encoding and decoding: peak memory bounded by the tile, not the image.
 
-Tiles are aligned to the encoder's 8-pixel grid (the finer levels a skip decoder takes are cut at the same places)
-and extended by an overlap on every side, so each tile's core sees the context it would see in the whole image;
+Tiles are aligned to the encoder's GRID (the finer levels a skip decoder takes are cut at the same places) and
+extended by an overlap on every side, so each tile's core sees the context it would see in the whole image;
 AdaIN statistics are then taken over the assembled features of the whole image, never per tile. Decoded tiles are
 cross-faded over their overlaps, so no seam survives.
 """
@@ -13,14 +13,14 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from .core.image import MIN_SIZE
-from .core.layers import ADAIN_LAYER, ENCODER_LAYERS
+from .core.layers import GRID, MIN_SIZE
 from .errors import AdaINInputError
 
-GRID = ENCODER_LAYERS[ADAIN_LAYER].stride  # image pixels per feature pixel of the tiled features
 MAX_OVERLAP = 1024
-# The networks' reflection padding needs at least 2 features (16 pixels) a side: a thinner tile would crash.
+# The networks' reflection padding needs MIN_SIZE pixels a side: a thinner tile would crash.
 MIN_TILE_FEATURES = MIN_SIZE // GRID
+# The smallest tile_size: below it a tile's core is small against the overlap around it.
+MIN_TILE_SIZE = 4 * MIN_SIZE
 MIN_BACKOFF_TILE = 128  # the out-of-memory back-off gives up below this tile size (as ComfyUI's upscale node)
 
 
@@ -33,8 +33,9 @@ class Tiling:
     overlap: int = 64
 
     def __post_init__(self) -> None:
-        if self.size and self.size < 64:
-            raise AdaINInputError(f"tile_size must be 0 (no tiling) or at least 64 pixels, got {self.size}")
+        if self.size and self.size < MIN_TILE_SIZE:
+            raise AdaINInputError(f"tile_size must be 0 (no tiling) or at least {MIN_TILE_SIZE} pixels, got "
+                                  f"{self.size}")
         if not 0 <= self.overlap <= MAX_OVERLAP:
             raise AdaINInputError(f"tile_overlap must be from 0 to {MAX_OVERLAP} pixels, got {self.overlap}")
 
@@ -50,7 +51,7 @@ class Tiling:
 
     def halved(self, height: int, width: int) -> "Tiling | None":
         """Tiles of half the current side (of the image's long side if it is not tiled yet), on the
-        8-pixel grid; None below ``MIN_BACKOFF_TILE``: what to retry with after running out of memory."""
+        GRID; None below ``MIN_BACKOFF_TILE``: what to retry with after running out of memory."""
         side = self.size if self.applies(height, width) else max(height, width)
         size = side // 2 // GRID * GRID
         return Tiling(size, self.overlap) if size >= MIN_BACKOFF_TILE else None
@@ -76,25 +77,43 @@ def _tiles(h: int, w: int, tiling: Tiling):
 
 
 def tile_count(height: int, width: int, tiling: Tiling) -> int:
+    """Tiles of an image of ``height`` x ``width`` padded pixels (1 when the tiling does not apply)."""
+    if not tiling.applies(height, width):
+        return 1
     return sum(1 for _ in _tiles(height // GRID, width // GRID, tiling))
 
 
-def encode_tiled(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling: Tiling,
-                 out_device: torch.device) -> list[Tensor]:
-    """Features of one padded image ``[1, 3, H, W]`` (H, W multiples of GRID), computed tile by tile.
+Region = tuple[int, int, int, int]  # y0, y1, x0, x1 in features of the GRID
 
-    ``encode`` returns one tensor per level, each at its own stride (GRID or a divisor of it): the tile's
-    core lands at the same place of the image on every level."""
+
+def encode_tiles(encode: Callable[[Tensor], list[Tensor]], image: Tensor,
+                 tiling: Tiling) -> Iterator[tuple[Region, list[Tensor]]]:
+    """Each tile's core ``region`` of one padded image ``[1, 3, H, W]`` (H, W multiples of GRID) and the features
+    of its core, one tensor per level of ``encode``, each at its own stride (GRID or a divisor of it): the tile's
+    core lands at the same place of the image on every level. Nothing of the other tiles is kept."""
     h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
-    levels: list[Tensor] = []
     for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
         parts = encode(image[..., ya * GRID:yb * GRID, xa * GRID:xb * GRID])
-        for index, part in enumerate(parts):
+        cores = []
+        for part in parts:
             f = part.shape[-2] // (yb - ya)  # this level's feature pixels per GRID feature pixel
+            cores.append(part[..., (y0 - ya) * f:(y1 - ya) * f, (x0 - xa) * f:(x1 - xa) * f])
+        yield (y0, y1, x0, x1), cores
+
+
+def encode_tiled(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling: Tiling, out_device: torch.device,
+                 on_tile: Callable[[], None] = lambda: None) -> list[Tensor]:
+    """Features of one padded image ``[1, 3, H, W]``, computed tile by tile (``encode_tiles``) and assembled;
+    ``on_tile`` runs after each tile (progress, interrupt)."""
+    h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
+    levels: list[Tensor] = []
+    for (y0, y1, x0, x1), parts in encode_tiles(encode, image, tiling):
+        for index, part in enumerate(parts):
+            f = part.shape[-2] // (y1 - y0)
             if len(levels) <= index:
                 levels.append(torch.empty(1, part.shape[1], h * f, w * f, dtype=part.dtype, device=out_device))
-            levels[index][..., y0 * f:y1 * f, x0 * f:x1 * f] = \
-                part[..., (y0 - ya) * f:(y1 - ya) * f, (x0 - xa) * f:(x1 - xa) * f].to(out_device)
+            levels[index][..., y0 * f:y1 * f, x0 * f:x1 * f] = part.to(out_device)
+        on_tile()
     return levels
 
 
@@ -108,25 +127,29 @@ def _ramp(length: int, before: int, after: int, device: torch.device) -> Tensor:
     return weight
 
 
-def _cut(level: Tensor, factor: int, ya: int, yb: int, xa: int, xb: int) -> Tensor:
-    """The part of a level ``factor`` times finer than the GRID features under GRID features [ya:yb, xa:xb]."""
-    return level[..., ya * factor:yb * factor, xa * factor:xb * factor]
+def cut(level: Tensor, grid_height: int, ya: int, yb: int, xa: int, xb: int) -> Tensor:
+    """The part of a level (of an image ``grid_height`` GRID features high) under GRID features [ya:yb, xa:xb]."""
+    f = level.shape[-2] // grid_height
+    return level[..., ya * f:yb * f, xa * f:xb * f]
 
 
-def decode_tiled(decode: Callable[..., Tensor], features: Tensor, tiling: Tiling, out_device: torch.device,
-                 skips: tuple[Tensor, ...] = ()) -> Tensor:
-    """Decode ``[1, C, h, w]`` (with a skip decoder's finer ``skips``, cut to the same tiles) tile by tile,
-    cross-fading overlaps, to ``[1, 3, 8h, 8w]``."""
-    h, w = features.shape[-2:]
+def decode_tiled(decode: Callable[..., Tensor], levels_at: Callable[[int, int, int, int], list[Tensor]],
+                 grid: tuple[int, int], tiling: Tiling, out_device: torch.device,
+                 on_tile: Callable[[], None] = lambda: None) -> Tensor:
+    """Decode one image of ``grid`` (h, w) GRID features tile by tile, cross-fading overlaps, to ``[1, 3, 8h, 8w]``.
+
+    ``levels_at(ya, yb, xa, xb)`` gives the decoder's inputs under the tile (each level cut to the same place:
+    ``cut`` of stored levels, or levels computed for this tile only); ``on_tile`` runs after each tile."""
+    h, w = grid
     image = torch.zeros(1, 3, h * GRID, w * GRID, device=out_device)
     total = torch.zeros(1, 1, h * GRID, w * GRID, device=out_device)
     for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
-        cuts = [_cut(skip, skip.shape[-2] // h, ya, yb, xa, xb) for skip in skips]
-        part = decode(features[..., ya:yb, xa:xb], *cuts).float().to(out_device)
+        part = decode(*levels_at(ya, yb, xa, xb)).float().to(out_device)
         wy = _ramp((yb - ya) * GRID, (y0 - ya) * GRID, (yb - y1) * GRID, out_device)
         wx = _ramp((xb - xa) * GRID, (x0 - xa) * GRID, (xb - x1) * GRID, out_device)
         weight = wy[:, None] * wx[None, :]
         region = (..., slice(ya * GRID, yb * GRID), slice(xa * GRID, xb * GRID))
         image[region] += part * weight
         total[region] += weight
+        on_tile()
     return image.div_(total)

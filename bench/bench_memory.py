@@ -1,10 +1,14 @@
-"""Cost of large images: seconds and peak resident memory against megapixels, tiled and untiled.
+"""Cost of large images: seconds and peak resident memory against megapixels, for the default (skip) decoder
+and the relu4_1 decoder, tiled and untiled.
 
     python bench/bench_memory.py [--sizes 512 1024 2048 4096] [--untiled-up-to 2048] [--psnr-size 1024]
 
-Each measurement runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own; the
-"model-only" row is the same process stopping right after loading, the reference for memory.
-Also prints the PSNR of tiled against untiled output at ``--psnr-size``.
+Each measurement runs in a fresh subprocess so its peak RSS (``ru_maxrss``) and CPU time are its own (CPU
+seconds, user + system, compare better than wall seconds on a shared machine); the
+"model-only" row is the same process stopping right after loading, the reference for memory. The goals
+(issue 24): with the default decoder, peak memory at 16 MP about that at 4 MP plus the image's own size, under
+3 GB at 4096x4096, and at most 1.2x the relu4_1 decoder's time. Also prints the PSNR of tiled against untiled
+output at ``--psnr-size`` for each decoder.
 """
 from __future__ import annotations
 
@@ -19,15 +23,20 @@ import torch
 
 from common import models, psnr
 
+from adain_nodes.host.paths import DEFAULT_DECODER, RELU4_1_DECODER
 
-def child(size: int, tile: int) -> None:
+DECODERS = {"skip (default)": DEFAULT_DECODER, "relu4_1": RELU4_1_DECODER}
+
+
+def child(size: int, tile: int, decoder_file: str, precision: str) -> None:
     from adain_nodes import pipeline
     from adain_nodes.host.runtime import StandaloneRuntime
     from adain_nodes.tiling import Tiling
 
-    encoder, decoder, _ = models()
+    encoder, decoder, _ = models(decoder_file)
+    encoder.precision = decoder.precision = precision
     runtime = StandaloneRuntime(torch.device("cpu"))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     if size:
         g = torch.Generator().manual_seed(0)
         content = torch.nn.functional.interpolate(torch.rand(1, 3, size // 32, size // 32, generator=g),
@@ -37,21 +46,23 @@ def child(size: int, tile: int) -> None:
                                Tiling(0, 0))
         assert out.shape[-1] == size
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu_start,
+                      "peak_mb": usage.ru_maxrss / 1024}))
 
 
-def measure(size: int, tile: int) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--child", str(size), str(tile)], capture_output=True,
-                            text=True, check=True)
+def measure(size: int, tile: int, decoder_file: str, precision: str) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", str(size), str(tile), decoder_file, precision],
+                            capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def tiled_psnr(size: int) -> float:
+def tiled_psnr(size: int, decoder_file: str) -> float:
     from adain_nodes import pipeline
     from adain_nodes.host.runtime import StandaloneRuntime
     from adain_nodes.tiling import NO_TILING, Tiling
 
-    encoder, decoder, _ = models()
+    encoder, decoder, _ = models(decoder_file)
     runtime = StandaloneRuntime(torch.device("cpu"))
     g = torch.Generator().manual_seed(1)
     content = torch.nn.functional.interpolate(torch.rand(1, 3, size // 16, size // 16, generator=g),
@@ -67,24 +78,35 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--untiled-up-to", type=int, default=2048)
     parser.add_argument("--tile", type=int, default=1024)
-    parser.add_argument("--psnr-size", type=int, default=1024)
-    parser.add_argument("--child", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--psnr-size", type=int, default=1024, help="0: skip the PSNR check")
+    parser.add_argument("--precision", default="auto", help="of both networks (the loaders' default: auto)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        child(int(args.child[0]), int(args.child[1]), args.child[2], args.child[3])
         return
-    base = measure(0, 0)
-    print(f"CPU, {torch.get_num_threads()} threads; model-only process peak {base['peak_mb']:.0f} MB")
-    print(f"{'size':>11} {'MP':>6} {'tiled s':>8} {'tiled peak MB':>14} {'untiled s':>10} {'untiled peak MB':>16}")
+    base = measure(0, 0, DEFAULT_DECODER, args.precision)
+    print(f"CPU, {torch.get_num_threads()} threads, tile {args.tile}, precision {args.precision}; model-only process "
+          f"peak {base['peak_mb']:.0f} MB")
+    print(f"{'decoder':>15} {'size':>11} {'MP':>6} {'tiled s':>8} {'cpu s':>7} {'tiled peak MB':>14} {'untiled s':>10} "
+          f"{'cpu s':>7} {'untiled peak MB':>16}")
+    seconds: dict[tuple[str, int], float] = {}
     for size in args.sizes:
-        tiled = measure(size, args.tile)
-        row = f"{size:>5}x{size:<5} {size * size / 1e6:>6.2f} {tiled['seconds']:>8.1f} {tiled['peak_mb']:>14.0f}"
-        if size <= args.untiled_up_to:
-            whole = measure(size, 0)
-            row += f" {whole['seconds']:>10.1f} {whole['peak_mb']:>16.0f}"
-        print(row, flush=True)
-    print(f"\ntiled (tile {args.psnr_size // 2}, overlap 64) vs untiled at {args.psnr_size}x{args.psnr_size}: "
-          f"PSNR {tiled_psnr(args.psnr_size):.1f} dB")
+        for name, file in DECODERS.items():
+            tiled = measure(size, args.tile, file, args.precision)
+            seconds[name, size] = tiled["cpu_seconds"]
+            row = (f"{name:>15} {size:>5}x{size:<5} {size * size / 1e6:>6.2f} {tiled['seconds']:>8.1f} "
+                   f"{tiled['cpu_seconds']:>7.1f} {tiled['peak_mb']:>14.0f}")
+            if size <= args.untiled_up_to:
+                whole = measure(size, 0, file, args.precision)
+                row += f" {whole['seconds']:>10.1f} {whole['cpu_seconds']:>7.1f} {whole['peak_mb']:>16.0f}"
+            print(row, flush=True)
+        print(f"{'':>15} CPU time skip / relu4_1 at {size} (tiled): "
+              f"{seconds['skip (default)', size] / seconds['relu4_1', size]:.2f}x", flush=True)
+    if args.psnr_size:
+        for name, file in DECODERS.items():
+            print(f"{name}: tiled (tile {args.psnr_size // 2}, overlap 64) vs untiled at {args.psnr_size}x"
+                  f"{args.psnr_size}: PSNR {tiled_psnr(args.psnr_size, file):.1f} dB")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from torchvision import transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adain_nodes.core.stats import adain, mean_std  # noqa: E402
 from adain_nodes.core.layers import STYLE_LAYERS  # noqa: E402
+from adain_nodes.host.paths import DEFAULT_ENCODER  # noqa: E402
 from adain_nodes.models.networks import AdaINDecoder, VGGEncoder  # noqa: E402
 from adain_nodes.models.weights import load_encoder, save_safetensors  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -125,7 +126,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         train_dir = SHARED / "data" / "train"
-        encoder_file = SHARED / "weights" / "vgg19_normalised_relu4_1.safetensors"
+        encoder_file = SHARED / "weights" / DEFAULT_ENCODER
         if train_dir.is_dir() and encoder_file.is_file():
             args.content, args.style, encoder = train_dir / "content", train_dir / "style", str(encoder_file)
             source = str(train_dir)

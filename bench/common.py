@@ -14,19 +14,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT))
 
+from adain_nodes.host.paths import DEFAULT_DECODER, DEFAULT_ENCODER, PACK_WEIGHTS, RELU4_1_DECODER  # noqa: E402
 from adain_nodes.models.loaded import LoadedModel  # noqa: E402
-from adain_nodes.models.networks import AdaINDecoder, VGGEncoder  # noqa: E402
+from adain_nodes.models.networks import AdaINDecoder, SkipDecoder, VGGEncoder  # noqa: E402
 from adain_nodes.models.weights import load_decoder, load_encoder  # noqa: E402
 
 
-def models() -> tuple[LoadedModel[VGGEncoder], LoadedModel[AdaINDecoder], str]:
+def models(decoder_file: str = RELU4_1_DECODER) -> tuple[LoadedModel[VGGEncoder], LoadedModel, str]:
+    """The encoder and the pack's decoder ``decoder_file`` (weights/), or random ones of its kind."""
     shared = SHARED / "weights"
-    if (shared / "vgg19_normalised_relu4_1.safetensors").exists():
-        return (load_encoder(shared / "vgg19_normalised_relu4_1.safetensors"),
-                load_decoder(ROOT / "weights" / "adain_decoder_relu4_1.safetensors"),
+    if (shared / DEFAULT_ENCODER).exists():
+        return (load_encoder(shared / DEFAULT_ENCODER), load_decoder(PACK_WEIGHTS / decoder_file),
                 "real weights (../shared encoder, the pack's decoder)")
+    decoder = SkipDecoder() if decoder_file == DEFAULT_DECODER else AdaINDecoder()
     return (LoadedModel(VGGEncoder().eval(), "random", "random"),
-            LoadedModel(AdaINDecoder().eval(), "random", "random"), "random weights (../shared absent)")
+            LoadedModel(decoder.eval(), "random", "random"), "random weights (../shared absent)")
 
 
 def plain_stylize(encoder: torch.nn.Sequential, decoder: torch.nn.Sequential, content: torch.Tensor,

@@ -23,11 +23,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 # The pack's own decoder, shipped in weights/ (made by training/); every example names this one file.
-from adain_nodes.host.paths import DEFAULT_DECODER as DECODER_FILE  # noqa: E402
+from adain_nodes.host.paths import DEFAULT_DECODER as DECODER_FILE, DEFAULT_ENCODER as ENCODER_FILE  # noqa: E402
 from adain_nodes.runner.core_nodes import Folders  # noqa: E402
 from adain_nodes.runner.registry import Registry, input_specs  # noqa: E402
 
-ENCODER_FILE = "vgg19_normalised_relu4_1.safetensors"
 API_DIR = HERE / "api"
 
 REGISTRY = Registry(Folders(HERE / "input", HERE / "output"))

@@ -52,7 +52,7 @@ def test_runs_saving_with_one_prefix_at_once_keep_every_image(tmp_path):
 def test_save_style_without_overwrite_has_exactly_one_winner(model_dir):
     from adain_nodes.nodes.styles import AdaINSaveStyle
 
-    style = AdaINStyle(torch.rand(1, 8), torch.rand(1, 8) + 0.5, "enc", "encoder", "relu4_1")
+    style = AdaINStyle({"relu4_1": (torch.rand(1, 8), torch.rand(1, 8) + 0.5)}, "enc", "encoder", "relu4_1")
     results = _at_once(lambda i: AdaINSaveStyle().save(style, "shared_name", overwrite=False))
     assert sum(not isinstance(r, Exception) for r in results) == 1
     losers = [r for r in results if isinstance(r, Exception)]

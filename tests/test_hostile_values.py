@@ -80,9 +80,10 @@ def test_a_style_mask_that_selects_nothing_is_refused(encoder):
 
 
 def test_presets_with_values_near_1e30_are_refused(tmp_path):
-    style = AdaINStyle(torch.full((1, 512), 1e30), torch.ones(1, 512), "id", "enc")
+    style = AdaINStyle({"relu4_1": (torch.full((1, 512), 1e30), torch.ones(1, 512))}, "id", "enc")
     save_style(style, tmp_path / "huge.safetensors")
     with pytest.raises(WeightFileError, match="beyond the 10000 no encoder gives"):
         load_style(tmp_path / "huge.safetensors")
-    save_style(AdaINStyle(torch.full((1, 512), 3.0), torch.ones(1, 512), "id", "enc"), tmp_path / "ok.safetensors")
+    ordinary = AdaINStyle({"relu4_1": (torch.full((1, 512), 3.0), torch.ones(1, 512))}, "id", "enc")
+    save_style(ordinary, tmp_path / "ok.safetensors")
     assert load_style(tmp_path / "ok.safetensors").mean.max() == 3.0

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from adain_nodes.core.image import pad_for_encoder
-from adain_nodes.core.layers import ADAIN_LAYER, ENCODER_LAYERS, SIZE_MULTIPLE, STYLE_LAYERS
+from adain_nodes.core.layers import ADAIN_LAYER, ENCODER_LAYERS, GRID, STYLE_LAYERS
 from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
 
 
@@ -25,4 +25,4 @@ def test_decoder_inverts_the_adain_layer_shape():
     out = AdaINDecoder()(torch.zeros(1, layer.channels, 3, 5))
     assert out.shape == (1, 3, 3 * layer.stride, 5 * layer.stride)
     padded = pad_for_encoder(torch.rand(1, 3, 17, 30))
-    assert padded.shape[-2] % SIZE_MULTIPLE == 0 and padded.shape[-1] % SIZE_MULTIPLE == 0
+    assert padded.shape[-2] % GRID == 0 and padded.shape[-1] % GRID == 0

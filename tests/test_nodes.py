@@ -20,7 +20,8 @@ def assert_has_style(result, style, weight=None):
     in the content (dead ReLUs of a small random network) cannot take a std, so only live ones count."""
     stats = mean_std if weight is None else (lambda f, eps=EPS: masked_mean_std(f, weight, eps))
     m, s = stats(result.features)
-    content_std, content_raw_std = stats(result.content)[1], stats(result.content, eps=0.0)[1]
+    content = result.content[result.layer]
+    content_std, content_raw_std = stats(content)[1], stats(content, eps=0.0)[1]
     live = content_std > 0.05
     assert live.sum() > 50
     # AdaIN scales by style_std / content_std (epsilon inside); measuring adds the epsilon again

@@ -42,7 +42,8 @@ def test_accepted_names_stay_inside_on_posix_and_windows(name):
 
 
 def _style() -> AdaINStyle:
-    return AdaINStyle(torch.rand(1, 512), torch.rand(1, 512) + 0.5, "0123456789abcdef", "enc.safetensors")
+    return AdaINStyle({"relu4_1": (torch.rand(1, 512), torch.rand(1, 512) + 0.5)}, "0123456789abcdef",
+                      "enc.safetensors")
 
 
 @pytest.mark.parametrize("name", ESCAPES)

@@ -110,7 +110,7 @@ def test_stylize_with_a_skip_decoder_uses_the_skips(encoder, decoder, skip_decod
 def test_features_for_a_plain_decoder_carry_no_skips_and_decode_as_before(encoder, decoder, images):
     content, style = images
     features = pipeline.encode(encoder, content, RUNTIME)
-    assert features.skips == {}
+    assert set(features.levels) == {ADAIN_LAYER}
     styled = pipeline.blend(features, pipeline.style_statistics(encoder, style, RUNTIME))
     assert torch.equal(pipeline.decode(decoder, styled, RUNTIME),
                        pipeline.stylize(encoder, decoder, content, style, RUNTIME))
@@ -121,7 +121,7 @@ def test_skip_features_are_the_encoder_layers(encoder, images):
     features = pipeline.encode(encoder, content, RUNTIME, levels=SkipDecoder.levels)
     with torch.no_grad():
         reference = encoder.network.encode(pad_for_encoder(content), SkipDecoder.levels)
-    for found, expected in zip([features.features] + [features.skips[n] for n in SKIP_LAYERS], reference):
+    for found, expected in zip([features.features] + [features.levels[n] for n in SKIP_LAYERS], reference):
         assert (found - expected).abs().max() <= 1e-4 * expected.abs().max()
     with pytest.raises(ValueError, match="levels must be"):
         pipeline.encode(encoder, content, RUNTIME, levels=("relu3_1",))
@@ -139,28 +139,28 @@ def test_blend_applies_alpha_and_masks_at_every_level(encoder, images):
     style = pipeline.style_statistics(encoder, style_image, RUNTIME)
     full = pipeline.blend(features, style)
     for name in SKIP_LAYERS:
-        mean, std = mean_std(full.skips[name])
-        assert torch.allclose(mean, style.skips[name][0].expand_as(mean), atol=1e-3)
+        mean, std = mean_std(full.levels[name])
+        assert torch.allclose(mean, style.levels[name][0].expand_as(mean), atol=1e-3)
         # channels near zero in the content or the style re-measure with the epsilon added twice
-        live = (style.skips[name][1] > 0.05) & (mean_std(features.skips[name])[1] > 0.05)
-        assert torch.allclose(std[live], style.skips[name][1].expand_as(std)[live], rtol=1e-3)
+        live = (style.levels[name][1] > 0.05) & (mean_std(features.levels[name])[1] > 0.05)
+        assert torch.allclose(std[live], style.levels[name][1].expand_as(std)[live], rtol=1e-3)
     untouched = pipeline.blend(features, style, alpha=0.0)
     everywhere = pipeline.blend(features, style, mask=torch.ones(1, 96, 80))
     nowhere = pipeline.blend(features, style, mask=torch.zeros(1, 96, 80))
     half = pipeline.blend(features, style, alpha=0.5)
     for name in SKIP_LAYERS:
-        content_level = features.skips[name]
-        assert torch.allclose(untouched.skips[name], content_level, atol=1e-5)
-        assert torch.allclose(everywhere.skips[name], full.skips[name], atol=1e-4)
-        assert torch.equal(nowhere.skips[name], content_level)
-        assert torch.allclose(half.skips[name], 0.5 * (content_level + full.skips[name]), atol=1e-4)
+        content_level = features.levels[name]
+        assert torch.allclose(untouched.levels[name], content_level, atol=1e-5)
+        assert torch.allclose(everywhere.levels[name], full.levels[name], atol=1e-4)
+        assert torch.equal(nowhere.levels[name], content_level)
+        assert torch.allclose(half.levels[name], 0.5 * (content_level + full.levels[name]), atol=1e-4)
     left = torch.zeros(1, 96, 80)
     left[..., :40] = 1
     region = pipeline.blend(features, style, mask=left)
     for name in SKIP_LAYERS:
         edge = 40 // ENCODER_LAYERS[name].stride
-        assert torch.equal(region.skips[name][..., edge + 1:], features.skips[name][..., edge + 1:])
-        assert not torch.allclose(region.skips[name][..., :edge - 1], features.skips[name][..., :edge - 1])
+        assert torch.equal(region.levels[name][..., edge + 1:], features.levels[name][..., edge + 1:])
+        assert not torch.allclose(region.levels[name][..., :edge - 1], features.levels[name][..., :edge - 1])
 
 
 def test_mixing_and_batches_of_styles_reach_every_level(encoder, images):
@@ -171,12 +171,12 @@ def test_mixing_and_batches_of_styles_reach_every_level(encoder, images):
     middle = pipeline.mix_styles([a, b], [1.0, 1.0])
     both = pipeline.stack_styles([a, b])
     for name in SKIP_LAYERS:
-        assert torch.allclose(only_a.skips[name][0], a.skips[name][0])
-        assert torch.allclose(middle.skips[name][1], (a.skips[name][1] + b.skips[name][1]) / 2)
-        assert torch.equal(both.skips[name][0], torch.cat([a.skips[name][0], b.skips[name][0]]))
+        assert torch.allclose(only_a.levels[name][0], a.levels[name][0])
+        assert torch.allclose(middle.levels[name][1], (a.levels[name][1] + b.levels[name][1]) / 2)
+        assert torch.equal(both.levels[name][0], torch.cat([a.levels[name][0], b.levels[name][0]]))
     styled = pipeline.blend(pipeline.encode(encoder, content, RUNTIME, levels=SkipDecoder.levels), both)
-    second, _ = mean_std(styled.skips["relu2_1"][1:])
-    assert torch.allclose(second, b.skips["relu2_1"][0], atol=1e-3)
+    second, _ = mean_std(styled.levels["relu2_1"][1:])
+    assert torch.allclose(second, b.levels["relu2_1"][0], atol=1e-3)
 
 
 def test_masked_style_statistics_at_every_level(encoder):
@@ -184,13 +184,13 @@ def test_masked_style_statistics_at_every_level(encoder):
     whole = pipeline.style_statistics(encoder, style, RUNTIME)
     masked = pipeline.style_statistics(encoder, style, RUNTIME, mask=torch.ones(1, 64, 64))
     for name in SKIP_LAYERS:
-        assert torch.allclose(whole.skips[name][0], masked.skips[name][0], atol=1e-4)
+        assert torch.allclose(whole.levels[name][0], masked.levels[name][0], atol=1e-4)
     top = torch.zeros(1, 64, 64)
     top[:, :32] = 1
     half = pipeline.style_statistics(encoder, style, RUNTIME, mask=top)
     with torch.no_grad():
         level = encoder.network.encode(style, ("relu2_1",))[0]
-    assert torch.allclose(half.skips["relu2_1"][0], level[..., :16, :].mean(dim=(2, 3)), atol=1e-3)
+    assert torch.allclose(half.levels["relu2_1"][0], level[..., :16, :].mean(dim=(2, 3)), atol=1e-3)
 
 
 def test_presets_keep_every_level_and_old_presets_say_what_to_do(encoder, skip_decoder, images, tmp_path):
@@ -199,22 +199,22 @@ def test_presets_keep_every_level_and_old_presets_say_what_to_do(encoder, skip_d
     save_style(style, tmp_path / "s.safetensors")
     loaded = load_style(tmp_path / "s.safetensors")
     for name in SKIP_LAYERS:
-        assert torch.equal(loaded.skips[name][0], style.skips[name][0])
-        assert torch.equal(loaded.skips[name][1], style.skips[name][1])
-    old = pipeline.AdaINStyle(style.mean, style.std, style.encoder_id, style.encoder_name)
+        assert torch.equal(loaded.levels[name][0], style.levels[name][0])
+        assert torch.equal(loaded.levels[name][1], style.levels[name][1])
+    old = pipeline.AdaINStyle({ADAIN_LAYER: (style.mean, style.std)}, style.encoder_id, style.encoder_name)
     save_style(old, tmp_path / "old.safetensors")
     old = load_style(tmp_path / "old.safetensors")
     features = pipeline.encode(encoder, content, RUNTIME, levels=SkipDecoder.levels)
     with pytest.raises(AdaINInputError, match="compute the style again"):
         pipeline.blend(features, old)
     pipeline.blend(pipeline.encode(encoder, content, RUNTIME), old)  # relu4_1 decoders: still fine
-    tensors = {"mean": style.mean, "std": style.std, "mean.relu3_1": style.skips["relu3_1"][0]}
+    tensors = {"mean": style.mean, "std": style.std, "mean.relu3_1": style.levels["relu3_1"][0]}
     save_safetensors(tensors, tmp_path / "torn.safetensors",
                      {"format": "adain-style", "encoder_id": style.encoder_id, "layer": ADAIN_LAYER})
     with pytest.raises(WeightFileError, match="not an AdaIN style preset"):
         load_style(tmp_path / "torn.safetensors")
-    tensors["std.relu3_1"] = style.skips["relu3_1"][1][:, :7]
-    tensors["mean.relu3_1"] = style.skips["relu3_1"][0][:, :7]
+    tensors["std.relu3_1"] = style.levels["relu3_1"][1][:, :7]
+    tensors["mean.relu3_1"] = style.levels["relu3_1"][0][:, :7]
     save_safetensors(tensors, tmp_path / "narrow.safetensors",
                      {"format": "adain-style", "encoder_id": style.encoder_id, "layer": ADAIN_LAYER})
     with pytest.raises(WeightFileError, match="corrupt"):
@@ -228,8 +228,8 @@ def test_tiled_skip_decoding_is_seamless(encoder, skip_decoder):
     features = pipeline.encode(encoder, content, RUNTIME, NO_TILING, SkipDecoder.levels)
     tiled_features = pipeline.encode(encoder, content, RUNTIME, Tiling(size=64, overlap=64), SkipDecoder.levels)
     for name in SKIP_LAYERS:
-        expected = features.skips[name]
-        assert (tiled_features.skips[name] - expected).abs().max() <= 1e-4 * expected.abs().max()
+        expected = features.levels[name]
+        assert (tiled_features.levels[name] - expected).abs().max() <= 1e-4 * expected.abs().max()
     assert psnr(tiled, whole) >= 40
 
 
@@ -238,9 +238,9 @@ def test_the_nodes_wire_a_skip_decoder(encoder, skip_decoder, images):
     host = content.permute(0, 2, 3, 1)
     style = pipeline.style_statistics(encoder, style_image, RUNTIME)
     plain = AdaINEncode().encode(encoder, host)[0]
-    assert plain.skips == {}
+    assert set(plain.levels) == {ADAIN_LAYER}
     features = AdaINEncode().encode(encoder, host, decoder=skip_decoder)[0]
-    assert set(features.skips) == set(SKIP_LAYERS)
+    assert set(features.levels) == set(SkipDecoder.levels)
     image = AdaINDecode().decode(skip_decoder, AdaINBlend().blend(features, style, 1.0)[0])[0]
     expected = pipeline.stylize(encoder, skip_decoder, content, style_image, RUNTIME).permute(0, 2, 3, 1)
     assert (image - expected).abs().max() < 1e-4

@@ -1,6 +1,7 @@
 """Tiled processing: same features and (visually) the same picture as whole-image processing."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -122,3 +123,36 @@ def test_overlap_zero_with_a_one_feature_last_tile(small_networks, width, size):
     image = pipeline.decode(decoder, tiled, RUNTIME, Tiling(size, 0))
     assert image.shape == content.shape and torch.isfinite(image).all()
     assert tile_count(16, width, Tiling(size, 0)) == -(-width // (size // GRID * GRID))
+
+
+def test_the_one_node_transfer_never_holds_a_finer_level_whole(encoder, model_dir):
+    """A skip decoder's relu3_1 and relu2_1 of a large image are encoded per tile (statistics accumulated,
+    then again for each decoder tile), never whole: memory stays bounded by the tile."""
+    from adain_nodes.models.networks import SkipDecoder, VGGEncoder
+    from conftest import random_skip_decoder
+
+    class Recording(VGGEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.load_state_dict(encoder.network.state_dict())
+            self.eval()
+            self.largest = 0
+
+        def run_fast(self, x, start, ends):
+            out = super().run_fast(x, start, ends)
+            self.largest = max([self.largest] + [t.shape[-2] * t.shape[-1] * t.shape[-3] for t in out])
+            return out
+
+    network = Recording()
+    content, style = nchw(random_image(1, 512, 384, seed=8)), nchw(random_image(1, 64, 64, seed=9))
+    skip = dataclasses.replace(encoder, network=random_skip_decoder())
+    assert isinstance(skip.network, SkipDecoder)
+    tiled = pipeline.stylize(dataclasses.replace(encoder, network=network), skip, content, style, RUNTIME,
+                             tiling=Tiling(64, 16))
+    whole_relu2_1 = 128 * 256 * 192
+    assert 0 < network.largest <= whole_relu2_1 // 8
+    # the same as the modular graph, which holds every level whole, with the same tiles
+    stats = pipeline.style_statistics(encoder, style, RUNTIME)
+    features = pipeline.encode(encoder, content, RUNTIME, Tiling(64, 16), skip.network.levels)
+    reference = pipeline.decode(skip, pipeline.blend(features, stats), RUNTIME, Tiling(64, 16))
+    assert psnr(tiled, reference) >= 60

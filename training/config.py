@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
+from adain_nodes.core.layers import GRID, MIN_SIZE
 from adain_nodes.models.networks import DECODER_KINDS
 from adain_nodes.models.precision import PRECISIONS
 
@@ -115,8 +116,8 @@ class TrainConfig:
             raise ValueError(f"--decoder must be one of {tuple(DECODER_KINDS)}, got {self.decoder!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}")
-        if self.crop < 16 or self.crop % 8:
-            raise ValueError(f"--crop must be a multiple of 8 and at least 16, got {self.crop}")
+        if self.crop < MIN_SIZE or self.crop % GRID:
+            raise ValueError(f"--crop must be a multiple of {GRID} and at least {MIN_SIZE}, got {self.crop}")
         if not 0.0 < self.min_scale <= 1.0:
             raise ValueError(f"--min-scale must be in (0, 1], got {self.min_scale}")
         if not 0.0 <= self.ema_decay < 1.0:

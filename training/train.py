@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from adain_nodes.file_walk import is_regular_file
 from adain_nodes.models.networks import DECODER_KINDS
-from adain_nodes.models.precision import cpu_has_fast_bf16
+from adain_nodes.models.precision import resolve_precision
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_run_temporaries, save_checkpoint, save_decoder,
@@ -99,15 +99,11 @@ def pick_device(name: str, ddp: Distributed) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for fp32. ``auto`` is bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with fast bf16
-    (bench/bench_train.py: 1.54x the fp32 rate, losses within 2%, gradient cosine 0.999), else fp32."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """None for fp32; what ``auto`` means is decided with inference's (``resolve_precision``)."""
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("--precision fp16 needs CUDA; use bf16 on the CPU")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    dtype = resolve_precision(precision, device, training=True)
+    return None if dtype == torch.float32 else dtype
 
 
 class StopRequest:

@@ -8,12 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import AdaINInputError
-from .layers import SIZE_MULTIPLE
+from .layers import GRID, MIN_SIZE
 
 log = logging.getLogger(__name__)
-
-# Below 2x2 features the decoder's reflection padding is undefined.
-MIN_SIZE = 16
 
 
 def image_to_nchw(image: Tensor, name: str = "image") -> Tensor:
@@ -57,13 +54,13 @@ def nchw_to_image(tensor: Tensor) -> Tensor:
 
 
 def pad_for_encoder(image: Tensor) -> Tensor:
-    """Pad ``[B, C, H, W]`` at the bottom/right to a multiple of SIZE_MULTIPLE (at least MIN_SIZE) for the encoder.
+    """Pad ``[B, C, H, W]`` at the bottom/right to a multiple of GRID (at least MIN_SIZE) for the encoder.
 
     Reflection keeps edges natural; replication is used where the image is too small to reflect.
     """
     h, w = image.shape[-2:]
-    th = max(MIN_SIZE, -(-h // SIZE_MULTIPLE) * SIZE_MULTIPLE)
-    tw = max(MIN_SIZE, -(-w // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    th = max(MIN_SIZE, -(-h // GRID) * GRID)
+    tw = max(MIN_SIZE, -(-w // GRID) * GRID)
     ph, pw = th - h, tw - w
     if ph == 0 and pw == 0:
         return image

@@ -5,6 +5,8 @@ before the square root, so statistics and results match models trained with it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -40,6 +42,41 @@ def masked_mean_std(features: Tensor, weight: Tensor, eps: float = EPS) -> tuple
     return mean, (var + eps).sqrt()
 
 
+@dataclass(frozen=True)
+class Moments:
+    """(Weighted) count, mean and sum of squared deviations per sample and channel, in float64, merged part by
+    part (Chan et al.'s parallel update): the statistics of a whole image from its tiles, none of them kept.
+    ``mean_std`` then equals ``mean_std``/``masked_mean_std`` of the whole (same epsilon and correction)."""
+
+    count: Tensor  # [B, 1]
+    mean: Tensor  # [B, C]
+    m2: Tensor  # [B, C]
+
+    @classmethod
+    def of(cls, features: Tensor, weight: Tensor | None = None) -> "Moments":
+        x = features.float().flatten(2)
+        if weight is None:
+            var, mean = torch.var_mean(x, dim=2, correction=0)
+            count = torch.full((x.shape[0], 1), float(x.shape[2]), device=x.device)
+            m2 = var * x.shape[2]
+        else:
+            w = weight.float().flatten(2)
+            count = w.sum(dim=2)
+            mean = (x * w).sum(dim=2) / count.clamp_min(1e-8)
+            m2 = ((x - mean.unsqueeze(2)) ** 2 * w).sum(dim=2)
+        return cls(count.double(), mean.double(), m2.double())
+
+    def merge(self, other: "Moments") -> "Moments":
+        count = self.count + other.count
+        share = other.count / count.clamp_min(1e-300)
+        delta = other.mean - self.mean
+        return Moments(count, self.mean + delta * share, self.m2 + other.m2 + delta ** 2 * self.count * share)
+
+    def mean_std(self, eps: float = EPS) -> tuple[Tensor, Tensor]:
+        var = self.m2 / (self.count - 1.0).clamp_min(1.0)
+        return self.mean.float(), (var + eps).sqrt().float()
+
+
 def adain(content: Tensor, style_mean: Tensor, style_std: Tensor,
           content_mean: Tensor | None = None, content_std: Tensor | None = None) -> Tensor:
     """Give ``content`` ``[B, C, H, W]`` the channel statistics ``style_mean``/``style_std`` ``[B, C]``.
@@ -51,6 +88,21 @@ def adain(content: Tensor, style_mean: Tensor, style_std: Tensor,
         content_mean, content_std = mean_std(content)
     scale = (style_std / content_std)[..., None, None]
     return (content - content_mean[..., None, None]).mul_(scale).add_(style_mean[..., None, None])
+
+
+def adain_target(x: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0, weight: Tensor | None = None,
+                 own: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """AdaIN of raw channels ``x`` ``[B, C, H, W]`` to ``mean``/``std`` ``[B, C]``, with x's own statistics taken
+    within the soft region ``weight`` (all of x without; ``own`` when x is a tile of what they were taken
+    of), traded off against x by ``strength``: what a (masked) blend moves x towards. Style transfer does it to
+    VGG features, colour matching to pixels or latents.
+    """
+    if own is not None:
+        own_mean, own_std = own
+    else:
+        own_mean, own_std = mean_std(x) if weight is None else masked_mean_std(x, weight)
+    target = adain(x, mean, std, own_mean, own_std)
+    return target if strength == 1.0 else torch.lerp(x, target, strength)
 
 
 def mix_statistics(means: list[Tensor], stds: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .. import pipeline
-from ..host.paths import DEFAULT_DECODER, MODELS_FOLDER, resolve_file
+from ..host.paths import DEFAULT_DECODER, DEFAULT_ENCODER, MODELS_FOLDER, resolve_file
 from ..host.runtime import StandaloneRuntime
 from ..models.loaded import LoadedModel
 from ..models.precision import resolve_precision
@@ -45,7 +45,6 @@ from .ranks import Rank, cpu_threads, join, leave, rank_device
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = "vgg19_normalised_relu4_1.safetensors"
 # Outputs waiting for the writer thread; bounds the memory held by decoded images.
 MAX_PENDING_WRITES = 8
 # Write errors that concern one output's path (recorded as its failure); any other (a full disk, a file size

@@ -16,9 +16,12 @@ from ..models.weights import WEIGHT_SUFFIXES
 log = logging.getLogger(__name__)
 
 PACK_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+# The default file names, in one place. The encoder: the released vgg_normalised.pth converted (``download``).
+DEFAULT_ENCODER = "vgg19_normalised_relu4_1.safetensors"
 # The pack's default decoder in weights/ (a skip decoder); the relu4_1 decoder beside it stays for the
 # workflows that name it.
 DEFAULT_DECODER = "adain_decoder_skip.safetensors"
+RELU4_1_DECODER = "adain_decoder_relu4_1.safetensors"
 MODELS_FOLDER = "adain"
 STYLES_FOLDER = "adain_styles"
 STYLE_SUFFIXES = (".safetensors",)

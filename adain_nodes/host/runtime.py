@@ -51,6 +51,25 @@ class Runtime:
             torch.cuda.empty_cache()
 
 
+class Steps:
+    """Progress in steps of images x tiles (x passes), as ComfyUI's upscale node counts them, with the host's
+    interrupt honoured after every step: a 64-tile image reports 64 times and stops within one tile of Cancel."""
+
+    def __init__(self, runtime: Runtime, count: int, per_image: int) -> None:
+        self.runtime, self.count = runtime, count
+        self.restart(per_image, 0)
+
+    def restart(self, per_image: int, images_done: int) -> None:
+        """Count anew after the tiling changed (out-of-memory back-off), from ``images_done`` whole images."""
+        self.per_image, self.done = per_image, images_done * per_image
+        self.report = self.runtime.progress(self.count * per_image)
+
+    def tick(self, steps: int = 1) -> None:
+        self.done += steps
+        self.report(self.done)
+        self.runtime.check_interrupt()
+
+
 def default_device() -> torch.device:
     """``ADAIN_DEVICE`` if set, else CUDA, then Apple MPS, then the CPU."""
     requested = os.environ.get(DEVICE_ENV, "").strip()

@@ -42,6 +42,19 @@ def vgg19_modules(count: int = ENCODER_LAYERS[ADAIN_LAYER].end) -> list[nn.Modul
     return modules[:count]
 
 
+def receptive_radius(layer: str) -> int:
+    """Image pixels on each side of a feature pixel of ``layer`` that it depends on: a tile encoded with this
+    much context around it has exactly the features of the whole image."""
+    radius, jump = 0, 1
+    for module in vgg19_modules(ENCODER_LAYERS[layer].end):
+        if isinstance(module, nn.Conv2d):
+            radius += (module.kernel_size[0] - 1) // 2 * jump
+        elif isinstance(module, nn.MaxPool2d):
+            radius += (module.kernel_size - 1) * jump
+            jump *= module.stride
+    return radius
+
+
 class VGGEncoder(nn.Sequential):
     """Normalised VGG19 up to relu4_1; ``encode`` returns the named layers asked for."""
 
@@ -59,8 +72,7 @@ class VGGEncoder(nn.Sequential):
         stop = max(ENCODER_LAYERS[name].end for name in layers)
         wanted = {ENCODER_LAYERS[name].end: name for name in layers}
         if fast:
-            taps = run_fused(self, image, stop, tuple(wanted), FLOAT32_INPUT_MODULES)[1]
-            return [taps[ENCODER_LAYERS[name].end] for name in layers]
+            return self.run_fast(image, 0, tuple(ENCODER_LAYERS[name].end for name in layers))
         found: dict[str, Tensor] = {}
         x = image
         for index, module in enumerate(self):
@@ -70,6 +82,21 @@ class VGGEncoder(nn.Sequential):
             if index + 1 in wanted:
                 found[wanted[index + 1]] = x
         return [found[name] for name in layers]
+
+
+    def run_fast(self, x: Tensor, start: int, ends: tuple[int, ...]) -> list[Tensor]:
+        """The outputs of modules ``ends`` (module counts, as ``EncoderLayer.end``) on the fused inference path,
+        from ``x``: the image, or the output of the first ``start`` modules kept from an earlier run."""
+        taps = run_fused(list(self)[start:], x, max(ends) - start, tuple(e - start for e in ends),
+                         max(FLOAT32_INPUT_MODULES - start, 0))[1]
+        return [taps[e - start] for e in ends]
+
+    def resume_point(self, layers: tuple[str, ...]) -> int:
+        """The module count just after the last max-pool before every one of ``layers`` (0 if none): kept from a
+        first run, its output encodes them again without the full-resolution layers, the slowest."""
+        first = min(ENCODER_LAYERS[name].end for name in layers)
+        pools = [index + 1 for index, module in enumerate(self) if isinstance(module, nn.MaxPool2d) and index < first]
+        return max(pools, default=0)
 
 
 class AdaINDecoder(nn.Sequential):
@@ -97,39 +124,50 @@ class AdaINDecoder(nn.Sequential):
 
 
 class SkipDecoder(nn.Module):
-    """The relu4_1 decoder plus AdaIN'd features of SKIP_LAYERS, each added after the upsampling that reaches
-    its grid through a 1x1 convolution initialised to zero.
+    """The relu4_1 decoder plus AdaIN'd features of shallower levels (``skips``, SKIP_LAYERS by default), each
+    added after the upsampling that reaches its grid through a 1x1 convolution initialised to zero.
 
     A fresh skip decoder therefore decodes exactly as the relu4_1 decoder loaded into its trunk; training
     (with the identity loss, which gives the skips a reason to carry structure) moves from there. The trunk
     keeps the reference port's module indices ("1.weight" ...), so a relu4_1 decoder file is a skip decoder's
-    trunk; the skips add "skip.relu3_1.weight" and so on, which is how a file says which kind it is.
+    trunk; the skips add "skip.relu3_1.weight" and so on, which is how a file says which levels it takes
+    (``skips_of``). Any level of the layer table whose stride an upsampling reaches can be a skip.
     """
 
-    levels: tuple[str, ...] = (ADAIN_LAYER,) + SKIP_LAYERS
+    levels: tuple[str, ...] = (ADAIN_LAYER,) + SKIP_LAYERS  # the default skips' levels; an instance has its own
 
-    def __init__(self) -> None:
+    def __init__(self, skips: tuple[str, ...] = SKIP_LAYERS) -> None:
         super().__init__()
         trunk = list(AdaINDecoder())
         for index, module in enumerate(trunk):
             self.add_module(str(index), module)
         self._trunk_size = len(trunk)
-        by_stride = {ENCODER_LAYERS[name].stride: name for name in SKIP_LAYERS}
-        self.entries: dict[int, str] = {}  # trunk index -> the level added to its input
+        self.levels = (ADAIN_LAYER,) + tuple(skips)
+        self.entries: dict[int, list[str]] = {}  # trunk index -> the levels added to its input
         stride = ENCODER_LAYERS[ADAIN_LAYER].stride
         for index, module in enumerate(trunk):
             if isinstance(module, nn.Upsample):
                 stride //= 2
-                if stride in by_stride:
-                    self.entries[index + 1] = by_stride[stride]
-        if sorted(self.entries.values()) != sorted(SKIP_LAYERS):
-            raise ValueError(f"the decoder has no upsampling that reaches the grid of each of {SKIP_LAYERS}")
+                found = [name for name in skips if ENCODER_LAYERS[name].stride == stride]
+                if found:
+                    self.entries[index + 1] = found
+        if sorted(n for names in self.entries.values() for n in names) != sorted(skips):
+            raise ValueError(f"the decoder has no upsampling that reaches the grid of each of {skips}")
         self.skip = nn.ModuleDict()
-        for index, name in self.entries.items():
-            conv = nn.Conv2d(ENCODER_LAYERS[name].channels, trunk[index + 1].in_channels, 1)
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
-            self.skip[name] = conv
+        for index, names in self.entries.items():
+            for name in names:
+                conv = nn.Conv2d(ENCODER_LAYERS[name].channels, trunk[index + 1].in_channels, 1)
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+                self.skip[name] = conv
+
+    @staticmethod
+    def skips_of(keys: list[str]) -> tuple[str, ...]:
+        """The skip levels a state dict's keys declare (``skip.<level>.weight``), deepest first; empty for a
+        relu4_1 decoder. Keys of levels the layer table lacks are left to the layout check to report."""
+        named = {key.split(".")[1] for key in keys if key.startswith("skip.") and key.count(".") == 2}
+        known = [name for name in ENCODER_LAYERS if name in named and name != ADAIN_LAYER]
+        return tuple(sorted(known, key=lambda name: -ENCODER_LAYERS[name].end))
 
     @property
     def in_channels(self) -> int:
@@ -139,18 +177,20 @@ class SkipDecoder(nn.Module):
         return [getattr(self, str(index)) for index in range(self._trunk_size)]
 
     def _levels(self, skips: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        if len(skips) != len(SKIP_LAYERS):
+        if len(skips) != len(self.levels) - 1:
             raise ValueError(f"a skip decoder takes the features of {self.levels}, got {1 + len(skips)} tensors")
-        return dict(zip(SKIP_LAYERS, skips))
+        return dict(zip(self.levels[1:], skips))
+
+    def _add_skips(self, x: Tensor, index: int, levels: dict[str, Tensor]) -> Tensor:
+        for name in self.entries.get(index, ()):
+            x = x + self.skip[name](levels[name].to(x.dtype))
+        return x
 
     def forward(self, features: Tensor, *skips: Tensor) -> Tensor:
-        """Decode ``features`` (ADAIN_LAYER) with ``skips``, one per SKIP_LAYERS in that order."""
+        """Decode ``features`` (ADAIN_LAYER) with ``skips``, one per level of ``levels[1:]`` in that order."""
         levels, x = self._levels(skips), features
         for index, module in enumerate(self.trunk()):
-            if index in self.entries:
-                name = self.entries[index]
-                x = x + self.skip[name](levels[name].to(x.dtype))
-            x = module(x)
+            x = module(self._add_skips(x, index, levels))
         return x
 
     def infer(self, features: Tensor, *skips: Tensor) -> Tensor:
@@ -158,10 +198,7 @@ class SkipDecoder(nn.Module):
         levels, x, trunk = self._levels(skips), features, self.trunk()
         bounds = [0, *sorted(self.entries), len(trunk)]
         for start, stop in zip(bounds, bounds[1:]):
-            if start in self.entries:
-                name = self.entries[start]
-                x = x + self.skip[name](levels[name].to(x.dtype))
-            x = run_fused(trunk[start:stop], x)[0]
+            x = run_fused(trunk[start:stop], self._add_skips(x, start, levels))[0]
         return x
 
 

@@ -232,23 +232,24 @@ def load_encoder(path: str | os.PathLike) -> LoadedModel[VGGEncoder]:
     return _load(VGGEncoder(), path, "VGG19 encoder", optional=_released_vgg_rest())
 
 
-def _declares_skips(path: Path) -> bool:
-    """Whether a safetensors file holds a skip decoder (``skip.*`` keys), from its header alone. Pickled
-    files are the reference port's relu4_1 decoders; the trainer writes skip decoders as safetensors."""
+def _declared_keys(path: Path) -> list[str]:
+    """A safetensors file's keys from its header alone (pickled files are the reference port's relu4_1
+    decoders; the trainer writes skip decoders as safetensors)."""
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES or not path.is_file():
-        return False
+        return []
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            return any(key.startswith("skip.") for key in f.keys())
+            return list(f.keys())
     except (SafetensorError, OSError, ValueError, RuntimeError):
-        return False  # read_tensors reports the broken file
+        return []  # read_tensors reports the broken file
 
 
 def load_decoder(path: str | os.PathLike) -> LoadedModel[AdaINDecoder | SkipDecoder]:
     """A frozen decoder from ``decoder.pth`` or a safetensors file with the same keys; a file with skip
-    convolutions (``skip.*``) is a skip decoder, which also takes shallower AdaIN levels."""
-    if _declares_skips(Path(path)):
-        return _load(SkipDecoder(), path, "AdaIN skip decoder")
+    convolutions (``skip.<level>.*``) is a skip decoder of those levels, which also takes them AdaIN'd."""
+    skips = SkipDecoder.skips_of(_declared_keys(Path(path)))
+    if skips:
+        return _load(SkipDecoder(skips), path, "AdaIN skip decoder")
     return _load(AdaINDecoder(), path, "AdaIN decoder")
 
 

@@ -5,7 +5,8 @@ import torch
 
 from ..core.image import image_to_nchw, nchw_to_image
 from ..host import get_runtime
-from ..tiling import Tiling
+from ..core.layers import GRID
+from ..tiling import MAX_OVERLAP, MIN_TILE_SIZE, Tiling
 
 CATEGORY = "style_transfer/AdaIN"
 ENCODER = "ADAIN_ENCODER"
@@ -17,11 +18,11 @@ ALPHA_INPUT = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                          "tooltip": "Content-style trade-off: 0 keeps the content, 1 is the full style."})
 
 TILE_INPUTS = {
-    "tile_size": ("INT", {"default": 1024, "min": 0, "max": 16384, "step": 64,
+    "tile_size": ("INT", {"default": 1024, "min": 0, "max": 16384, "step": MIN_TILE_SIZE,
                           "tooltip": "Images with a side longer than this are processed in tiles of this size, so "
                                      "memory stays bounded (4K, 8K). 0 never tiles. Statistics are still taken over "
                                      "the whole image."}),
-    "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 8,
+    "tile_overlap": ("INT", {"default": 64, "min": 0, "max": MAX_OVERLAP, "step": GRID,
                              "tooltip": "Context around each tile in pixels; the overlaps are cross-faded so no seams "
                                         "show. 64 is plenty for the encoder's receptive field."}),
 }
