@@ -270,12 +270,16 @@ def stack_styles(styles: Sequence[AdaINStyle]) -> AdaINStyle:
 
 
 def _blend_level(content: Tensor, current: Tensor, mean: Tensor, std: Tensor, index: list[int], alpha: float,
-                 mask: Tensor | None, image_size: tuple[int, int]) -> Tensor:
+                 mask: Tensor | None, image_size: tuple[int, int],
+                 content_stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """AdaIN of one level's ``content`` to the style statistics, traded off by ``alpha``, over ``current``
     within the mask (resized to this level's grid)."""
     s_mean = mean[index].to(content.device, content.dtype)
     s_std = std[index].to(content.device, content.dtype)
-    if mask is None:
+    if content_stats is not None:  # given, e.g. pooled over a clip's frames (video.py)
+        c_mean, c_std = (t.to(content.device, content.dtype) for t in content_stats)
+        weight = None
+    elif mask is None:
         c_mean, c_std = mean_std(content)
         weight = None
     else:
@@ -287,9 +291,15 @@ def _blend_level(content: Tensor, current: Tensor, mean: Tensor, std: Tensor, in
     return target if weight is None else torch.lerp(current, target, weight)
 
 
-def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None) -> AdaINFeatures:
+def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None,
+          content_stats: dict[str, tuple[Tensor, Tensor]] | None = None) -> AdaINFeatures:
     """AdaIN with the content-style trade-off ``alpha``; with a mask, only inside it (soft edges blend).
-    Features encoded for a skip decoder are blended alike at each of their levels."""
+    Features encoded for a skip decoder are blended alike at each of their levels.
+
+    ``content_stats`` (level name -> content mean and std ``[B, C]``, no mask) replaces each image's own
+    statistics, e.g. by statistics pooled over a clip's frames so the picture does not pump (video.py)."""
+    if content_stats is not None and mask is not None:
+        raise ValueError("content_stats and mask are exclusive")
     _check_same_encoder("the content features", features, "the style", style)
     alpha = check_unit(alpha, "alpha")
     missing = [name for name in features.skips if name not in style.skips]
@@ -299,10 +309,11 @@ def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: 
                               "image with AdaIN Style Statistics, and save it again")
     index = batch_index(features.count, style.count, "the content", "the style")
     with torch.inference_mode():
+        given = content_stats or {}
         result = _blend_level(features.content, features.features, style.mean, style.std, index, alpha, mask,
-                              features.image_size)
+                              features.image_size, given.get(features.layer))
         skips = {name: _blend_level(features.content_skips[name], level, *style.skips[name], index, alpha, mask,
-                                    features.image_size) for name, level in features.skips.items()}
+                                    features.image_size, given.get(name)) for name, level in features.skips.items()}
     return features.replace(result, skips)
 
 
