@@ -278,7 +278,11 @@ class VideoStylizer:
 
 
 def chunk_size(runtime: Runtime, size: tuple[int, int]) -> int:
-    """Frames per chunk: what the compute device's free memory holds (one on the CPU), at most MAX_CHUNK."""
+    """Frames per chunk: one on the CPU (fastest there, see StandaloneRuntime.CPU_WORKING_BYTES, and the same in
+    ComfyUI and headless, so both give the same frames: batching changes bf16 rounding), else what the device's
+    free memory holds, at most MAX_CHUNK."""
+    if runtime.compute_device().type == "cpu":
+        return 1
     per_frame = (size[0] + GRID) * (size[1] + GRID) * BYTES_PER_PIXEL
     return max(1, min(MAX_CHUNK, runtime.free_bytes() // per_frame))
 
