@@ -46,7 +46,8 @@ BADGE_HEIGHT = 24  # the editor's node-source badge (the pack's name), drawn abo
 GROUP_TITLE, GROUP_PAD = 44, 16  # a group's title bar (font 24) and its margin around the nodes
 STACK_GAP = GROUP_TITLE + 2 * GROUP_PAD  # room for a group header between two stacked nodes
 NODE_GAP = 16  # between two stacked nodes of one group
-FIXED_HEIGHTS = {"LoadImage": 280, "SaveImage": 300, "PreviewImage": 300, "PreviewAny": 150}
+FIXED_HEIGHTS = {"LoadImage": 280, "SaveImage": 300, "PreviewImage": 300, "PreviewAny": 150, "LoadVideo": 300,
+                 "SaveVideo": 320}
 # The editor's default window (1600 x 1000 px) less its side bar, tab bar and floating toolbars: the saved
 # view fits the whole graph in this box (x0, y0, x1, y1 in screen pixels), never zoomed in beyond MAX_SCALE.
 VIEW_BOX = (90, 110, 1580, 935)
@@ -153,6 +154,12 @@ class Graph:
         source.outputs[slot]["links"].append(link_id)
         self.links.append([link_id, source.id, slot, target.id, index, source.outputs[slot]["type"]])
 
+    def connect_widget(self, source: Node, output: str | int, target: Node, widget: str) -> None:
+        """Link an output to a widget input (the editor turns the widget into a socket and keeps its value)."""
+        spec = next(s for s in input_specs(CLASSES[target.type]) if s.name == widget)
+        target.inputs.append({"name": widget, "type": spec.type_name, "widget": {"name": widget}, "link": None})
+        self.connect(source, output, target, widget)
+
     def note(self, text: str, col: int, y: float, level: int = 3) -> None:
         """A Markdown note filling column ``col`` at ``y`` or below, tall enough for its text.
 
@@ -203,7 +210,7 @@ class Graph:
         for spec in input_specs(CLASSES[node.type]):
             if spec.is_widget:
                 values.append(node.widgets[spec.name])
-                if spec.options.get("image_upload"):
+                if spec.options.get("image_upload") or spec.options.get("video_upload"):
                     values.append("image")  # the editor stores the upload button's value too
         return values
 
@@ -458,6 +465,34 @@ def ex_frames() -> Graph:
     return g
 
 
+def ex_video() -> Graph:
+    g = Graph(columns=(WIDE, WIDE))
+    g.note("Video that holds still: Load Video -> Get Video Components -> AdaIN Video Style Transfer -> Create "
+           "Video -> Save Video; the audio and frame rate pass through. The clip pans 3 px per frame, which per-frame "
+           "stylization turns into shimmer: the video node keeps the picture on the networks' grid as the camera "
+           "moves and pools AdaIN's statistics over recent frames.\n\n" + MODELS_NOTE, 0, TOP)
+    enc, dec = models(g, 0, TOP)
+    load = g.add("LoadVideo", 1, TOP, title="Clip", file="chelsea_pan.mp4")
+    parts = g.add("GetVideoComponents", 1, TOP, gap=NODE_GAP)
+    g.connect(load, 0, parts, "video")
+    style = image(g, "style_brushstrokes.jpg", "Style image", 1, TOP, gap=NODE_GAP)
+    g.group("Clip and style", [load, parts, style], GROUP_COLORS["inputs"])
+    v = g.add("AdaINVideoStyleTransfer", 2, TOP)
+    g.connect(enc, 0, v, "encoder")
+    g.connect(dec, 0, v, "decoder")
+    g.connect(parts, "images", v, "frames")
+    g.connect(style, "IMAGE", v, "style_image")
+    g.group("Stylize every frame, stably", [v], GROUP_COLORS["transfer"])
+    create = g.add("CreateVideo", 3, TOP)
+    g.connect(v, 0, create, "images")
+    g.connect(parts, "audio", create, "audio")
+    g.connect_widget(parts, "fps", create, "fps")
+    save = g.add("SaveVideo", 3, TOP, gap=NODE_GAP, filename_prefix="adain/12_video")
+    g.connect(create, 0, save, "video")
+    g.group("Video out", [create, save], GROUP_COLORS["output"])
+    return g
+
+
 PRESET = "adain_example_mosaic"
 
 
@@ -556,6 +591,7 @@ EXAMPLES = {
     "09_style_preset_use": ex_use_preset,
     "10_image_statistics": ex_image_statistics,
     "11_latent_statistics": ex_latent_statistics,
+    "12_video_stylization": ex_video,
 }
 
 

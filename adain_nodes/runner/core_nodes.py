@@ -6,7 +6,7 @@ LoadImage reads from the input folder, through PyAV as ComfyUI 0.33 does when it
 the first frame's size becomes one batch item), and yields IMAGE plus MASK = 1 - alpha (a 64x64
 zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
 API prompt and the extra PNG info (the editor workflow) as PNG text chunks; PreviewAny ("Preview as
-Text") shows any value as text (printed by the CLI).
+Text") shows any value as text (printed by the CLI). The core video nodes are in ``video_nodes``.
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ from .pyav_decode import load_image_pyav
 log = logging.getLogger(__name__)
 
 DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
-                 "PreviewAny": "Preview as Text", "LoadLatent": "Load Latent", "SaveLatent": "Save Latent"}
+                 "PreviewAny": "Preview as Text", "LoadLatent": "Load Latent", "SaveLatent": "Save Latent",
+                 "LoadVideo": "Load Video", "GetVideoComponents": "Get Video Components", "CreateVideo": "Create Video",
+                 "SaveVideo": "Save Video"}
 
 
 @dataclass
@@ -276,7 +278,8 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
             value = preview_text(source)
             return {"ui": {"text": (value,)}, "result": (value,)}
 
-    from .latent_nodes import make_latent_nodes  # it builds on this module's helpers
+    from .latent_nodes import make_latent_nodes  # they build on this module's helpers
+    from .video_nodes import make_video_nodes
 
     return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage, "PreviewAny": PreviewAny,
-            **make_latent_nodes(folders)}
+            **make_latent_nodes(folders), **make_video_nodes(folders)}
