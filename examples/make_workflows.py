@@ -46,7 +46,7 @@ BADGE_HEIGHT = 24  # the editor's node-source badge (the pack's name), drawn abo
 GROUP_TITLE, GROUP_PAD = 44, 16  # a group's title bar (font 24) and its margin around the nodes
 STACK_GAP = GROUP_TITLE + 2 * GROUP_PAD  # room for a group header between two stacked nodes
 NODE_GAP = 16  # between two stacked nodes of one group
-FIXED_HEIGHTS = {"LoadImage": 280, "SaveImage": 300, "PreviewImage": 300, "PreviewAny": 150, "LoadVideo": 300,
+FIXED_HEIGHTS = {"LoadImage": 280, "SaveImage": 300, "PreviewImage": 300, "PreviewAny": 150, "LoadVideo": 420,
                  "SaveVideo": 320}
 # The editor's default window (1600 x 1000 px) less its side bar, tab bar and floating toolbars: the saved
 # view fits the whole graph in this box (x0, y0, x1, y1 in screen pixels), never zoomed in beyond MAX_SCALE.

@@ -23,7 +23,7 @@ EXAMPLES = REPO / "examples"
 UI_FILES = sorted(EXAMPLES.glob("[0-9][0-9]_*.json"))
 NAMES = [p.stem for p in UI_FILES]
 ALLOWED_CORE = {"LoadImage", "SaveImage", "PreviewImage", "PreviewAny", "LoadLatent", "SaveLatent", "Note",
-                "MarkdownNote"}
+                "MarkdownNote", "LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo"}
 SMALL = 48
 # Below about 8 px / 14 px the editor draws nodes without text (its level-of-detail switch); keep a margin.
 LEGIBLE_SCALE = 0.65
