@@ -20,8 +20,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,7 @@ class Stability:
             raise AdaINInputError(f"occlusion_threshold must be above 0 and at most 1, got {self.occlusion_threshold!r}")
 
     @classmethod
-    def off(cls) -> "Stability":
+    def off(cls) -> Stability:
         return cls(align=False, pool_window=1, smoothing=0.0)
 
     @property
@@ -119,7 +119,7 @@ class Moments:
     m2: Tensor  # [C] float64
 
     @classmethod
-    def of(cls, features: Tensor) -> "Moments":
+    def of(cls, features: Tensor) -> Moments:
         """Moments of one frame's ``[C, H, W]`` features, in float64."""
         flat = features.flatten(1).double()
         mean = flat.mean(dim=1)

@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_image
 
 from adain_nodes import pipeline
 from adain_nodes.errors import AdaINInputError
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.nodes import NODE_CLASS_MAPPINGS
-from adain_nodes.video import Moments, Stability, estimate_shift, pooled_mean_std, same_surface, stylize_video, translate
-from conftest import random_image
+from adain_nodes.video import (
+    Moments,
+    Stability,
+    estimate_shift,
+    pooled_mean_std,
+    same_surface,
+    stylize_video,
+    translate,
+)
 
 RUNTIME = StandaloneRuntime(torch.device("cpu"))
 

@@ -7,10 +7,10 @@ from fractions import Fraction
 import av
 import pytest
 import torch
+from conftest import random_image
 
 from adain_nodes.runner import Folders
 from adain_nodes.runner.core_nodes import make_core_nodes
-from conftest import random_image
 
 
 @pytest.fixture
