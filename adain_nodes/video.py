@@ -250,7 +250,8 @@ class VideoStylizer:
                 self.offset = (0, 0) if cut else (self.offset[0] + dy, self.offset[1] + dx)
                 top, left = self.offset[0] % GRID, self.offset[1] % GRID
                 pads.append((top, left))
-                padded.append(F.pad(frame[None], (left, GRID - left, top, GRID - top), mode="reflect"))
+                mode = "reflect" if min(frame.shape[-2:]) > GRID else "replicate"  # reflect needs more pixels
+                padded.append(F.pad(frame[None], (left, GRID - left, top, GRID - top), mode=mode))
             source = torch.cat(padded)
         features = pipeline.encode(self.encoder, source, self.runtime, self.tiling, self.decoder.network.levels)
         styled = pipeline.blend(features, style, self.alpha, content_stats=self._pooled(features, [cut for _, _, cut in motions]))

@@ -95,6 +95,12 @@ def test_one_frame_works(encoder, decoder):
                                pipeline.stylize(encoder, decoder, frame, style, RUNTIME), rtol=0, atol=1e-6)
 
 
+def test_tiny_frames_work(encoder, decoder):
+    frames = pan(1, frames=3, size=6)
+    out = stylize_video(encoder, decoder, frames, scene(16, 16), RUNTIME, stability=Stability(smoothing=0.5))
+    assert out.shape == frames.shape and torch.isfinite(out).all()
+
+
 def test_frames_of_different_sizes_are_refused(encoder, decoder):
     frames = [scene(32, 48)[0], scene(32, 48)[0], scene(40, 48)[0]]
     with pytest.raises(AdaINInputError, match=r"frame 3 is 48x40 but frame 1 is 48x32; all frames of a clip must "
