@@ -337,10 +337,16 @@ def stack_styles(styles: Sequence[AdaINStyle]) -> AdaINStyle:
                       first.encoder_id, first.encoder_name, first.layer)
 
 
-def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None) -> AdaINFeatures:
+def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None,
+          content_stats: dict[str, tuple[Tensor, Tensor]] | None = None) -> AdaINFeatures:
     """AdaIN with the content-style trade-off ``alpha``; with a (soft) mask, only inside it, with the content's
     statistics taken there. Every level the features carry is blended alike; chained blends add up (see
-    AdaINFeatures), so their order does not matter."""
+    AdaINFeatures), so their order does not matter.
+
+    ``content_stats`` (level name -> content mean and std ``[B, C]``, no mask) replaces each image's own
+    statistics, e.g. by statistics pooled over a clip's frames so the picture does not pump (video.py)."""
+    if content_stats is not None and mask is not None:
+        raise ValueError("content_stats and mask are exclusive")
     _check_same_encoder("the content features", features, "the style", style)
     alpha = check_unit(alpha, "alpha")
     missing = [name for name in features.content if name not in style.levels]
@@ -355,7 +361,10 @@ def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: 
             mean, std = (t[index].to(content.device, content.dtype) for t in style.levels[name])
             if mask is None:
                 weight = torch.ones(1, 1, 1, 1, device=content.device, dtype=content.dtype)
-                target = adain_target(content, mean, std, alpha)
+                own = (content_stats or {}).get(name)
+                if own is not None:
+                    own = tuple(t.to(content.device, content.dtype) for t in own)
+                target = adain_target(content, mean, std, alpha, own=own)
             else:
                 grid = tuple(content.shape[-2:])
                 weight = mask_to_weight(mask, content.shape[0], features.image_size, grid).to(content)

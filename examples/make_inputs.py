@@ -150,6 +150,41 @@ def photos() -> None:
                    quality=80, method=6)
 
 
+CLIP = {"name": "chelsea_pan.mp4", "frames": 16, "fps": 12, "size": (320, 240), "step": 3, "audio_rate": 24000}
+
+
+def video_clip(photo: Path, out: Path) -> None:
+    """A short clip the project owns: a camera panning 3 px per frame (not a multiple of the networks' 8-px grid,
+    so per-frame stylization would shimmer) over one of the CC0 photos, with a quiet tone as its audio track,
+    written with PyAV (H.264 + AAC in MP4) like ComfyUI's Save Video."""
+    import av
+
+    width, height = CLIP["size"]
+    with Image.open(photo) as img:
+        picture = np.asarray(img.convert("RGB"))
+    top = (picture.shape[0] - height) // 2
+    rate = CLIP["audio_rate"]
+    seconds = CLIP["frames"] / CLIP["fps"]
+    t = np.arange(round(rate * seconds)) / rate
+    tone = (0.1 * np.sin(2 * np.pi * 440.0 * t) * np.minimum(1.0, 4.0 * t)).astype(np.float32)[None]
+    out.unlink(missing_ok=True)
+    with av.open(str(out), mode="w", format="mp4") as container:
+        stream = container.add_stream("h264", rate=CLIP["fps"])
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "16"}
+        audio = container.add_stream("aac", rate=rate, layout="mono")
+        for i in range(CLIP["frames"]):
+            x = i * CLIP["step"]
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture[top:top + height, x:x + width]),
+                                               format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        sound = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+        sound.sample_rate, sound.pts = rate, 0
+        container.mux(audio.encode(sound))
+        container.mux(audio.encode(None))
+
+
 # Stand-in for a VAE: luminance, two colour differences and fine texture, at about an SD latent's scale.
 LATENT_MIX = np.array([[1.6, 1.9, 0.7], [2.2, -1.1, -1.1], [0.0, 1.5, -1.5], [0.0, 0.0, 0.0]], np.float32)
 LATENT_OFFSET = np.array([-1.8, 0.1, 0.3, 0.0], np.float32)
@@ -179,6 +214,7 @@ def main() -> None:
     masks()
     stand_in_latent(OUT / "chelsea.jpg", OUT / "chelsea.latent")
     stand_in_latent(OUT / "style_waves.jpg", OUT / "style_waves.latent")
+    video_clip(OUT / "chelsea.jpg", OUT / CLIP["name"])
     total = sum(f.stat().st_size for f in OUT.iterdir() if f.is_file())
     print(f"wrote {OUT} ({total / 1024:.0f} KiB)")
 

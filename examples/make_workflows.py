@@ -52,7 +52,8 @@ NODE_GAP = 16  # between two stacked nodes
 # Save and Preview Image to 270 at 260 wide), and where it draws a node's slots (input i's centre at
 # (x + 10, y + 14 + 20 i), output i's at (x + width - 9, y + 14 + 20 i)).
 SHOWN_HEIGHTS = {"LoadImage": 314, "SaveImage": 270, "PreviewImage": 270}
-FIXED_HEIGHTS = {**SHOWN_HEIGHTS, "PreviewAny": 200}
+# Load Video and Save Video show the clip: drawn tall enough for it (seen in the editor after a run).
+FIXED_HEIGHTS = {**SHOWN_HEIGHTS, "PreviewAny": 200, "LoadVideo": 420, "SaveVideo": 320}
 SLOT_TOP, SLOT_PITCH, SLOT_INSET = 14, 20, (10, 9)
 # The editor's link spline (frontend 1.49): a cubic Bezier whose control points lie max(30, distance / 4) to the
 # right of the output and to the left of the input. Links keep LINK_CLEARANCE from nodes and group title bars.
@@ -241,6 +242,12 @@ class Graph:
         source.outputs[slot]["links"].append(link_id)
         self.links.append([link_id, source.id, slot, target.id, index, source.outputs[slot]["type"]])
 
+    def connect_widget(self, source: Node, output: str | int, target: Node, widget: str) -> None:
+        """Link an output to a widget input (the editor turns the widget into a socket and keeps its value)."""
+        spec = next(s for s in input_specs(CLASSES[target.type]) if s.name == widget)
+        target.inputs.append({"name": widget, "type": spec.type_name, "widget": {"name": widget}, "link": None})
+        self.connect(source, output, target, widget)
+
     def group(self, title: str, nodes: list[Node], color: str) -> None:
         """A group around ``nodes`` with its title bar above their badges."""
         self.groups.append(Group(title, nodes, color))
@@ -378,7 +385,7 @@ class Graph:
         for spec in input_specs(CLASSES[node.type]):
             if spec.is_widget:
                 values.append(node.widgets[spec.name])
-                if spec.options.get("image_upload"):
+                if spec.options.get("image_upload") or spec.options.get("video_upload"):
                     values.append("image")  # the editor stores the upload button's value too
         return values
 
@@ -652,6 +659,34 @@ def ex_frames() -> Graph:
     return g
 
 
+def ex_video() -> Graph:
+    g = Graph(columns=(WIDE, WIDE, NODE_WIDTH, NODE_WIDTH, NODE_WIDTH))
+    load = g.add("LoadVideo", 0, title="Clip", file="chelsea_pan.mp4")
+    enc, dec = models(g, 1)
+    parts = g.add("GetVideoComponents", 1, below=(enc, dec))
+    g.connect(load, 0, parts, "video")
+    style = image(g, "style_brushstrokes.jpg", "Style image", 0, below=(load,))
+    g.group("Clip and style", [load, style], GROUP_COLORS["inputs"])
+    v = g.add("AdaINVideoStyleTransfer", 2)
+    g.connect(enc, 0, v, "encoder")
+    g.connect(dec, 0, v, "decoder")
+    g.connect(parts, "images", v, "frames")
+    g.connect(style, "IMAGE", v, "style_image")
+    g.group("Stylize every frame, stably", [v], GROUP_COLORS["transfer"])
+    create = g.add("CreateVideo", 3)
+    g.connect(v, 0, create, "images")
+    g.connect(parts, "audio", create, "audio")
+    g.connect_widget(parts, "fps", create, "fps")
+    save = g.add("SaveVideo", 4, filename_prefix="adain/12_video")
+    g.connect(create, 0, save, "video")
+    g.group("Video out", [create, save], GROUP_COLORS["output"])
+    g.note("Video that holds still", "Load Video -> Get Video Components -> AdaIN Video Style Transfer -> Create "
+           "Video -> Save Video; the audio and frame rate pass through. The clip pans 3 px per frame, which "
+           "per-frame stylization turns into shimmer: the video node keeps the picture on the networks' grid as "
+           "the camera moves and pools AdaIN's statistics over recent frames.\n\n" + MODELS_NOTE, 2, span=3)
+    return g
+
+
 PRESET = "adain_example_mosaic"
 
 
@@ -760,6 +795,7 @@ EXAMPLES = {
     "09_style_preset_use": ex_use_preset,
     "10_image_statistics": ex_image_statistics,
     "11_latent_statistics": ex_latent_statistics,
+    "12_video_stylization": ex_video,
 }
 
 

@@ -12,6 +12,7 @@ from PIL import Image, ImageSequence
 from adain_nodes.cli import main
 from adain_nodes.host.paths import DEFAULT_DECODER
 from adain_nodes.runner import Folders, Registry, load_workflow, ui_to_api, validate_prompt
+from adain_nodes.runner import video_nodes
 from adain_nodes.runner.latent_nodes import load_latent_file
 from adain_nodes.runner.registry import VIRTUAL_NODES, input_specs
 from examples.make_workflows import (  # noqa: E402
@@ -35,7 +36,7 @@ EXAMPLES = REPO / "examples"
 UI_FILES = sorted(EXAMPLES.glob("[0-9][0-9]_*.json"))
 NAMES = [p.stem for p in UI_FILES]
 ALLOWED_CORE = {"LoadImage", "SaveImage", "PreviewImage", "PreviewAny", "LoadLatent", "SaveLatent", "Note",
-                "MarkdownNote"}
+                "MarkdownNote", "LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo"}
 SMALL = 48
 # Below about 8 px / 14 px the editor draws nodes without text (its level-of-detail switch); keep a margin.
 LEGIBLE_SCALE = 0.65
@@ -59,6 +60,12 @@ def small_inputs(tmp_path) -> Path:
     for src in (EXAMPLES / "input").iterdir():
         if src.suffix == ".latent":
             shutil.copy(src, folder / src.name)
+        if src.suffix == ".mp4":  # the clip: its first 3 frames at 48x36, audio and frame rate kept
+            clip = video_nodes.components(video_nodes.VideoFile(src))
+            frames = torch.nn.functional.interpolate(clip.images[:3].permute(0, 3, 1, 2), size=(36, 48),
+                                                     mode="bilinear", antialias=True).permute(0, 2, 3, 1)
+            small = video_nodes.VideoFromComponents(frames.clamp(0, 1), clip.audio, clip.frame_rate)
+            video_nodes.encode_video(small, folder / src.name, "mp4", None)
         if src.suffix.lower() not in (".jpg", ".png", ".webp"):
             continue
         with Image.open(src) as img:
@@ -72,7 +79,7 @@ def small_inputs(tmp_path) -> Path:
 def test_there_is_one_example_per_capability():
     assert NAMES == ["01_style_transfer", "02_modular_graph", "03_content_style_tradeoff", "04_style_interpolation",
                      "05_spatial_control", "06_preserve_color", "07_video_frames", "08_style_preset_save",
-                     "09_style_preset_use", "10_image_statistics", "11_latent_statistics"]
+                     "09_style_preset_use", "10_image_statistics", "11_latent_statistics", "12_video_stylization"]
     for name in NAMES:
         assert (EXAMPLES / "api" / f"{name}_api.json").is_file()
 
@@ -131,6 +138,9 @@ def test_every_example_runs_end_to_end(model_dir, small_inputs, tmp_path, capsys
     assert torch.allclose(whole.mean(dim=(2, 3)), reference.mean(dim=(2, 3)), atol=1e-4)
     assert torch.equal(masked[..., -1:], given[..., -1:])  # the mask (the cat) leaves the right edge untouched
     assert not torch.equal(masked, given)
+    video = video_nodes.components(video_nodes.VideoFile(out / "adain" / "12_video_00001_.mp4"))
+    assert video.images.shape == (3, 36, 48, 3) and video.frame_rate == 12  # frames, and the rate passed through
+    assert video.audio is not None and video.audio["sample_rate"] == 24000  # the audio passed through
     preset = tmp_path / "styles" / "adain_example_mosaic.safetensors"
     assert preset.is_file()
     shown = next(n["id"] for n in _ui("08_style_preset_save")["nodes"] if n["type"] == "PreviewAny")

@@ -29,7 +29,8 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
 from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
-from training.losses import LossWeights, colour_distance, compute_losses, total_variation
+from training.losses import (STABILITY_NOISE, LossWeights, colour_distance, compute_losses, shifted_view,
+                             total_variation)
 from training.train import autocast_dtype, build_decoder, resolve_config, train
 
 import preforked
@@ -367,6 +368,9 @@ def test_command_line_options():
         TrainConfig(**files, tv_weight=-1.0).validate()
     with pytest.raises(ValueError, match="--style-weight must be a number >= 0"):
         TrainConfig(**files, style_weight=float("nan")).validate()
+    assert parse_overrides(["--stability-weight", "20"])["stability_weight"] == 20.0
+    with pytest.raises(ValueError, match="--stability-weight must be a number >= 0"):
+        TrainConfig(**files, stability_weight=-1.0).validate()
     for bad in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match=r"--min-scale must be in \(0, 1\]"):
             TrainConfig(**files, min_scale=bad).validate()
@@ -412,7 +416,7 @@ def test_total_variation_option():
     assert float(total_variation(checker.float().expand(1, 3, 8, 8))) == 2.0  # every neighbour differs by 1
 
 
-@pytest.mark.parametrize("term, weight", [("tv", 5.0), ("colour", 100.0)])
+@pytest.mark.parametrize("term, weight", [("tv", 5.0), ("colour", 100.0), ("stability", 10.0)])
 def test_optional_term_is_trained_and_logged(data, tmp_path, term, weight):
     train(_config(data, tmp_path / f"{term}.safetensors", max_iter=2, **{f"{term}_weight": weight}))
     records = _records(tmp_path / f"{term}_run")
@@ -561,3 +565,61 @@ def test_skip_decoder_losses_adain_every_level(data):
         assert torch.allclose(given[2:], c)
         mean, std = mean_std(given[:2])
         assert torch.allclose(mean, mean_std(s)[0], atol=1e-4)
+
+
+def test_shifted_view_moves_the_picture():
+    image = torch.arange(2 * 3 * 16 * 24, dtype=torch.float32).reshape(2, 3, 16, 24)
+    view = shifted_view(image, 3, 5)
+    assert view.shape == image.shape
+    assert torch.equal(view[..., 3:, 5:], image[..., :-3, :-5])
+
+
+def test_stability_term_is_the_shifted_output_difference(data):
+    """The stability term (Wang et al. 2020) equals an independent computation: the output of the content moved by
+    the step's random sub-grid shift plus noise, against the output moved alike; the paper's terms do not change."""
+    from adain_nodes.core.stats import adain
+    encoder = load_encoder(data / "encoder.safetensors").network
+    torch.manual_seed(6)
+    decoder = AdaINDecoder()
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        paper = compute_losses(encoder, decoder, content, style)
+        torch.manual_seed(11)
+        both = compute_losses(encoder, decoder, content, style, LossWeights(stability=10.0))
+        torch.manual_seed(11)
+        dy, dx = (int(v) for v in torch.randint(1, 8, (2,)))
+        view = shifted_view(content, dy, dx)
+        view = (view + STABILITY_NOISE * torch.randn_like(view)).clamp(0, 1)
+        style_stats = mean_std(encoder.encode(style)[0])
+        moved = decoder(adain(encoder.encode(view)[0], *style_stats))
+        output = decoder(adain(encoder.encode(content)[0], *style_stats))
+        expected = ((moved[..., dy:, dx:] - output[..., :32 - dy, :32 - dx]) ** 2).mean()
+    assert 1 <= dy < 8 and 1 <= dx < 8
+    torch.testing.assert_close(both.stability, expected, rtol=1e-4, atol=1e-7)
+    assert float(expected) > 0 and float(paper.stability) == 0.0
+    torch.testing.assert_close(both.content, paper.content, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(both.total, paper.total + 10 * expected, rtol=1e-4, atol=1e-5)
+
+
+def test_stability_term_trains_the_decoder(data):
+    """Its gradient reaches the decoder: a few steps on the term alone lower it."""
+    encoder = load_encoder(data / "encoder.safetensors").network
+    torch.manual_seed(7)
+    decoder = AdaINDecoder()
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    weights = LossWeights(content=0.0, style=0.0, stability=1.0)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3)
+
+    def term() -> float:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return float(compute_losses(encoder, decoder, content, style, weights).stability)
+
+    before = term()
+    for _ in range(5):
+        torch.manual_seed(1)
+        loss = compute_losses(encoder, decoder, content, style, weights).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert term() < 0.8 * before

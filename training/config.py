@@ -61,6 +61,9 @@ class TrainConfig:
                                 "features, as SANet does (one more decoder pass per image)")
     colour_weight: float = _opt(0.0, "weight of a colour term: sliced Wasserstein distance between the output's "
                                 "and the style's RGB colours (not in the paper)")
+    stability_weight: float = _opt(0.0, "weight of a stability term (Wang et al. 2020): the content shifted by 1-7 px "
+                                   "plus noise must decode to the shifted output, so video flickers less "
+                                   "(not in the paper; one more decoder pass)")
     # images
     resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
@@ -95,7 +98,8 @@ class TrainConfig:
     @property
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
-                           self.identity_feature_weight, self.identity_style, self.colour_weight)
+                           self.identity_feature_weight, self.identity_style, self.colour_weight,
+                           self.stability_weight)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,7 +127,7 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
-                     "identity_feature_weight", "colour_weight"):
+                     "identity_feature_weight", "colour_weight", "stability_weight"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {getattr(self, name)}")
         if self.identity_style and not (self.identity_pixel_weight or self.identity_feature_weight):

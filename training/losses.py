@@ -15,6 +15,11 @@ alone never show it.
 
 An optional total-variation term (not in the paper, off by default) damps high-frequency artefacts.
 
+An optional stability term (Wang et al., AAAI 2020, compound regularisation; Gupta et al., ICCV 2017; off by
+default) teaches the decoder to move with the picture: the content shifted by a few pixels that are not a multiple of
+the encoder's 8-px grid, plus a little noise, must decode to the shifted output of the content. Video then flickers
+less without optical flow (adain_nodes/video.py fights the same flicker at inference).
+
 An optional colour term (not in the paper, off by default) matches the output's distribution of RGB
 colours to the style's, as a sliced Wasserstein distance: mean/std statistics cannot tell blue and
 yellow strokes from green, their blend. Measured (docs/training.md), it lowers its own distance but
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adain_nodes.core.stats import adain, mean_std
-from adain_nodes.core.layers import ADAIN_LAYER, STYLE_LAYERS
+from adain_nodes.core.layers import ADAIN_LAYER, ENCODER_LAYERS, STYLE_LAYERS
 from adain_nodes.models.networks import VGGEncoder
 
 
@@ -46,6 +51,7 @@ class LossWeights:
     identity_feature: float = 0.0
     identity_style: bool = False
     colour: float = 0.0
+    stability: float = 0.0
 
     @property
     def identity(self) -> bool:
@@ -60,6 +66,7 @@ class Losses:
     identity_pixel: Tensor
     identity_feature: Tensor
     colour: Tensor
+    stability: Tensor
     total: Tensor
     output: Tensor
 
@@ -120,14 +127,32 @@ def total_variation(image: Tensor) -> Tensor:
             + (image[..., :, 1:] - image[..., :, :-1]).pow(2).mean())
 
 
+STABILITY_NOISE = 0.02  # std of the noise on the shifted content (Wang et al. 2020 use small Gaussian noise)
+GRID = ENCODER_LAYERS[ADAIN_LAYER].stride  # shifts by a multiple of this the networks follow anyway
+
+
+def shifted_view(image: Tensor, dy: int, dx: int) -> Tensor:
+    """``image`` moved down by ``dy`` and right by ``dx`` pixels (0 <= d < GRID), the uncovered edge reflected:
+    ``view[..., y, x] = image[..., y - dy, x - dx]`` wherever that exists."""
+    padded = F.pad(image, (GRID, 0, GRID, 0), mode="reflect")
+    h, w = image.shape[-2:]
+    return padded[..., GRID - dy:GRID - dy + h, GRID - dx:GRID - dx + w]
+
+
+def stability_distance(moved_output: Tensor, output: Tensor, dy: int, dx: int) -> Tensor:
+    """MSE between the output of the shifted content and the output shifted alike, where both show the picture."""
+    h, w = output.shape[-2:]
+    return F.mse_loss(moved_output[..., dy:, dx:].float(), output[..., :h - dy, :w - dx].float())
+
+
 def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, style: Tensor,
                    weights: LossWeights = LossWeights(), levels: tuple[str, ...] = (ADAIN_LAYER,)) -> Losses:
     """Forward pass of one training step; ``decoder`` may be wrapped in DistributedDataParallel.
 
     ``levels`` are the encoder layers the decoder takes (its ``levels``), each AdaIN'd with the style's
-    statistics at that layer; the content loss stays at ADAIN_LAYER, as in the paper. With identity terms
-    the stylization and the reconstruction go through the decoder and the encoder as one batch (one pass
-    each, which DDP needs and which is faster than two).
+    statistics at that layer; the content loss stays at ADAIN_LAYER, as in the paper. With identity or
+    stability terms the stylization, the reconstruction and the shifted content go through the decoder as one
+    batch (one pass, which DDP needs and which is faster than several).
     """
     with torch.no_grad():
         style_feats = encoder.encode(style, STYLE_LAYERS)
@@ -135,6 +160,13 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
         style_at = dict(zip(STYLE_LAYERS, style_feats))
         content_at = dict(zip(STYLE_LAYERS, content_feats))
         targets = [adain(content_at[name].float(), *mean_std(style_at[name].float())) for name in levels]
+        shifted = {}
+        if weights.stability:
+            dy, dx = (int(v) for v in torch.randint(1, GRID, (2,)))
+            view = shifted_view(content, dy, dx)
+            view = (view + STABILITY_NOISE * torch.randn_like(view)).clamp(0.0, 1.0)
+            shifted = {name: adain(f.float(), *mean_std(style_at[name].float()))
+                       for name, f in zip(levels, encoder.encode(view, levels))}
     target = targets[0]
     zero = target.new_zeros(())
     batch = content.shape[0]
@@ -144,19 +176,23 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
         if weights.identity_style:
             originals.append(style)
             original_feats.append(style_at)
-    decoded = decoder(*(torch.cat([t] + [f[name].to(t.dtype) for f in original_feats])
+    decoded = decoder(*(torch.cat([t] + [f[name].to(t.dtype) for f in original_feats]
+                                  + ([shifted[name].to(t.dtype)] if shifted else []))
                         for name, t in zip(levels, targets)))
-    decoded_feats = encoder.encode(decoded, STYLE_LAYERS)
+    reencoded = batch * (1 + len(originals))  # the shifted content's output is only compared in pixels
+    decoded_feats = encoder.encode(decoded[:reencoded], STYLE_LAYERS)
     output, out_feats = decoded[:batch], [f[:batch] for f in decoded_feats]
     loss_c = F.mse_loss(out_feats[-1].float(), target)
     loss_s = style_loss(out_feats, style_feats)
     loss_tv = total_variation(output) if weights.tv else zero
     loss_colour = colour_distance(output, style) if weights.colour else zero
+    loss_stability = stability_distance(decoded[reencoded:], output, dy, dx) if shifted else zero
     loss_ip, loss_if = zero, zero
     for i, (image, feats) in enumerate(zip(originals, original_feats), start=1):
         part = slice(i * batch, (i + 1) * batch)
         loss_ip = loss_ip + F.mse_loss(decoded[part].float(), image.float())
         loss_if = loss_if + feature_distance([f[part] for f in decoded_feats], [feats[n] for n in STYLE_LAYERS])
     total = (weights.content * loss_c + weights.style * loss_s + weights.tv * loss_tv
-             + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if + weights.colour * loss_colour)
-    return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, total, output)
+             + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if + weights.colour * loss_colour
+             + weights.stability * loss_stability)
+    return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, loss_stability, total, output)

@@ -394,6 +394,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                     values["tv_loss"] = losses.tv.item()
                 if cfg.colour_weight:
                     values["colour_loss"] = losses.colour.item()
+                if cfg.stability_weight:
+                    values["stability_loss"] = losses.stability.item()
                 if cfg.loss_weights.identity:
                     values["identity_pixel_loss"] = losses.identity_pixel.item()
                     values["identity_feature_loss"] = losses.identity_feature.item()

@@ -8,7 +8,7 @@ the first frame's size becomes one batch item), and yields IMAGE plus MASK = 1 -
 zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
 API prompt and the extra PNG info (the editor workflow) as PNG text chunks; PreviewAny ("Preview as
 Text") shows any value as text (printed by the CLI); PrimitiveString ("Text") outputs its text widget, the
-usual way to link one value into another node's widget input.
+usual way to link one value into another node's widget input. The core video nodes are in ``video_nodes``.
 """
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
                  "PreviewAny": "Preview as Text", "LoadLatent": "Load Latent", "SaveLatent": "Save Latent",
-                 "PrimitiveString": "Text"}
+                 "PrimitiveString": "Text",
+                 "LoadVideo": "Load Video", "GetVideoComponents": "Get Video Components", "CreateVideo": "Create Video",
+                 "SaveVideo": "Save Video"}
 
 
 @dataclass

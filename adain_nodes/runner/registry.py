@@ -7,6 +7,7 @@ from typing import Any, Iterator
 from ..nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from .core_nodes import DISPLAY_NAMES, Folders, make_core_nodes
 from .latent_nodes import make_latent_nodes
+from .video_nodes import make_video_nodes
 
 # Editor-only node types: never sent to the server, skipped by the UI -> API conversion.
 VIRTUAL_NODES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
@@ -79,7 +80,7 @@ class Registry:
     def __init__(self, folders: Folders) -> None:
         self.folders = folders
         self.classes: dict[str, type] = {**make_core_nodes(folders), **make_latent_nodes(folders),
-                                         **NODE_CLASS_MAPPINGS}
+                                         **make_video_nodes(folders), **NODE_CLASS_MAPPINGS}
         self.display_names = {**DISPLAY_NAMES, **NODE_DISPLAY_NAME_MAPPINGS}
 
     def __contains__(self, class_type: str) -> bool:

@@ -1,0 +1,59 @@
+"""AdaIN Video Style Transfer: a clip's frames stylized so they hold still (adain_nodes/video.py does the maths)."""
+from __future__ import annotations
+
+from .. import pipeline
+from ..video import Stability, stylize_video
+from .common import ALPHA_INPUT, CATEGORY, DECODER, ENCODER, TILE_INPUTS, get_runtime, tiling, to_host, to_network
+
+_DEFAULTS = Stability()
+
+
+class AdaINVideoStyleTransfer:
+    DISPLAY_NAME = "AdaIN Video Style Transfer"
+    DESCRIPTION = ("Stylizes consecutive frames (a video's images from Get Video Components, or any IMAGE batch) "
+                   "without the shimmer of stylizing each frame alone: frames are kept on the networks' grid as "
+                   "the camera moves, AdaIN uses content statistics pooled over recent frames, and optionally the "
+                   "previous output is blended in where the same surface is seen. Memory stays bounded for long "
+                   "clips (frames are processed in chunks); Cancel stops between frames.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The stylized frames, as many and as large as the input's.",)
+    FUNCTION = "transfer"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "encoder": (ENCODER, {"tooltip": "From AdaIN Encoder Loader."}),
+            "decoder": (DECODER, {"tooltip": "From AdaIN Decoder Loader."}),
+            "frames": ("IMAGE", {"tooltip": "Consecutive frames of one clip, all of one size (e.g. Get Video "
+                                            "Components' images)."}),
+            "style_image": ("IMAGE", {"tooltip": "The style: one image for the whole clip (or one per frame)."}),
+            "alpha": ALPHA_INPUT,
+            "preserve_color": (list(pipeline.COLOR_MODES), {
+                "default": "off",
+                "tooltip": "off: take the style's colours. match style colors: recolour the style to the first "
+                           "frame's colours. luminance only: stylize brightness, keep the frames' colours."}),
+            "align_to_motion": ("BOOLEAN", {
+                "default": _DEFAULTS.align,
+                "tooltip": "Estimate the camera's motion between frames and keep the picture on the networks' "
+                           "8-pixel grid: removes most of the flicker of pans at a few % of the time."}),
+            "pool_frames": ("INT", {
+                "default": _DEFAULTS.pool_window, "min": 1, "max": 256,
+                "tooltip": "Normalise by content statistics pooled over this many recent frames, so the picture "
+                           "does not pump as things enter and leave. 1: each frame's own (per-frame AdaIN)."}),
+            "temporal_smoothing": ("FLOAT", {
+                "default": _DEFAULTS.smoothing, "min": 0.0, "max": 0.95, "step": 0.05,
+                "tooltip": "Blend in this much of the previous output, moved with the camera, only where the "
+                           "frames show the same surface (moving objects never ghost). 0: off."}),
+            **TILE_INPUTS,
+        }}
+
+    def transfer(self, encoder, decoder, frames, style_image, alpha, preserve_color="off",
+                 align_to_motion=_DEFAULTS.align, pool_frames=_DEFAULTS.pool_window,
+                 temporal_smoothing=_DEFAULTS.smoothing, tile_size=1024, tile_overlap=64):
+        clip = to_network(frames, "frames")
+        style = to_network(style_image, "style_image")
+        stability = Stability(bool(align_to_motion), int(pool_frames), float(temporal_smoothing))
+        return (to_host(stylize_video(encoder, decoder, clip, style, get_runtime(), alpha, preserve_color, stability,
+                                      tiling(tile_size, tile_overlap))),)

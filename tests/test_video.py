@@ -1,0 +1,170 @@
+"""Temporally stable video (adain_nodes/video.py and its node) on random-weight networks."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_image
+
+from adain_nodes import pipeline
+from adain_nodes.errors import AdaINInputError
+from adain_nodes.host.runtime import StandaloneRuntime
+from adain_nodes.nodes import NODE_CLASS_MAPPINGS
+from adain_nodes.video import (
+    Moments,
+    Stability,
+    estimate_shift,
+    is_cut,
+    pooled_mean_std,
+    same_surface,
+    stylize_video,
+    translate,
+)
+
+RUNTIME = StandaloneRuntime(torch.device("cpu"))
+
+
+def scene(height: int = 96, width: int = 200, seed: int = 0) -> torch.Tensor:
+    return random_image(1, height, width, seed=seed).permute(0, 3, 1, 2)
+
+
+def pan(step: int, frames: int = 4, size: int = 96, seed: int = 0) -> torch.Tensor:
+    picture = scene(size, size + step * frames, seed)
+    return torch.cat([picture[..., t * step:t * step + size] for t in range(frames)])
+
+
+def flicker(outputs: torch.Tensor, step: int, border: int = 24) -> float:
+    """Mean absolute difference of output t+1 and output t moved by the pan, inside the border."""
+    w = outputs.shape[-1]
+    return float((outputs[1:, :, border:-border, border:w - step - border]
+                  - outputs[:-1, :, border:-border, border + step:w - border]).abs().mean())
+
+
+def test_shift_is_recovered_with_its_sign():
+    picture = scene(80, 120)
+    for dy, dx in ((0, 3), (2, -5), (-4, 1)):
+        previous = picture[0, :, 10:74, 20:100]
+        current = picture[0, :, 10 + dy:74 + dy, 20 + dx:100 + dx]  # current[y, x] = previous[y + dy, x + dx]
+        assert estimate_shift(previous, current) == (dy, dx)
+        moved, valid = translate(previous, dy, dx)
+        assert torch.equal(moved[:, valid], current[:, valid])
+
+
+def test_pooled_statistics_equal_a_float64_reference():
+    """Exact pooling of per-frame moments, also where a float32 one-pass variance (E[x^2] - E[x]^2) would cancel
+    catastrophically (a mean 50 times the spread)."""
+    torch.manual_seed(0)
+    frames = [50.0 + torch.randn(5, 40, 50) + 0.3 * k for k in range(4)]
+    mean, std = pooled_mean_std(Moments.of(f) for f in frames)
+    joined = torch.cat([f.double().flatten(1) for f in frames], dim=1)
+    var, ref_mean = torch.var_mean(joined, dim=1, correction=1)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=0)
+    torch.testing.assert_close(std.double(), (var + 1e-5).sqrt(), rtol=1e-5, atol=0)
+    flat = torch.cat([f.flatten(1) for f in frames], dim=1)  # what the exact pooling must beat
+    naive = ((flat ** 2).mean(dim=1) - flat.mean(dim=1) ** 2).double() * flat.shape[1] / (flat.shape[1] - 1)
+    assert ((naive + 1e-5).sqrt() - (var + 1e-5).sqrt()).abs().max() > 1e-4
+    one_mean, one_std = pooled_mean_std([Moments.of(frames[0])])
+    own = torch.stack(pipeline.mean_std(frames[0][None])[0:2])[:, 0]
+    torch.testing.assert_close(torch.stack([one_mean, one_std]), own)
+
+
+def test_stable_mode_flickers_less_than_per_frame_on_a_pan(encoder, decoder):
+    """A 3-px pan is not a multiple of the 8-px grid: per frame, the networks see each frame differently."""
+    style = scene(64, 64, seed=5)
+    frames = pan(3)
+    per_frame = stylize_video(encoder, decoder, frames, style, RUNTIME, stability=Stability.off())
+    stable = stylize_video(encoder, decoder, frames, style, RUNTIME, stability=Stability(pool_window=1))
+    assert flicker(stable, 3) < 0.5 * flicker(per_frame, 3)
+
+
+def test_zero_motion_gives_the_per_frame_result(encoder, decoder):
+    """A still clip: with stability off it is per-frame AdaIN (pipeline.stylize); smoothing identical outputs changes
+    nothing; pooling identical frames only the unbiased variance's n - 1 (of the pooled count)."""
+    style = scene(48, 48, seed=3)
+    frames = scene(64, 64).expand(3, -1, -1, -1).contiguous()
+    reference = pipeline.stylize(encoder, decoder, frames, style, RUNTIME)
+    off = stylize_video(encoder, decoder, frames, style, RUNTIME, stability=Stability.off())
+    torch.testing.assert_close(off, reference, rtol=0, atol=1e-6)
+    still = stylize_video(encoder, decoder, frames, style, RUNTIME,
+                          stability=Stability(align=False, pool_window=1, smoothing=0.5))
+    torch.testing.assert_close(still, reference, rtol=0, atol=1e-6)
+    pooled = stylize_video(encoder, decoder, frames, style, RUNTIME,
+                           stability=Stability(align=False, pool_window=3))
+    torch.testing.assert_close(pooled, reference, rtol=0, atol=2e-3)
+
+
+def test_one_frame_works(encoder, decoder):
+    frame = scene(40, 56)
+    style = scene(32, 32, seed=2)
+    out = stylize_video(encoder, decoder, frame, style, RUNTIME)
+    assert out.shape == frame.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(stylize_video(encoder, decoder, frame, style, RUNTIME, stability=Stability.off()),
+                               pipeline.stylize(encoder, decoder, frame, style, RUNTIME), rtol=0, atol=1e-6)
+
+
+def test_tiny_frames_work(encoder, decoder):
+    frames = pan(1, frames=3, size=6)
+    out = stylize_video(encoder, decoder, frames, scene(16, 16), RUNTIME, stability=Stability(smoothing=0.5))
+    assert out.shape == frames.shape and torch.isfinite(out).all()
+
+
+def test_frames_of_different_sizes_are_refused(encoder, decoder):
+    frames = [scene(32, 48)[0], scene(32, 48)[0], scene(40, 48)[0]]
+    with pytest.raises(AdaINInputError, match=r"frame 3 is 48x40 but frame 1 is 48x32; all frames of a clip must "
+                                              r"have one size"):
+        stylize_video(encoder, decoder, frames, scene(32, 32), RUNTIME)
+
+
+def test_result_does_not_depend_on_the_chunks(encoder, decoder):
+    frames, style = pan(5, frames=5, size=64), scene(32, 32, seed=1)
+    stability = Stability(pool_window=3, smoothing=0.4)
+    one = stylize_video(encoder, decoder, frames, style, RUNTIME, stability=stability, chunk=1)
+    three = stylize_video(encoder, decoder, frames, style, RUNTIME, stability=stability, chunk=3)
+    torch.testing.assert_close(one, three, rtol=0, atol=1e-5)
+
+
+def test_a_new_shot_is_a_cut():
+    first, second = scene(64, 64, seed=1)[0], scene(64, 64, seed=2)[0]
+    assert is_cut(first, second, *estimate_shift(first, second), 0.08)
+    assert not is_cut(first, first, 0, 0, 0.08)
+
+
+def test_smoothing_never_blends_where_an_object_moved():
+    """The occlusion check: a square moving over a still background is not the same surface where it was or is."""
+    background = scene(64, 64)[0]
+    stripes = (torch.arange(16) // 2 % 2).float().expand(3, 16, 16)  # 6 px on, its stripes are inverted
+    previous, current = background.clone(), background.clone()
+    previous[:, 20:36, 10:26] = stripes
+    current[:, 20:36, 16:32] = stripes
+    seen = same_surface(previous, current, 0, 0, 0.08)
+    assert seen[20:36, 10:32].sum() == 0  # old and new place of the object
+    assert seen[:, 40:].min() == 1.0  # the still background away from it
+
+
+class _Stops(StandaloneRuntime):
+    def __init__(self, after: int) -> None:
+        super().__init__(torch.device("cpu"))
+        self.after, self.done, self.reported = after, 0, []
+
+    def progress(self, total):
+        return lambda done: (self.reported.append(done), setattr(self, "done", done))
+
+    def check_interrupt(self):
+        if self.done >= self.after:
+            raise InterruptedError("cancelled")
+
+
+def test_progress_per_frame_and_cancel_between_frames(encoder, decoder):
+    frames, style = pan(3, frames=4, size=48), scene(32, 32)
+    runtime = _Stops(after=2)
+    with pytest.raises(InterruptedError):
+        stylize_video(encoder, decoder, frames, style, runtime, chunk=1)
+    assert runtime.reported == [1, 2]
+
+
+def test_node_runs_on_an_image_batch(encoder, decoder):
+    node = NODE_CLASS_MAPPINGS["AdaINVideoStyleTransfer"]()
+    frames = pan(3, frames=3, size=48).permute(0, 2, 3, 1)
+    (out,) = node.transfer(encoder, decoder, frames, random_image(1, 32, 32), 1.0)
+    assert out.shape == frames.shape and torch.isfinite(out).all()
+    with pytest.raises(AdaINInputError, match="temporal_smoothing"):
+        node.transfer(encoder, decoder, frames, random_image(1, 32, 32), 1.0, temporal_smoothing=1.5)
