@@ -219,10 +219,10 @@ def test_sweep_matches_stylize_and_stops_at_the_target_ssim(tmp_path, session_mo
     assert full.alphas == grid
     ssims = [s.ssim for s in full.scores]
     assert all(a < b for a, b in zip(ssims, ssims[1:])), ssims  # less style, more of the content's structure
-    target = (ssims[0] + ssims[1]) / 2  # reached at the second alpha: the first pass (3 alphas) is all there is
+    target = (ssims[0] + ssims[1]) / 2  # reached at the second alpha: the first pass (2 alphas) is all there is
     curves, thumbs = sweep(decoder_file, encoder, pairs, 32, details=[0.0, 0.5], stop_ssim=target,
                            alphas=grid, thumb=16)
-    assert [c.alphas for c in curves] == [grid[:3], grid[:3]]
+    assert [c.alphas for c in curves] == [grid[:2], grid[:2]]
     assert curves[0].scores[1].ssim == pytest.approx(ssims[1], abs=1e-6)
     assert curves[0].passing(target) == 1 and len(thumbs[(0.5, grid[0])]) == 2
     expected = full.scores[0].style_reduction + 0.5 * (full.scores[1].style_reduction - full.scores[0].style_reduction)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ALPHA_STEP = 0.1
 MIN_ALPHA = 0.3
-ALPHAS_PER_PASS = 3  # each pass encodes every pair once and decodes it at this many alphas
+ALPHAS_PER_PASS = 2  # each pass encodes every pair once and decodes it at this many alphas
 
 
 def alpha_grid(step: float = ALPHA_STEP, lowest: float = MIN_ALPHA) -> list[float]:
@@ -100,6 +100,9 @@ def sweep(decoder_file: str | os.PathLike, encoder: LoadedModel[VGGEncoder], pai
     while remaining and active:
         chunk, remaining = remaining[:ALPHAS_PER_PASS], remaining[ALPHAS_PER_PASS:]
         for i, (content_path, style_path) in enumerate(pairs):
+            if i % 8 == 0:
+                log.info("%s at %d px, alpha %s: pair %d of %d", Path(decoder_file).stem, short_side, chunk, i + 1,
+                         len(pairs))
             pair = pair_targets(encoder, i, content_path, style_path, short_side)
             with torch.inference_mode():
                 for alpha, detail, output in sweep_outputs(encoder, decoder, pair.content, pair.style, runtime,

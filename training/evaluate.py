@@ -175,11 +175,18 @@ class PairTargets:
         return f"{self.index:02d} {self.content_path.name} + {self.style_path.name}"
 
 
+def encode_for_scoring(encoder: LoadedModel[VGGEncoder], image: Tensor) -> list[Tensor]:
+    """The encoder's STYLE_LAYERS features in float32, channels_last (a quarter faster on CPUs, same numbers to
+    about 1e-6; the pipeline leaves the encoder's weights channels_last anyway)."""
+    encoder.network.to(memory_format=torch.channels_last)
+    return encoder.network.encode(image.contiguous(memory_format=torch.channels_last), STYLE_LAYERS)
+
+
 @torch.inference_mode()
 def pair_targets(encoder: LoadedModel[VGGEncoder], index: int, content_path: Path, style_path: Path,
                  short_side: int) -> PairTargets:
     content, style = load_image(content_path, short_side), load_image(style_path, short_side)
-    style_feats, content_feats = (encoder.network.encode(x, STYLE_LAYERS) for x in (style, content))
+    style_feats, content_feats = (encode_for_scoring(encoder, x) for x in (style, content))
     style_stats = [mean_std(f) for f in style_feats]
     unstylized = sum(float(F.mse_loss(m, sm) + F.mse_loss(sd, ssd))
                      for (m, sd), (sm, ssd) in zip((mean_std(f) for f in content_feats), style_stats))
@@ -204,7 +211,7 @@ class Tally:
 
     @torch.inference_mode()
     def add(self, encoder: LoadedModel[VGGEncoder], pair: PairTargets, output: Tensor) -> None:
-        output_feats = encoder.network.encode(output, STYLE_LAYERS)
+        output_feats = encode_for_scoring(encoder, output)
         terms = []
         for k, (feat, (s_mean, s_std)) in enumerate(zip(output_feats, pair.style_stats)):
             o_mean, o_std = mean_std(feat)
