@@ -182,6 +182,6 @@ def plot_curves(curves: list[Curve], peer: Score | None, title: str, path: Path,
         px, py = xy(peer.ssim, peer.style_reduction)
         draw.line((px - 6, py - 6, px + 6, py + 6), fill=PEER_COLOUR, width=2)
         draw.line((px - 6, py + 6, px + 6, py - 6), fill=PEER_COLOUR, width=2)
-        draw.text((width - right + 10, legend_y), f"peer: {peer.decoder}", fill=PEER_COLOUR)
+        draw.text((width - right + 10, legend_y), peer.decoder, fill=PEER_COLOUR)
     draw.text((width - right + 10, height - bottom - 14), "labels: alpha", fill="black")
     save_png(image, path)

@@ -20,7 +20,8 @@ from torch import Tensor
 from .color import luminance
 
 DETAIL_RADIUS = 2  # px: the decoder's blur is a few pixels wide whatever the image size
-DETAIL_EPS = 0.01  # (0.1)^2: edges of more than about 0.1 contrast stay in the smooth layer
+DETAIL_EPS = 0.04  # (0.2)^2: edges of more than about 0.2 contrast stay in the smooth layer (no halos there);
+# 0.01 kept too many of the edges the decoder smears (faces, text) out of the layer on the decision half's sheets
 
 
 def box_mean(x: Tensor, radius: int) -> Tensor:
