@@ -340,7 +340,8 @@ def _run_sweeps(args: argparse.Namespace, encoder: LoadedModel[VGGEncoder], pair
                 print(f"  {curve.label} at {size} px vs the peer ({peer.style_reduction:.2f}x at SSIM {peer.ssim:.3f}, "
                       f"edge sharpness {peer.edge_sharpness:.3f}): at the peer's SSIM "
                       + (f"{at_peer:.2f}x = {at_peer / peer.style_reduction:.2f}x the peer's" if at_peer is not None
-                         else "not reached")
+                         else "above it at every alpha scored" if min(s.ssim for s in curve.scores) > peer.ssim
+                         else f"not reached down to alpha {curve.alphas[-1]:g}")
                       + f"; at alpha {curve.alphas[0]:g} {first.style_reduction:.2f}x at SSIM {first.ssim:.3f}, "
                       f"edge sharpness {first.edge_sharpness / peer.edge_sharpness:.2f}x the peer's", flush=True)
             results.append({"size": size, "half": args.half, "label": curve.label, "detail": curve.detail,
