@@ -32,8 +32,7 @@ TILE_INPUTS = {
 }
 
 __all__ = ["CATEGORY", "ENCODER", "DECODER", "FEATURES", "STYLE", "ALPHA_INPUT", "DETAIL_INPUT", "TILE_INPUTS",
-           "get_runtime",
-           "to_network", "to_host", "tiling"]
+           "get_runtime", "to_network", "to_host", "tiling"]
 
 
 def tiling(tile_size: int, tile_overlap: int) -> Tiling:
