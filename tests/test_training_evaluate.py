@@ -168,3 +168,95 @@ def test_baseline_decoder_lowers_style_loss():
     score = evaluate(files[1], load_encoder(files[0]), validation_pairs(files[2], 2), short_side=128)
     assert score.style_reduction > 2, score
     assert 0.05 < score.ssim < 0.9, score
+
+
+def test_validation_halves_are_disjoint_stable_and_keep_the_earlier_pairs(tmp_path):
+    """64 images a side: two halves of 32, disjoint, covering all, independent of the listing order, with the
+    16 earlier pairs (the first 16 in name order) all in the decision half."""
+    from training.val_split import half_files, half_pairs
+
+    names = [f"{source}_{k:03d}.jpg" for source in "abcd" for k in range(16)]
+    order = np.random.default_rng(0).permutation(len(names))
+    for kind in ("content", "style"):
+        (tmp_path / kind).mkdir()
+        for i in order:  # created in a shuffled order: the split must depend on names only
+            (tmp_path / kind / names[i]).write_bytes(b"")
+        (tmp_path / kind / "notes.txt").write_text("not an image")
+    decision, heldout = (half_files(tmp_path / "content", h) for h in ("decision", "heldout"))
+    assert len(decision) == len(heldout) == 32
+    assert not {p.name for p in decision} & {p.name for p in heldout}
+    assert sorted(p.name for p in decision + heldout) == sorted(names)
+    assert [p.name for p in decision[:16]] == sorted(names)[:16]
+    assert {p.name[0] for p in heldout} == set("bcd") <= {p.name[0] for p in decision}  # 'a' is the earlier 16
+    pairs = half_pairs(tmp_path, "heldout")
+    assert [(c.name, s.name) for c, s in pairs] == [(p.name, p.name) for p in heldout]
+    assert half_pairs(tmp_path, "decision", 3) == half_pairs(tmp_path, "decision")[:3]
+    with pytest.raises(ValueError, match="half"):
+        half_files(tmp_path / "content", "test")
+    if (SHARED / "data" / "val" / "content").is_dir():  # the real set: the decision half starts with the old pairs
+        real = SHARED / "data" / "val"
+        assert half_pairs(real, "decision")[:16] == validation_pairs(real, 16)
+        assert len(half_pairs(real, "decision")) == len(half_pairs(real, "heldout")) == 32
+
+
+def test_sweep_matches_stylize_and_stops_at_the_target_ssim(tmp_path, session_models):
+    """Each curve point is pipeline.stylize at that alpha (and detail); SSIM to the content rises as alpha falls on a
+    small random-weight case; the sweep stops after the pass whose SSIM reaches the target."""
+    from conftest import DECODER_FILES, ENCODER_FILE
+    from training.curve import Curve, alpha_grid, sweep, sweep_outputs
+
+    _random_setup(tmp_path)
+    decoder_file = session_models / DECODER_FILES[0]  # He-initialised: outputs with structure
+    encoder, decoder = load_encoder(session_models / ENCODER_FILE), load_decoder(decoder_file)
+    runtime = StandaloneRuntime(torch.device("cpu"))
+    content = load_image(tmp_path / "val" / "content" / "1.png", 32)
+    style = load_image(tmp_path / "val" / "style" / "0.png", 32)
+    for alpha, detail, image in sweep_outputs(encoder, decoder, content, style, runtime, [1.0, 0.6], [0.0, 0.5]):
+        torch.testing.assert_close(image, stylize(encoder, decoder, content, style, runtime, alpha, detail=detail))
+    assert alpha_grid(0.1, 0.3) == [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
+    pairs = validation_pairs(tmp_path / "val", 2)
+    grid = alpha_grid(0.25, 0.0)
+    (full,), _ = sweep(decoder_file, encoder, pairs, 32, alphas=grid)
+    assert full.alphas == grid
+    ssims = [s.ssim for s in full.scores]
+    assert all(a < b for a, b in zip(ssims, ssims[1:])), ssims  # less style, more of the content's structure
+    target = (ssims[0] + ssims[1]) / 2  # reached at the second alpha: the first pass (2 alphas) is all there is
+    curves, thumbs = sweep(decoder_file, encoder, pairs, 32, details=[0.0, 0.5], stop_ssim=target,
+                           alphas=grid, thumb=16)
+    assert [c.alphas for c in curves] == [grid[:2], grid[:2]]
+    assert curves[0].scores[1].ssim == pytest.approx(ssims[1], abs=1e-6)
+    assert curves[0].passing(target) == 1 and len(thumbs[(0.5, grid[0])]) == 2
+    expected = full.scores[0].style_reduction + 0.5 * (full.scores[1].style_reduction - full.scores[0].style_reduction)
+    assert curves[0].reduction_at(target) == pytest.approx(expected, rel=1e-5)
+    assert Curve("none", 0.0, [1.0], [full.scores[0]]).reduction_at(ssims[-1]) is None
+    assert curves[1].scores[0].edge_sharpness != curves[0].scores[0].edge_sharpness
+
+
+def test_sweep_command_line_prints_the_curve_beside_the_peer(tmp_path, capsys):
+    """--half --sweep --peer at one size: the peer's point, the curve, the plot and the side-by-side sheet."""
+    _random_setup(tmp_path)
+    for kind, seed in (("content", 3), ("style", 4)):  # 4 a side: ranks 0..3 are all in the decision half
+        low = (np.random.default_rng(seed).random((6, 6, 3)) * 255).astype(np.uint8)
+        Image.fromarray(low).resize((40, 48), Image.BICUBIC).save(tmp_path / "val" / kind / "3.png")
+    from training.val_split import half_pairs
+    pairs = half_pairs(tmp_path / "val", "decision")
+    assert len(pairs) == 4
+    peer = tmp_path / "peer" / "decision-32"
+    peer.mkdir(parents=True)
+    for i, (content_path, _) in enumerate(pairs):  # the "peer" gives back a blurred content
+        to_pil(torch.nn.functional.avg_pool2d(load_image(content_path, 32), 3, 1, 1)[0]).save(
+            peer / output_name(i, content_path))
+    args = [str(tmp_path / "dec.safetensors"), "--encoder", str(tmp_path / "enc.safetensors"), "--val",
+            str(tmp_path / "val"), "--half", "decision", "--size", "32", "--sweep", "--peer", str(tmp_path / "peer"),
+            "--alpha-step", "0.5", "--min-alpha", "0", "--sheet-dir", str(tmp_path / "out"), "--thumb", "24",
+            "--json", str(tmp_path / "r.json")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "peer (decision-32): 4 pairs" in printed and "at the peer's SSIM" in printed
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results[0]["peer"]["pairs"] == 4 and results[1]["alphas"][0] == 1.0
+    assert Image.open(tmp_path / "out" / "dec_decision_32_curve.png").size == (900, 560)
+    sheet = Image.open(tmp_path / "out" / "dec_decision_32_sheet.png")
+    assert sheet.height == 4 * 24 + 3 * 4
+    with pytest.raises(SystemExit):
+        main(args[:-2] + ["--record"])

@@ -17,6 +17,11 @@ STYLE = "ADAIN_STYLE"
 ALPHA_INPUT = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                          "tooltip": "Content-style trade-off: 0 keeps the content, 1 is the full style."})
 
+DETAIL_INPUT = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                          "tooltip": "Adds the content's own fine edges (a detail layer of its brightness, from an "
+                                     "edge-aware filter) to the result, on brightness only, so the style's colours "
+                                     "stay: crisper faces, text and outlines. 0 leaves the decoder's output as it is."})
+
 TILE_INPUTS = {
     "tile_size": ("INT", {"default": 1024, "min": 0, "max": 16384, "step": MIN_TILE_SIZE,
                           "tooltip": "Images with a side longer than this are processed in tiles of this size, so "
@@ -27,8 +32,8 @@ TILE_INPUTS = {
                                         "show. 64 is plenty for the encoder's receptive field."}),
 }
 
-__all__ = ["CATEGORY", "ENCODER", "DECODER", "FEATURES", "STYLE", "ALPHA_INPUT", "TILE_INPUTS", "get_runtime",
-           "to_network", "to_host", "tiling"]
+__all__ = ["CATEGORY", "ENCODER", "DECODER", "FEATURES", "STYLE", "ALPHA_INPUT", "DETAIL_INPUT", "TILE_INPUTS",
+           "get_runtime", "to_network", "to_host", "tiling"]
 
 
 def tiling(tile_size: int, tile_overlap: int) -> Tiling:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from .. import pipeline
 from ..core.layers import ADAIN_LAYER
-from .common import (ALPHA_INPUT, CATEGORY, DECODER, ENCODER, FEATURES, STYLE, TILE_INPUTS, get_runtime, tiling,
-                     to_host, to_network)
+from ..errors import AdaINInputError
+from .common import (ALPHA_INPUT, CATEGORY, DECODER, DETAIL_INPUT, ENCODER, FEATURES, STYLE, TILE_INPUTS, get_runtime,
+                     tiling, to_host, to_network)
 
 
 class AdaINEncode:
@@ -78,7 +79,18 @@ class AdaINDecode:
             "decoder": (DECODER, {"tooltip": "From AdaIN Decoder Loader; trained for the same encoder."}),
             "features": (FEATURES, {"tooltip": "From AdaIN Blend (or AdaIN Encode to reconstruct the content)."}),
             **TILE_INPUTS,
+        }, "optional": {
+            "content_image": ("IMAGE", {"tooltip": "The image that was encoded: content_detail takes its fine edges "
+                                                   "from it. Needed only when content_detail is above 0."}),
+            "content_detail": DETAIL_INPUT,
         }}
 
-    def decode(self, decoder, features, tile_size=1024, tile_overlap=64):
-        return (to_host(pipeline.decode(decoder, features, get_runtime(), tiling(tile_size, tile_overlap))),)
+    def decode(self, decoder, features, tile_size=1024, tile_overlap=64, content_image=None, content_detail=0.0):
+        if pipeline.check_unit(content_detail, "content_detail") and content_image is None:
+            raise AdaINInputError("content_detail is above 0 but no content_image is connected: connect the image "
+                                  "that was encoded, or set content_detail to 0")
+        image = pipeline.decode(decoder, features, get_runtime(), tiling(tile_size, tile_overlap))
+        if content_image is not None:
+            content = to_network(content_image, "content_image").to(image.device)
+            image = pipeline.with_content_detail(image, content, content_detail)
+        return (to_host(image),)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from .. import pipeline
 from ..core.color import match_color
 from ..core.image import batch_index
-from .common import ALPHA_INPUT, CATEGORY, DECODER, ENCODER, TILE_INPUTS, get_runtime, tiling, to_host, to_network
+from .common import (ALPHA_INPUT, CATEGORY, DECODER, DETAIL_INPUT, ENCODER, TILE_INPUTS, get_runtime, tiling, to_host,
+                     to_network)
 
 
 class AdaINStyleTransfer:
@@ -33,14 +34,16 @@ class AdaINStyleTransfer:
                            "content's colour statistics first. luminance only: stylize brightness, keep the "
                            "content's colours."}),
             **TILE_INPUTS,
+        }, "optional": {
+            "content_detail": DETAIL_INPUT,
         }}
 
     def transfer(self, encoder, decoder, content_image, style_image, alpha, preserve_color="off", tile_size=1024,
-                 tile_overlap=64):
+                 tile_overlap=64, content_detail=0.0):
         content = to_network(content_image, "content_image")
         style = to_network(style_image, "style_image")
         return (to_host(pipeline.stylize(encoder, decoder, content, style, get_runtime(), alpha, preserve_color,
-                                         tiling(tile_size, tile_overlap))),)
+                                         tiling(tile_size, tile_overlap), content_detail)),)
 
 
 class AdaINMatchColor:
