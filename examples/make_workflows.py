@@ -629,17 +629,15 @@ def ex_color() -> Graph:
     g.connect(content, "IMAGE", m, "reference")
     p = g.add("PreviewImage", 3, title="Recoloured style")
     g.connect(m, 0, p, "images")
-    transfers = []
-    for mode in ("off", "match style colors", "luminance only"):
+    for mode, prefix in (("match style colors", "match"), ("luminance only", "luminance")):
         t = g.add("AdaINStyleTransfer", 1, title=f"Transfer ({mode})", alpha=1.0, preserve_color=mode)
         for name, node in (("encoder", enc), ("decoder", dec), ("content_image", content), ("style_image", style)):
             g.connect(node, 0, t, name)
-        transfers.append(t)
-    for mode, t in zip(("off", "match", "luminance"), transfers):
-        save = g.add("SaveImage", 2, filename_prefix="adain/06_" + mode)
+        save = g.add("SaveImage", 2, filename_prefix="adain/06_" + prefix)
         g.connect(t, 0, save, "images")
-    g.note("Colour preservation", "Top to bottom: the style's colours; the style recoloured to the photo's colours "
-           "first (shown by Match Color, top right); only brightness stylized.\n\n" + MODELS_NOTE, 3, level=2)
+    g.note("Colour preservation", "Top: the style recoloured to the photo's colours first (Match Color shows it, "
+           "right), then transferred; bottom: only brightness stylized, the photo's colours kept. "
+           "'01_style_transfer' shows the style's own colours.\n\n" + MODELS_NOTE, 3, level=2)
     return g
 
 
