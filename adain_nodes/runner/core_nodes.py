@@ -135,6 +135,18 @@ def _save_counter(folder: Path, filename: str) -> int:
     return max(counters, default=0) + 1
 
 
+def prefix_check(base: Path, prefix: str | None) -> bool | str:
+    """VALIDATE_INPUTS' answer for a ``filename_prefix``: True, or why it leaves ``base``. A linked prefix is None
+    before the run (as ComfyUI passes links): saving checks it when it arrives."""
+    if prefix is None:
+        return True
+    try:
+        output_location(base, prefix)
+    except ValueError as exc:
+        return str(exc)
+    return True
+
+
 def output_location(base: Path, prefix: str) -> tuple[Path, str, str]:
     """Folder, subfolder and file name a ``filename_prefix`` stands for; ValueError if it leaves ``base``."""
     if any(ord(ch) < 32 for ch in prefix):
@@ -265,13 +277,7 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
         def VALIDATE_INPUTS(cls, filename_prefix=None):
             """Checked before the graph runs, not when the whole graph has run (ComfyUI finds it only then). A
             linked prefix is None here (as ComfyUI passes links; PreviewImage has none): saving checks it."""
-            if filename_prefix is None:
-                return True
-            try:
-                output_location(folders.output_dir, filename_prefix)
-            except ValueError as exc:
-                return str(exc)
-            return True
+            return prefix_check(folders.output_dir, filename_prefix)
 
         def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
             base, suffix = self.base()

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic_files import atomic_write_new
 from ..core.stats import MAX_MAGNITUDE
-from .core_nodes import Folders, numbered_names, output_location, save_target
+from .core_nodes import Folders, numbered_names, prefix_check, save_target
 
 LATENT_SUFFIX = ".latent"
 FORMAT_MARKER = "latent_format_version_0"
@@ -100,13 +100,7 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
         def VALIDATE_INPUTS(cls, filename_prefix):
             """A prefix that leaves the output folder fails before the graph runs, as SaveImage's does; a linked
             prefix is None here (as ComfyUI passes links): saving checks it."""
-            if filename_prefix is None:
-                return True
-            try:
-                output_location(folders.output_dir, filename_prefix)
-            except ValueError as exc:
-                return str(exc)
-            return True
+            return prefix_check(folders.output_dir, filename_prefix)
 
         def save(self, samples, filename_prefix="latents/ComfyUI", prompt=None, extra_pnginfo=None):
             folder, subfolder, filename, counter = save_target(filename_prefix, folders.output_dir)

@@ -154,16 +154,23 @@ def make_video_nodes(folders: Folders) -> dict[str, type]:
 
         @classmethod
         def VALIDATE_INPUTS(cls, file):
+            """A linked name is None here (as ComfyUI passes links): load checks it when it arrives."""
+            return True if file is None else cls.missing(file) or True
+
+        @staticmethod
+        def missing(file: str) -> str | None:
             try:
-                if folders.annotated_path(file).is_file():
-                    return True
-            except ValueError:
-                pass
-            return (f"Invalid video file: {file} (not in the input folder {folders.input_dir.resolve()}; put it "
-                    "there or run with --input-dir FOLDER)")
+                folders.input_file(file)
+                return None
+            except ValueError as exc:  # why, and how to point the runner elsewhere
+                return f"Invalid video file: {file} ({exc})"
 
         def load(self, file):
-            return (VideoFile(folders.annotated_path(file)),)
+            try:
+                path = folders.input_file(file)
+            except ValueError:
+                raise ValueError(self.missing(file)) from None
+            return (VideoFile(path),)
 
     class GetVideoComponents:
         CATEGORY = "video"
