@@ -86,6 +86,22 @@ class Folders:
             raise ValueError(f"{path} is {kind}; name an image file")
         return path
 
+    def input_problem(self, kind: str, name: str) -> str | None:
+        """ComfyUI's "Invalid <kind> file" message for ``name``, plus why and how to point the runner elsewhere;
+        None when it names a readable input."""
+        try:
+            self.input_file(name)
+            return None
+        except ValueError as exc:
+            return f"Invalid {kind} file: {name} ({exc})"
+
+    def checked_input(self, kind: str, name: str) -> Path:
+        """The input file ``name`` stands for, or ValueError with ``input_problem``'s message."""
+        problem = self.input_problem(kind, name)
+        if problem:
+            raise ValueError(problem)
+        return self.input_file(name)
+
 
 def _inside(base: Path, path: Path) -> bool:
     """Lexically inside ``base``, as ComfyUI checks: a name cannot climb out with '..' or an absolute path,
@@ -238,23 +254,10 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
         @classmethod
         def VALIDATE_INPUTS(cls, image):
             """A linked name is None here (as ComfyUI passes links): load_image checks it when it arrives."""
-            return True if image is None else cls.missing(image) or True
-
-        @staticmethod
-        def missing(image: str) -> str | None:
-            """ComfyUI's message for a file that is not there, plus where the runner looked and how to point it
-            elsewhere; None when the file exists."""
-            try:
-                folders.input_file(image)
-                return None
-            except ValueError as exc:  # ComfyUI's message, plus why and how to point the runner elsewhere
-                return f"Invalid image file: {image} ({exc})"
+            return True if image is None else folders.input_problem("image", image) or True
 
         def load_image(self, image):
-            try:
-                path = folders.input_file(image)
-            except ValueError:
-                raise ValueError(self.missing(image)) from None
+            path = folders.checked_input("image", image)
             return decode_input_image(path)
 
     class SaveImage:

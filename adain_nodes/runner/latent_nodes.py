@@ -64,25 +64,14 @@ def make_latent_nodes(folders: Folders) -> dict[str, type]:
         @classmethod
         def VALIDATE_INPUTS(cls, latent):
             """A linked name is None here (as ComfyUI passes links): load checks it when it arrives."""
-            return True if latent is None else cls.missing(latent) or True
-
-        @staticmethod
-        def missing(latent: str) -> str | None:
-            try:
-                folders.input_file(latent)
-                return None
-            except ValueError as exc:
-                return f"Invalid latent file: {latent} ({exc})"
+            return True if latent is None else folders.input_problem("latent", latent) or True
 
         @classmethod
         def IS_CHANGED(cls, latent):
             return hashlib.sha256(folders.input_file(latent).read_bytes()).hexdigest()
 
         def load(self, latent):
-            try:
-                path = folders.input_file(latent)
-            except ValueError:
-                raise ValueError(self.missing(latent)) from None
+            path = folders.checked_input("latent", latent)
             return (load_latent_file(path),)
 
     class SaveLatent:

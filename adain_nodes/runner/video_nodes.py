@@ -155,21 +155,10 @@ def make_video_nodes(folders: Folders) -> dict[str, type]:
         @classmethod
         def VALIDATE_INPUTS(cls, file):
             """A linked name is None here (as ComfyUI passes links): load checks it when it arrives."""
-            return True if file is None else cls.missing(file) or True
-
-        @staticmethod
-        def missing(file: str) -> str | None:
-            try:
-                folders.input_file(file)
-                return None
-            except ValueError as exc:  # why, and how to point the runner elsewhere
-                return f"Invalid video file: {file} ({exc})"
+            return True if file is None else folders.input_problem("video", file) or True
 
         def load(self, file):
-            try:
-                path = folders.input_file(file)
-            except ValueError:
-                raise ValueError(self.missing(file)) from None
+            path = folders.checked_input("video", file)
             return (VideoFile(path),)
 
     class GetVideoComponents:
