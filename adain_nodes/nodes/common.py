@@ -11,6 +11,9 @@ from ..tiling import MAX_OVERLAP, MIN_TILE_SIZE, Tiling
 CATEGORY = "style_transfer/AdaIN"
 ENCODER = "ADAIN_ENCODER"
 DECODER = "ADAIN_DECODER"
+# The model inputs the one-call nodes share (the modular nodes word their tooltips for their place in a graph).
+ENCODER_INPUT = (ENCODER, {"tooltip": "From AdaIN Encoder Loader."})
+DECODER_INPUT = (DECODER, {"tooltip": "From AdaIN Decoder Loader."})
 FEATURES = "ADAIN_FEATURES"
 STYLE = "ADAIN_STYLE"
 

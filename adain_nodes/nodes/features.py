@@ -4,8 +4,8 @@ from __future__ import annotations
 from .. import pipeline
 from ..core.layers import ADAIN_LAYER
 from ..errors import AdaINInputError
-from .common import (ALPHA_INPUT, CATEGORY, DECODER, DETAIL_INPUT, ENCODER, FEATURES, STYLE, TILE_INPUTS, get_runtime,
-                     tiling, to_host, to_network)
+from .common import (ALPHA_INPUT, CATEGORY, DECODER, DETAIL_INPUT, ENCODER_INPUT, FEATURES, STYLE, TILE_INPUTS,
+                     get_runtime, tiling, to_host, to_network)
 
 
 class AdaINEncode:
@@ -22,7 +22,7 @@ class AdaINEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "encoder": (ENCODER, {"tooltip": "From AdaIN Encoder Loader."}),
+            "encoder": ENCODER_INPUT,
             "image": ("IMAGE", {"tooltip": "Content image(s); any size, RGB, RGBA or greyscale."}),
             **TILE_INPUTS,
         }, "optional": {

@@ -4,8 +4,8 @@ from __future__ import annotations
 from .. import pipeline
 from ..core.color import match_color
 from ..core.image import batch_index
-from .common import (ALPHA_INPUT, CATEGORY, DECODER, DETAIL_INPUT, ENCODER, TILE_INPUTS, get_runtime, tiling, to_host,
-                     to_network)
+from .common import (ALPHA_INPUT, CATEGORY, DECODER_INPUT, DETAIL_INPUT, ENCODER_INPUT, TILE_INPUTS, get_runtime,
+                     tiling, to_host, to_network)
 
 
 class AdaINStyleTransfer:
@@ -22,8 +22,8 @@ class AdaINStyleTransfer:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "encoder": (ENCODER, {"tooltip": "From AdaIN Encoder Loader."}),
-            "decoder": (DECODER, {"tooltip": "From AdaIN Decoder Loader."}),
+            "encoder": ENCODER_INPUT,
+            "decoder": DECODER_INPUT,
             "content_image": ("IMAGE", {"tooltip": "The image(s) to stylize."}),
             "style_image": ("IMAGE", {"tooltip": "The style: a batch of 1 applies to every content image, "
                                                  "an equal batch pairs up."}),

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .. import pipeline
 from ..video import Stability, stylize_video
-from .common import ALPHA_INPUT, CATEGORY, DECODER, ENCODER, TILE_INPUTS, get_runtime, tiling, to_host, to_network
+from .common import (ALPHA_INPUT, CATEGORY, DECODER_INPUT, ENCODER_INPUT, TILE_INPUTS, get_runtime, tiling, to_host,
+                     to_network)
 
 _DEFAULTS = Stability()
 
@@ -24,8 +25,8 @@ class AdaINVideoStyleTransfer:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "encoder": (ENCODER, {"tooltip": "From AdaIN Encoder Loader."}),
-            "decoder": (DECODER, {"tooltip": "From AdaIN Decoder Loader."}),
+            "encoder": ENCODER_INPUT,
+            "decoder": DECODER_INPUT,
             "frames": ("IMAGE", {"tooltip": "Consecutive frames of one clip, all of one size (e.g. Get Video "
                                             "Components' images)."}),
             "style_image": ("IMAGE", {"tooltip": "The style: one image for the whole clip (or one per frame)."}),
