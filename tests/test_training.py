@@ -22,14 +22,16 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from adain_nodes.core.stats import mean_std
+from adain_nodes.core.layers import STYLE_LAYERS
+from adain_nodes.core.stats import EPS, mean_std
 from adain_nodes.models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder, save_safetensors
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
 from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
-from training.losses import (STABILITY_NOISE, LossWeights, colour_distance, compute_losses, shifted_view,
+from training.losses import (STABILITY_NOISE, LossWeights, channel_spreads, colour_distance, compute_losses,
+                             shifted_view, std_error_weights, style_loss,
                              total_variation)
 from training.train import autocast_dtype, build_decoder, resolve_config, train
 
@@ -364,13 +366,14 @@ def test_command_line_options():
     files = dict(content="c", style="s", encoder="e", out="o.safetensors")
     with pytest.raises(ValueError, match=r"--ema-decay must be in \[0, 1\)"):
         TrainConfig(**files, ema_decay=1.0).validate()
-    with pytest.raises(ValueError, match="--tv-weight must be a number >= 0"):
+    with pytest.raises(ValueError, match="--tv-weight must be a finite number >= 0"):
         TrainConfig(**files, tv_weight=-1.0).validate()
-    with pytest.raises(ValueError, match="--style-weight must be a number >= 0"):
+    with pytest.raises(ValueError, match="--style-weight must be a finite number >= 0"):
         TrainConfig(**files, style_weight=float("nan")).validate()
     assert parse_overrides(["--stability-weight", "20"])["stability_weight"] == 20.0
-    with pytest.raises(ValueError, match="--stability-weight must be a number >= 0"):
-        TrainConfig(**files, stability_weight=-1.0).validate()
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match="--stability-weight must be a finite number >= 0"):
+            TrainConfig(**files, stability_weight=bad).validate()
     for bad in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match=r"--min-scale must be in \(0, 1\]"):
             TrainConfig(**files, min_scale=bad).validate()
@@ -623,3 +626,43 @@ def test_stability_term_trains_the_decoder(data):
         loss.backward()
         optimizer.step()
     assert term() < 0.8 * before
+
+
+def test_channel_spreads_are_the_std_over_styles_of_each_channel_std(data):
+    encoder = load_encoder(data / "encoder.safetensors").network
+    styles = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    spreads = channel_spreads(encoder, styles, chunk=2)
+    for spread, feat in zip(spreads, encoder.double().encode(styles.double(), STYLE_LAYERS)):
+        per_image = feat.flatten(2).var(dim=2).add(EPS).sqrt()
+        torch.testing.assert_close(spread.double(), per_image.std(dim=0), rtol=1e-4, atol=1e-6)
+    encoder.float()
+
+
+def test_std_weights_balance_wide_channels_and_zero_is_the_paper():
+    spreads = [torch.tensor([1.0, 2.0, 4.0, 1e-6])]
+    assert torch.equal(std_error_weights(spreads, 0.0)[0], torch.ones(4))
+    weights = std_error_weights(spreads, 1.0)[0].double()
+    floored = torch.tensor([1.0, 2.0, 4.0, 0.05 * 1.0], dtype=torch.float64)  # median of the four is 1.0
+    expected = floored.pow(-2) / floored.pow(-2).mean()
+    torch.testing.assert_close(weights, expected, rtol=1e-6, atol=0)
+    assert abs(float(weights.mean()) - 1.0) < 1e-6
+
+
+def test_weighted_style_loss_weighs_each_channels_std_error():
+    gen = torch.Generator().manual_seed(4)
+    feats = [torch.rand(2, 3, 6, 6, generator=gen) * torch.tensor([1.0, 5.0, 0.2]).view(1, 3, 1, 1)]
+    targets = [torch.rand(2, 3, 6, 6, generator=gen)]
+    weights = [torch.tensor([0.5, 0.1, 2.4])]
+    assert torch.allclose(style_loss(feats, targets, [torch.ones(3)]), style_loss(feats, targets))
+    fm, fs = feats[0].mean((2, 3)), feats[0].var((2, 3)).add(EPS).sqrt()
+    tm, ts = targets[0].mean((2, 3)), targets[0].var((2, 3)).add(EPS).sqrt()
+    expected = (fm - tm).pow(2).mean() + ((fs - ts).pow(2) * weights[0]).mean()
+    torch.testing.assert_close(style_loss(feats, targets, weights), expected)
+
+
+def test_style_std_balance_trains_and_is_checked(data, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="training"):
+        train(_config(data, tmp_path / "balanced.safetensors", max_iter=2, style_std_balance=0.5))
+    assert "style std weights from 5 style crops (balance 0.5)" in caplog.text
+    with pytest.raises(ValueError, match="--style-std-balance must be a finite number >= 0"):
+        train(_config(data, tmp_path / "bad.safetensors", max_iter=2, style_std_balance=float("nan")))

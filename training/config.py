@@ -64,6 +64,9 @@ class TrainConfig:
     stability_weight: float = _opt(0.0, "weight of a stability term (Wang et al. 2020): the content shifted by 1-7 px "
                                    "plus noise must decode to the shifted output, so video flickers less "
                                    "(not in the paper; one more decoder pass)")
+    style_std_balance: float = _opt(0.0, "weigh each channel's std error in the style loss by its typical spread "
+                                    "over the style set to the power -2*B (0: the paper; 1: in units of its spread), "
+                                    "so a few wide channels (relu2_1 #123) stop dominating")
     # images
     resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
@@ -127,9 +130,10 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
-                     "identity_feature_weight", "colour_weight", "stability_weight"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {getattr(self, name)}")
+                     "identity_feature_weight", "colour_weight", "stability_weight", "style_std_balance"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
         if self.identity_style and not (self.identity_pixel_weight or self.identity_feature_weight):
             raise ValueError("--identity-style adds the style images to the identity terms, which are off: give "
                              "--identity-pixel-weight or --identity-feature-weight too (SANet: 50 and 1)")
@@ -139,10 +143,6 @@ class TrainConfig:
             raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
         if not (math.isfinite(self.lr_decay) and self.lr_decay >= 0.0):
             raise ValueError(f"--lr-decay must be a finite number >= 0, got {self.lr_decay}")
-        for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
-                     "identity_feature_weight", "colour_weight"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)}")
         if self.log_every < 1:
             raise ValueError(f"--log-every must be >= 1, got {self.log_every}")
         for name in ("sample_every", "checkpoint_every", "warmup_iters", "workers", "threads", "min_image_size"):

@@ -20,6 +20,12 @@ default) teaches the decoder to move with the picture: the content shifted by a 
 the encoder's 8-px grid, plus a little noise, must decode to the shifted output of the content. Video then flickers
 less without optical flow (adain_nodes/video.py fights the same flicker at inference).
 
+Optional channel balancing of the style loss (not in the paper, off by default): a few channels with a large
+spread of their std over styles (relu2_1 #123, a pale-cyan detector, carries about 90 % of relu2_1's std term)
+dominate the plain MSE, so the decoder spends its capacity on them. ``std_error_weights`` weighs each channel's
+squared std error by its typical spread over the style set to the power ``-2 * balance``: 0 is the paper, 1 counts
+each channel's error in units of its own spread.
+
 An optional colour term (not in the paper, off by default) matches the output's distribution of RGB
 colours to the style's, as a sliced Wasserstein distance: mean/std statistics cannot tell blue and
 yellow strokes from green, their blend. Measured (docs/training.md), it lowers its own distance but
@@ -71,19 +77,51 @@ class Losses:
     output: Tensor
 
 
-def style_loss_terms(features: list[Tensor], targets: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-    """Per layer, (MSE of channel means, MSE of channel stds): where the style loss comes from."""
+def style_loss_terms(features: list[Tensor], targets: list[Tensor],
+                     std_weights: list[Tensor] | None = None) -> list[tuple[Tensor, Tensor]]:
+    """Per layer, (MSE of channel means, MSE of channel stds): where the style loss comes from. ``std_weights``
+    (per layer, one weight per channel, mean 1) weigh the std errors; None is the paper's plain MSE."""
     terms = []
-    for feat, target in zip(features, targets):
+    for i, (feat, target) in enumerate(zip(features, targets)):
         fm, fs = mean_std(feat.float())
         tm, ts = mean_std(target.float())
-        terms.append((F.mse_loss(fm, tm), F.mse_loss(fs, ts)))
+        if std_weights is None:
+            std_term = F.mse_loss(fs, ts)
+        else:
+            std_term = ((fs - ts).pow(2) * std_weights[i].to(fs.device)).mean()
+        terms.append((F.mse_loss(fm, tm), std_term))
     return terms
 
 
-def style_loss(features: list[Tensor], targets: list[Tensor]) -> Tensor:
+def style_loss(features: list[Tensor], targets: list[Tensor], std_weights: list[Tensor] | None = None) -> Tensor:
     """Sum over layers of MSE(mean) + MSE(std), as in the reference port's ``calc_style_loss``."""
-    return sum((m + s for m, s in style_loss_terms(features, targets)), features[0].new_zeros((), dtype=torch.float32))
+    return sum((m + s for m, s in style_loss_terms(features, targets, std_weights)),
+               features[0].new_zeros((), dtype=torch.float32))
+
+
+SPREAD_FLOOR = 0.05  # fraction of a layer's median spread below which a channel counts as that floor (dead channels)
+
+
+@torch.no_grad()
+def channel_spreads(encoder: VGGEncoder, styles: Tensor, chunk: int = 16) -> list[Tensor]:
+    """Per style layer, each channel's spread (std over ``styles``) of its feature std: how much that statistic
+    varies from style to style."""
+    stds = [[] for _ in STYLE_LAYERS]
+    for part in styles.split(chunk):
+        for i, feat in enumerate(encoder.encode(part, STYLE_LAYERS)):
+            stds[i].append(mean_std(feat.float())[1])
+    return [torch.cat(s).std(dim=0) for s in stds]
+
+
+def std_error_weights(spreads: list[Tensor], balance: float) -> list[Tensor]:
+    """Per layer, ``spread ** (-2 * balance)`` (spreads floored at SPREAD_FLOOR x the layer's median), normalised
+    to mean 1 so the layer's std term keeps its scale: balance 0 gives all ones (the paper)."""
+    weights = []
+    for spread in spreads:
+        floored = spread.double().clamp_min(SPREAD_FLOOR * spread.double().median())
+        w = floored.pow(-2.0 * balance)
+        weights.append((w / w.mean()).float())
+    return weights
 
 
 def feature_distance(features: list[Tensor], targets: list[Tensor]) -> Tensor:
@@ -146,7 +184,8 @@ def stability_distance(moved_output: Tensor, output: Tensor, dy: int, dx: int) -
 
 
 def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, style: Tensor,
-                   weights: LossWeights = LossWeights(), levels: tuple[str, ...] = (ADAIN_LAYER,)) -> Losses:
+                   weights: LossWeights = LossWeights(), levels: tuple[str, ...] = (ADAIN_LAYER,),
+                   std_weights: list[Tensor] | None = None) -> Losses:
     """Forward pass of one training step; ``decoder`` may be wrapped in DistributedDataParallel.
 
     ``levels`` are the encoder layers the decoder takes (its ``levels``), each AdaIN'd with the style's
@@ -183,7 +222,7 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     decoded_feats = encoder.encode(decoded[:reencoded], STYLE_LAYERS)
     output, out_feats = decoded[:batch], [f[:batch] for f in decoded_feats]
     loss_c = F.mse_loss(out_feats[-1].float(), target)
-    loss_s = style_loss(out_feats, style_feats)
+    loss_s = style_loss(out_feats, style_feats, std_weights)
     loss_tv = total_variation(output) if weights.tv else zero
     loss_colour = colour_distance(output, style) if weights.colour else zero
     loss_stability = stability_distance(decoded[reencoded:], output, dy, dx) if shifted else zero

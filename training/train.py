@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -36,7 +36,7 @@ from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_run_temporarie
                          set_rng_states)
 from .config import TrainConfig, parse_overrides
 from .data import PairDataset, PairSampler, check_decodable, scan_images
-from .losses import compute_losses
+from .losses import channel_spreads, compute_losses, std_error_weights
 from .monitor import LossLog, Progress, plot_losses, sample_grid, save_png
 
 log = logging.getLogger("training")
@@ -152,6 +152,23 @@ def make_loader(cfg: TrainConfig, ddp: Distributed, start_step: int, pin: bool) 
                         pin_memory=pin, persistent_workers=False, drop_last=True,
                         worker_init_fn=_ignore_stop_signals_in_worker if cfg.workers else None)
     return loader, sampler
+
+
+SPREAD_SAMPLE = 64  # style crops that estimate each channel's typical spread for --style-std-balance
+
+
+def style_std_weights(cfg: TrainConfig, encoder: nn.Module, dataset: PairDataset,
+                      device: torch.device) -> list[Tensor] | None:
+    """The style loss's per-channel std weights (None without --style-std-balance), from the first SPREAD_SAMPLE
+    style crops of the data stream: the same on every rank and on resume, no file to keep."""
+    if not cfg.style_std_balance:
+        return None
+    count = min(SPREAD_SAMPLE, len(dataset.style))
+    styles = torch.stack([dataset[(position, 0, position)][1] for position in range(count)]).to(device)
+    weights = std_error_weights(channel_spreads(encoder, styles), cfg.style_std_balance)
+    log.info("style std weights from %d style crops (balance %g): largest/smallest per layer %s", count,
+             cfg.style_std_balance, ", ".join(f"{w.max() / w.min():.0f}" for w in weights))
+    return weights
 
 
 def data_description(cfg: TrainConfig, dataset: PairDataset) -> str:
@@ -301,6 +318,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if ddp.enabled:
         model = DistributedDataParallel(decoder, device_ids=[device.index] if device.type == "cuda" else None)
     loader, sampler = make_loader(cfg, ddp, start, pin=device.type == "cuda")
+    std_weights = style_std_weights(cfg, encoder, loader.dataset, device)
     if ddp.main:  # only now, when every input has been checked: nothing is created for a run that cannot start
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_run_temporaries(run_dir, Path(cfg.out))
@@ -373,7 +391,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                losses = compute_losses(encoder, model, content, style, cfg.loss_weights, decoder.levels)
+                losses = compute_losses(encoder, model, content, style, cfg.loss_weights, decoder.levels,
+                                        std_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses.total).backward()
             scaler.step(optimizer)
