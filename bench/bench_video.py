@@ -368,6 +368,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also measure peak memory on 1280x720 clips")
     parser.add_argument("--memory-frames", type=int, nargs=2, default=[2, 6], help="the two clip lengths")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--decoder", default=str(DECODER_FILE), help="decoder to measure (default: the pack's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the numbers here")
     parser.add_argument("--peak-child", type=int, default=0, help=argparse.SUPPRESS)
@@ -378,7 +379,7 @@ def main() -> None:
         return
     if not ENCODER_FILE.exists():
         raise SystemExit(f"{ENCODER_FILE}: the real encoder is needed (../shared absent?)")
-    encoder, decoder = load_encoder(ENCODER_FILE), load_decoder(DECODER_FILE)
+    encoder, decoder = load_encoder(ENCODER_FILE), load_decoder(args.decoder)
     runtime = StandaloneRuntime(torch.device("cpu"))
     numbers = {}
     if not args.skip_quality:
