@@ -42,15 +42,16 @@ def vgg19_modules(count: int = ENCODER_LAYERS[ADAIN_LAYER].end) -> list[nn.Modul
     return modules[:count]
 
 
-def receptive_radius(layer: str) -> int:
-    """Image pixels on each side of a feature pixel of ``layer`` that it depends on: a tile encoded with this
-    much context around it has exactly the features of the whole image."""
+def receptive_radius(layer: str, start: int = 0) -> int:
+    """Image pixels on each side of a feature pixel of ``layer`` that it depends on through the modules from
+    ``start`` on (0: from the image): a tile encoded from ``start``'s output with this much context around it has
+    exactly the features of the whole image."""
     radius, jump = 0, 1
-    for module in vgg19_modules(ENCODER_LAYERS[layer].end):
-        if isinstance(module, nn.Conv2d):
+    for index, module in enumerate(vgg19_modules(ENCODER_LAYERS[layer].end)):
+        if isinstance(module, nn.Conv2d) and index >= start:
             radius += (module.kernel_size[0] - 1) // 2 * jump
         elif isinstance(module, nn.MaxPool2d):
-            radius += (module.kernel_size - 1) * jump
+            radius += (module.kernel_size - 1) * jump if index >= start else 0
             jump *= module.stride
     return radius
 
@@ -194,12 +195,27 @@ class SkipDecoder(nn.Module):
         return x
 
     def infer(self, features: Tensor, *skips: Tensor) -> Tensor:
-        """Inference forward, equal to ``self(features, *skips)`` up to float rounding but faster (``fused``)."""
+        """Inference forward, equal to ``self(features, *skips)`` up to float rounding but faster (``fused``); each
+        skip's output takes the upsampled map added in place (one pass, no upsampled copy)."""
         levels, x, trunk = self._levels(skips), features, self.trunk()
         bounds = [0, *sorted(self.entries), len(trunk)]
         for start, stop in zip(bounds, bounds[1:]):
-            x = run_fused(trunk[start:stop], self._add_skips(x, start, levels))[0]
+            if start in self.entries:
+                x = self._upsampled_with_skips(x, start, levels)
+            x = run_fused(trunk[start:stop - 1 if stop in self.entries else stop], x)[0]
         return x
+
+    def _upsampled_with_skips(self, x: Tensor, index: int, levels: dict[str, Tensor]) -> Tensor:
+        """``_add_skips(upsample(x))`` for the nearest 2x upsampling before ``index``, added in the same order."""
+        total = None
+        for name in self.entries[index]:
+            skip = self.skip[name](levels[name].to(x.dtype))
+            if total is None:  # each 2x2 block of the first skip's output takes its source pixel of x
+                total = skip
+                total.unflatten(2, (-1, 2)).unflatten(4, (-1, 2)).add_(x[:, :, :, None, :, None])
+            else:
+                total = total.add_(skip)
+        return total
 
 
 # What a decoder file can hold, by the name training options and metadata use.
