@@ -452,10 +452,10 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
     """Style transfer of large images in memory bounded by the tile and the AdaIN layer's features, whatever
     levels the decoder takes. A first pass over the tiles accumulates every level's whole-image statistics and
     keeps only the AdaIN layer's features as the encoder computed them (bf16 under auto precision: 16 bytes an
-    image pixel) and, for finer levels, the output of the encoder's last pooling before them (``resume_point``:
-    32 bytes a pixel at bf16, and it spares the second pass the full-resolution layers, the slowest). The second
-    pass, tile by tile, encodes the finer levels from it with their receptive field as context (so they are exact),
-    AdaINs every level and decodes into the one output image."""
+    image pixel, against 12 for the image itself). The second pass, tile by tile, encodes the finer levels from
+    the image with their receptive field as context (so they are exact), AdaINs every level and decodes into the
+    one output image. (Keeping the encoder's first pooling instead of the image would spare the second pass the
+    full-resolution layers but hold 32 bytes a pixel more; bench_memory measured no time it saves.)"""
     network, vgg = decoder.network, encoder.network
     if network.in_channels != int(style.mean.shape[-1]):
         raise AdaINInputError(f"the decoder expects {network.in_channels}-channel features, got {style.mean.shape[-1]}")
@@ -465,32 +465,27 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
     size = tuple(pad_for_encoder(images[:1, :1]).shape[-2:])
     fh, fw = size[0] // GRID, size[1] // GRID
     index = batch_index(images.shape[0], style.count, "the content", "the style")
-    start = vgg.resume_point(finer) if finer else 0
     ends = tuple(ENCODER_LAYERS[name].end for name in layers)
-    taps = ends + ((start,) if start else ())
-    margin = -(-max((receptive_radius(name, start) for name in finer), default=0) // GRID)  # cells of context
+    margin = -(-max((receptive_radius(name) for name in finer), default=0) // GRID)  # cells of context
     run_decoder = _decoder_run(decoder, device)
 
     def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:
         results = []
         for i in range(a, b):
             image = pad_for_encoder(images[i:i + 1])
-            kept: list[Tensor] = []  # the AdaIN layer, then the second pass's source unless it is the image
+            kept: list[Tensor] = []  # the AdaIN layer, as computed (channels_last: no transposing copy)
 
             def keep(region: tuple[int, int, int, int], parts: list[Tensor]) -> None:
-                for number, part in enumerate([parts[0]] + parts[len(layers):]):
-                    if len(kept) <= number:
-                        f = part.shape[-2] // (region[1] - region[0])
-                        kept.append(torch.empty(1, part.shape[1], fh * f, fw * f, dtype=part.dtype, device=out,
-                                             memory_format=torch.channels_last))  # as computed: no transposing
-                    cut(kept[number], fh, *region).copy_(part)
+                if not kept:
+                    kept.append(torch.empty(1, parts[0].shape[1], fh, fw, dtype=parts[0].dtype, device=out,
+                                            memory_format=torch.channels_last))
+                cut(kept[0], fh, *region).copy_(parts[0])
 
             with _compute(encoder, device):
-                run = lambda x: vgg.run_fast(_to_device(x, device), 0, taps)  # noqa: E731
+                run = lambda x: vgg.run_fast(_to_device(x, device), 0, ends)  # noqa: E731
                 own = {name: m.mean_std() for name, m in _image_moments(run, image, layers, tiling, steps,
                                                                         keep=keep).items()}
             deep = kept[0]
-            source = kept[1] if start else image
 
             def restyle(name: str, x: Tensor) -> Tensor:
                 mean, std = (t[index[i]:index[i] + 1].to(x.device) for t in style.levels[name])
@@ -501,7 +496,7 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
                 parts: list[Tensor] = []
                 if finer:
                     with _compute(encoder, device):
-                        parts = vgg.run_fast(_to_device(cut(source, fh, ca, cb, da, db), device), start, ends[1:])
+                        parts = vgg.run_fast(_to_device(cut(image, fh, ca, cb, da, db), device), 0, ends[1:])
                 return [restyle(layers[0], cut(deep, fh, ya, yb, xa, xb))] + [
                     restyle(name, cut(part, cb - ca, ya - ca, yb - ca, xa - da, xb - da))
                     for name, part in zip(finer, parts)]

@@ -42,16 +42,15 @@ def vgg19_modules(count: int = ENCODER_LAYERS[ADAIN_LAYER].end) -> list[nn.Modul
     return modules[:count]
 
 
-def receptive_radius(layer: str, start: int = 0) -> int:
-    """Image pixels on each side of a feature pixel of ``layer`` that it depends on through the modules from
-    ``start`` on (0: from the image): a tile encoded from ``start``'s output with this much context around it has
-    exactly the features of the whole image."""
+def receptive_radius(layer: str) -> int:
+    """Image pixels on each side of a feature pixel of ``layer`` that it depends on: a tile encoded with this
+    much context around it has exactly the features of the whole image."""
     radius, jump = 0, 1
-    for index, module in enumerate(vgg19_modules(ENCODER_LAYERS[layer].end)):
-        if isinstance(module, nn.Conv2d) and index >= start:
+    for module in vgg19_modules(ENCODER_LAYERS[layer].end):
+        if isinstance(module, nn.Conv2d):
             radius += (module.kernel_size[0] - 1) // 2 * jump
         elif isinstance(module, nn.MaxPool2d):
-            radius += (module.kernel_size - 1) * jump if index >= start else 0
+            radius += (module.kernel_size - 1) * jump
             jump *= module.stride
     return radius
 
@@ -91,13 +90,6 @@ class VGGEncoder(nn.Sequential):
         taps = run_fused(list(self)[start:], x, max(ends) - start, tuple(e - start for e in ends),
                          max(FLOAT32_INPUT_MODULES - start, 0))[1]
         return [taps[e - start] for e in ends]
-
-    def resume_point(self, layers: tuple[str, ...]) -> int:
-        """The module count just after the last max-pool before every one of ``layers`` (0 if none): kept from a
-        first run, its output encodes them again without the full-resolution layers, the slowest."""
-        first = min(ENCODER_LAYERS[name].end for name in layers)
-        pools = [index + 1 for index, module in enumerate(self) if isinstance(module, nn.MaxPool2d) and index < first]
-        return max(pools, default=0)
 
 
 class AdaINDecoder(nn.Sequential):
