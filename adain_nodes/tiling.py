@@ -60,9 +60,11 @@ class Tiling:
 NO_TILING = Tiling(size=0)
 
 
-def _spans(length: int, core: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
-    """(start, stop) of each core span and of its extension by ``margin``, in feature units; an extension is
-    widened inwards to the networks' minimum (a last core of one feature, at overlap 0, would be too thin)."""
+def _spans(length: int, tiling: Tiling) -> Iterator[tuple[int, int, int, int]]:
+    """(start, stop) of each core span along an axis of ``length`` features and of its extension by the overlap,
+    in feature units; an extension is widened inwards to the networks' minimum (a last core of one feature, at
+    overlap 0, would be too thin)."""
+    core, margin = max(tiling.size // GRID, 1), -(-tiling.overlap // GRID)
     for start in range(0, length, core):
         stop = min(start + core, length)
         lo = max(min(start - margin, stop - MIN_TILE_FEATURES), 0)
@@ -70,9 +72,8 @@ def _spans(length: int, core: int, margin: int) -> Iterator[tuple[int, int, int,
 
 
 def _tiles(h: int, w: int, tiling: Tiling):
-    core, margin = max(tiling.size // GRID, 1), -(-tiling.overlap // GRID)
-    for y0, y1, ya, yb in _spans(h, core, margin):
-        for x0, x1, xa, xb in _spans(w, core, margin):
+    for y0, y1, ya, yb in _spans(h, tiling):
+        for x0, x1, xa, xb in _spans(w, tiling):
             yield (y0, y1, ya, yb), (x0, x1, xa, xb)
 
 
@@ -133,23 +134,37 @@ def cut(level: Tensor, grid_height: int, ya: int, yb: int, xa: int, xb: int) -> 
     return level[..., ya * f:yb * f, xa * f:xb * f]
 
 
+def _span_ramp(start: int, stop: int, lo: int, hi: int, device: torch.device) -> Tensor:
+    """The cross-fade weight along a span (``_spans``), in pixels."""
+    return _ramp((hi - lo) * GRID, (start - lo) * GRID, (hi - stop) * GRID, device)
+
+
+def _coverage(length: int, tiling: Tiling, device: torch.device) -> Tensor:
+    """Sum over the tiles' spans of their ramps along one axis, in pixels: tiles are the product of the spans
+    along each axis, so the total weight of every pixel is this along y times this along x."""
+    total = torch.zeros(length * GRID, device=device)
+    for start, stop, lo, hi in _spans(length, tiling):
+        total[lo * GRID:hi * GRID] += _span_ramp(start, stop, lo, hi, device)
+    return total
+
+
 def decode_tiled(decode: Callable[..., Tensor], levels_at: Callable[[int, int, int, int], list[Tensor]],
                  grid: tuple[int, int], tiling: Tiling, out_device: torch.device,
                  on_tile: Callable[[], None] = lambda: None) -> Tensor:
     """Decode one image of ``grid`` (h, w) GRID features tile by tile, cross-fading overlaps, to ``[1, 3, 8h, 8w]``.
 
     ``levels_at(ya, yb, xa, xb)`` gives the decoder's inputs under the tile (each level cut to the same place:
-    ``cut`` of stored levels, or levels computed for this tile only); ``on_tile`` runs after each tile."""
+    ``cut`` of stored levels, or levels computed for this tile only); ``on_tile`` runs after each tile. Each tile
+    lands in the output already weighted by its share of the cross-fade: nothing of the image's size is held
+    but the output."""
     h, w = grid
     image = torch.zeros(1, 3, h * GRID, w * GRID, device=out_device)
-    total = torch.zeros(1, 1, h * GRID, w * GRID, device=out_device)
+    total_y, total_x = _coverage(h, tiling, out_device), _coverage(w, tiling, out_device)
     for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
         part = decode(*levels_at(ya, yb, xa, xb)).float().to(out_device)
-        wy = _ramp((yb - ya) * GRID, (y0 - ya) * GRID, (yb - y1) * GRID, out_device)
-        wx = _ramp((xb - xa) * GRID, (x0 - xa) * GRID, (xb - x1) * GRID, out_device)
-        weight = wy[:, None] * wx[None, :]
-        region = (..., slice(ya * GRID, yb * GRID), slice(xa * GRID, xb * GRID))
-        image[region] += part * weight
-        total[region] += weight
+        ys, xs = slice(ya * GRID, yb * GRID), slice(xa * GRID, xb * GRID)
+        wy = _span_ramp(y0, y1, ya, yb, out_device) / total_y[ys]
+        wx = _span_ramp(x0, x1, xa, xb, out_device) / total_x[xs]
+        image[..., ys, xs] += part * (wy[:, None] * wx[None, :])
         on_tile()
-    return image.div_(total)
+    return image

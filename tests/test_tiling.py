@@ -156,3 +156,43 @@ def test_the_one_node_transfer_never_holds_a_finer_level_whole(encoder, model_di
     features = pipeline.encode(encoder, content, RUNTIME, Tiling(64, 16), skip.network.levels)
     reference = pipeline.decode(skip, pipeline.blend(features, stats), RUNTIME, Tiling(64, 16))
     assert psnr(tiled, reference) >= 60
+
+
+def test_the_one_node_transfer_holds_the_whole_image_only_as_computed(encoder):
+    """Besides the input and the output, a large image is held only as the AdaIN layer in the precision the encoder
+    computed it (no float32 copy), no finer level or pooling whole, and no map of the cross-fade's weights: every
+    op's new output is recorded (shape and dtype), whole-image ones are looked for."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    from adain_nodes.core.layers import ENCODER_LAYERS
+    from conftest import random_skip_decoder
+
+    class Outputs(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[tuple[tuple[int, ...], torch.dtype]] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            self.seen |= {(tuple(t.shape), t.dtype) for t in tree_leaves(out)  # new memory, not views or in place
+                          if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given}
+            return out
+
+    content, style = nchw(random_image(1, 256, 192, seed=10)), nchw(random_image(1, 64, 64, seed=11))
+    encoder = dataclasses.replace(encoder, precision="bf16")  # what auto is on CPUs with fast bf16
+    skip = dataclasses.replace(encoder, network=random_skip_decoder())
+    outputs = Outputs()
+    with outputs:
+        pipeline.stylize(encoder, skip, content, style, RUNTIME, tiling=Tiling(64, 8))
+    computed = torch.bfloat16
+
+    def dtypes(channels: int, stride: int) -> set[torch.dtype]:
+        return {dtype for shape, dtype in outputs.seen if shape == (1, channels, 256 // stride, 192 // stride)}
+
+    assert not dtypes(1, 1)  # no whole-image weight map
+    assert dtypes(512, 8) == {computed}  # relu4_1, as computed
+    assert not dtypes(64, 2)  # the first pooling
+    for name in skip.network.levels[1:]:  # the finer levels
+        assert not dtypes(ENCODER_LAYERS[name].channels, ENCODER_LAYERS[name].stride)

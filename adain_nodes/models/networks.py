@@ -91,13 +91,6 @@ class VGGEncoder(nn.Sequential):
                          max(FLOAT32_INPUT_MODULES - start, 0))[1]
         return [taps[e - start] for e in ends]
 
-    def resume_point(self, layers: tuple[str, ...]) -> int:
-        """The module count just after the last max-pool before every one of ``layers`` (0 if none): kept from a
-        first run, its output encodes them again without the full-resolution layers, the slowest."""
-        first = min(ENCODER_LAYERS[name].end for name in layers)
-        pools = [index + 1 for index, module in enumerate(self) if isinstance(module, nn.MaxPool2d) and index < first]
-        return max(pools, default=0)
-
 
 class AdaINDecoder(nn.Sequential):
     """Mirror of the encoder to relu4_1: reflection-padded convs, nearest upsampling, no output activation."""
@@ -194,12 +187,27 @@ class SkipDecoder(nn.Module):
         return x
 
     def infer(self, features: Tensor, *skips: Tensor) -> Tensor:
-        """Inference forward, equal to ``self(features, *skips)`` up to float rounding but faster (``fused``)."""
+        """Inference forward, equal to ``self(features, *skips)`` up to float rounding but faster (``fused``); each
+        skip's output takes the upsampled map added in place (one pass, no upsampled copy)."""
         levels, x, trunk = self._levels(skips), features, self.trunk()
         bounds = [0, *sorted(self.entries), len(trunk)]
         for start, stop in zip(bounds, bounds[1:]):
-            x = run_fused(trunk[start:stop], self._add_skips(x, start, levels))[0]
+            if start in self.entries:
+                x = self._upsampled_with_skips(x, start, levels)
+            x = run_fused(trunk[start:stop - 1 if stop in self.entries else stop], x)[0]
         return x
+
+    def _upsampled_with_skips(self, x: Tensor, index: int, levels: dict[str, Tensor]) -> Tensor:
+        """``_add_skips(upsample(x))`` for the nearest 2x upsampling before ``index``, added in the same order."""
+        total = None
+        for name in self.entries[index]:
+            skip = self.skip[name](levels[name].to(x.dtype))
+            if total is None:  # each 2x2 block of the first skip's output takes its source pixel of x
+                total = skip
+                total.unflatten(2, (-1, 2)).unflatten(4, (-1, 2)).add_(x[:, :, :, None, :, None])
+            else:
+                total = total.add_(skip)
+        return total
 
 
 # What a decoder file can hold, by the name training options and metadata use.
