@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -296,26 +296,29 @@ def chunk_size(runtime: Runtime, size: tuple[int, int]) -> int:
     return max(1, min(MAX_CHUNK, runtime.free_bytes() // per_frame))
 
 
-def stylize_video(encoder: Encoder, decoder: Decoder, frames: Tensor | list[Tensor], style: Tensor,
+def stylize_video(encoder: Encoder, decoder: Decoder, frames: Tensor | Sequence[Tensor], style: Tensor,
                   runtime: Runtime, alpha: float = 1.0, color: str = "off", stability: Stability = Stability(),
                   tiling: Tiling = DEFAULT_TILING, chunk: int | None = None) -> Tensor:
-    """Stylize a clip of RGB frames (``[N, 3, H, W]``, or a list of ``[3, H, W]`` frames of one size).
+    """Stylize a clip of RGB frames: ``[N, 3, H, W]`` (a view will do), a list of ``[3, H, W]`` frames of one size,
+    or any sequence whose slices are ``[K, 3, H, W]`` tensors (the node's host batch, converted a chunk at a time).
 
-    The result is written into one ``[N, 3, H, W]`` tensor on the runtime's output device; working memory is
-    one chunk of frames. Progress is reported per frame and a cancel is honoured between chunks.
+    The result, RGB in 0..1, is written into one ``[N, 3, H, W]`` tensor on the runtime's output device whose
+    memory is laid out as a host IMAGE ``[N, H, W, 3]`` (``permute(0, 2, 3, 1)`` of it copies nothing); working
+    memory is one chunk of frames. Progress is reported per frame and a cancel is honoured between chunks.
     """
     count = len(frames)
     if count == 0:
         raise AdaINInputError("the clip has no frames; connect a video's images (Get Video Components) or a batch")
-    for i, frame in enumerate(frames):
-        if tuple(frame.shape[-2:]) != tuple(frames[0].shape[-2:]):
-            raise AdaINInputError(f"frame {i + 1} is {frame.shape[-1]}x{frame.shape[-2]} but frame 1 is "
-                                  f"{frames[0].shape[-1]}x{frames[0].shape[-2]}; all frames of a clip must have "
-                                  "one size: resize them first (e.g. with an Upscale Image node)")
+    if isinstance(frames, list):  # a tensor or a host batch has one size by construction
+        for i, frame in enumerate(frames):
+            if tuple(frame.shape[-2:]) != tuple(frames[0].shape[-2:]):
+                raise AdaINInputError(f"frame {i + 1} is {frame.shape[-1]}x{frame.shape[-2]} but frame 1 is "
+                                      f"{frames[0].shape[-1]}x{frames[0].shape[-2]}; all frames of a clip must "
+                                      "have one size: resize them first (e.g. with an Upscale Image node)")
     h, w = frames[0].shape[-2:]
     chunk = chunk or chunk_size(runtime, (h, w))
     stylizer = VideoStylizer(encoder, decoder, style, runtime, alpha, color, stability, tiling, count)
-    output = torch.empty((count, 3, h, w), device=runtime.output_device())
+    output = torch.empty((count, h, w, 3), device=runtime.output_device()).permute(0, 3, 1, 2)
     report = runtime.progress(count)
     for start in range(0, count, chunk):
         runtime.check_interrupt()
@@ -324,4 +327,3 @@ def stylize_video(encoder: Encoder, decoder: Decoder, frames: Tensor | list[Tens
         output[start:start + part.shape[0]] = stylizer.push(part.to(output.device, torch.float32))
         report(min(start + chunk, count))
     return output
-

@@ -168,3 +168,27 @@ def test_node_runs_on_an_image_batch(encoder, decoder):
     assert out.shape == frames.shape and torch.isfinite(out).all()
     with pytest.raises(AdaINInputError, match="temporal_smoothing"):
         node.transfer(encoder, decoder, frames, random_image(1, 32, 32), 1.0, temporal_smoothing=1.5)
+
+
+def _allocations_of(size: int, run) -> int:
+    """How many tensors of exactly ``size`` bytes ``run`` allocates."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    return sum(1 for e in prof.events() if e.self_cpu_memory_usage == size)  # each allocation's own bytes
+
+
+def test_node_holds_one_copy_of_the_clip(encoder, decoder):
+    """Bounded memory for long clips: the node's only clip-sized allocation is its result (the input is converted a
+    chunk at a time, and the result is handed over as it was written, no clamp or layout copy). 7 frames: no weight
+    or activation of these networks has the clip's size (their channels are powers of 2)."""
+    node = NODE_CLASS_MAPPINGS["AdaINVideoStyleTransfer"]()
+    frames = pan(3, frames=7, size=40).permute(0, 2, 3, 1).contiguous()
+    style = random_image(1, 32, 32)
+    found = []
+    count = _allocations_of(frames.numel() * 4, lambda: found.append(node.transfer(
+        encoder, decoder, frames, style, 1.0)[0]))
+    assert count == 1
+    (out,) = found
+    assert out.shape == frames.shape and out.is_contiguous() and 0 <= float(out.min()) <= float(out.max()) <= 1
+    reference = stylize_video(encoder, decoder, frames.permute(0, 3, 1, 2), style.permute(0, 3, 1, 2), RUNTIME)
+    torch.testing.assert_close(out, reference.permute(0, 2, 3, 1), rtol=0, atol=0)
