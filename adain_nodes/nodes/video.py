@@ -24,7 +24,7 @@ class HostFrames(Sequence[torch.Tensor]):
     def __len__(self) -> int:
         return int(self.image.shape[0])
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> torch.Tensor:
         if isinstance(index, slice):
             return to_network(self.image[index], self.name)
         return to_network(self.image[index:index + 1 or None], self.name)[0]
