@@ -20,7 +20,7 @@ from .core.color import luminance_as_rgb, match_color, transfer_luminance
 from .core.detail import add_content_detail
 from .core.image import batch_index, mask_to_weight, pad_for_encoder
 from .core.layers import ADAIN_LAYER, BYTES_PER_PIXEL, ENCODER_LAYERS, GRID
-from .core.stats import Moments, adain_target, masked_mean_std, mean_std, mix_statistics
+from .core.stats import Moments, MomentsWindow, adain_target, masked_mean_std, mean_std, mix_statistics
 from .errors import AdaINInputError
 from .host.runtime import Runtime, Steps
 from .models.loaded import LoadedModel
@@ -371,6 +371,17 @@ def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: 
             weighted[name] = target if name not in features.weighted else features.weighted[name] + target
             cover[name] = weight if name not in features.cover else features.cover[name] + weight
     return dataclasses.replace(features, weighted=weighted, cover=cover)
+
+
+def clip_statistics(features: AdaINFeatures, window: int) -> dict[str, tuple[Tensor, Tensor]] | None:
+    """The batch as one clip's consecutive frames: each image's content statistics pooled with those of the
+    ``window - 1`` images before it, per level, for ``blend``'s ``content_stats`` (``None`` for a window of 1: each
+    image's own). AdaIN Video Style Transfer's ``pool_frames`` does the same, and also starts afresh at a scene cut."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise AdaINInputError(f"pool_frames must be a whole number of frames >= 1, got {window!r}")
+    if window == 1:
+        return None
+    return {name: MomentsWindow(window).pooled(Moments.of(level)) for name, level in features.content.items()}
 
 
 def mix_styles(styles: Sequence[AdaINStyle], weights: Sequence[float],

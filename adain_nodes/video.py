@@ -17,10 +17,9 @@ Frames are processed in chunks carried from one to the next, so a long clip need
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +29,7 @@ from torch import Tensor
 from . import pipeline
 from .core.color import luminance, luminance_as_rgb, match_color, transfer_luminance
 from .core.layers import GRID
-from .core.stats import EPS
+from .core.stats import Moments, MomentsWindow
 from .errors import AdaINInputError
 from .host.runtime import Runtime
 from .pipeline import BYTES_PER_PIXEL, COLOR_MODES, DEFAULT_TILING, AdaINStyle, Decoder, Encoder
@@ -119,33 +118,6 @@ def is_cut(previous: Tensor, current: Tensor, dy: int, dx: int, threshold: float
     return differs.numel() == 0 or float(differs.float().mean()) > CUT_FRACTION
 
 
-@dataclass(frozen=True)
-class Moments:
-    """Count, mean and sum of squared deviations per channel of one frame's features: pool exactly (Chan et al.)."""
-
-    count: int
-    mean: Tensor  # [C] float64
-    m2: Tensor  # [C] float64
-
-    @classmethod
-    def of(cls, features: Tensor) -> Moments:
-        """Moments of one frame's ``[C, H, W]`` features (torch accumulates a float32 variance in float64 on the
-        CPU; a float64 copy of the features cost a fifth of a frame's time)."""
-        flat = features.flatten(1)
-        var, mean = torch.var_mean(flat, dim=1, correction=0)
-        return cls(flat.shape[1], mean.double(), var.double() * flat.shape[1])
-
-
-def pooled_mean_std(moments: Iterable[Moments], eps: float = EPS) -> tuple[Tensor, Tensor]:
-    """Mean and std ``[C]`` of the union of the frames' features, as ``core.stats.mean_std`` would give for
-    them concatenated (unbiased variance plus ``eps``), in float32."""
-    moments = list(moments)
-    count = sum(m.count for m in moments)
-    mean = sum(m.mean * m.count for m in moments) / count
-    m2 = sum(m.m2 + m.count * (m.mean - mean) ** 2 for m in moments)
-    return mean.float(), (m2 / max(count - 1, 1) + eps).sqrt().float()
-
-
 class _Quiet:
     """The runtime without the pipeline's own progress bars: the video reports per frame instead."""
 
@@ -189,7 +161,7 @@ class VideoStylizer:
         self.first_frame: Tensor | None = None  # the colour reference of "match style colors"
         self.previous_input: Tensor | None = None
         self.previous_output: Tensor | None = None
-        self.history: collections.deque[dict[str, Moments]] = collections.deque(maxlen=stability.pool_window)
+        self.windows: dict[str, MomentsWindow] = {}  # per encoder level
 
     def _check_size(self, frames: Tensor) -> None:
         size = tuple(frames.shape[-2:])
@@ -230,15 +202,8 @@ class VideoStylizer:
         """Content statistics pooled over each frame's window, per level (``None``: each frame's own)."""
         if self.stability.pool_window == 1:
             return None
-        levels = features.content
-        pooled: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in levels}
-        for k, cut in enumerate(cuts):
-            if cut:
-                self.history.clear()
-            self.history.append({name: Moments.of(level[k]) for name, level in levels.items()})
-            for name in levels:
-                pooled[name].append(pooled_mean_std(frame[name] for frame in self.history))
-        return {name: tuple(torch.stack(part) for part in zip(*stats)) for name, stats in pooled.items()}
+        return {name: self.windows.setdefault(name, MomentsWindow(self.stability.pool_window)).pooled(
+            Moments.of(level), cuts) for name, level in features.content.items()}
 
     @torch.inference_mode()
     def push(self, frames: Tensor) -> Tensor:
@@ -296,26 +261,29 @@ def chunk_size(runtime: Runtime, size: tuple[int, int]) -> int:
     return max(1, min(MAX_CHUNK, runtime.free_bytes() // per_frame))
 
 
-def stylize_video(encoder: Encoder, decoder: Decoder, frames: Tensor | list[Tensor], style: Tensor,
+def stylize_video(encoder: Encoder, decoder: Decoder, frames: Tensor | Sequence[Tensor], style: Tensor,
                   runtime: Runtime, alpha: float = 1.0, color: str = "off", stability: Stability = Stability(),
                   tiling: Tiling = DEFAULT_TILING, chunk: int | None = None) -> Tensor:
-    """Stylize a clip of RGB frames (``[N, 3, H, W]``, or a list of ``[3, H, W]`` frames of one size).
+    """Stylize a clip of RGB frames: ``[N, 3, H, W]`` (a view will do), a list of ``[3, H, W]`` frames of one size,
+    or any sequence whose slices are ``[K, 3, H, W]`` tensors (the node's host batch, converted a chunk at a time).
 
-    The result is written into one ``[N, 3, H, W]`` tensor on the runtime's output device; working memory is
-    one chunk of frames. Progress is reported per frame and a cancel is honoured between chunks.
+    The result, RGB in 0..1, is written into one ``[N, 3, H, W]`` tensor on the runtime's output device whose
+    memory is laid out as a host IMAGE ``[N, H, W, 3]`` (``permute(0, 2, 3, 1)`` of it copies nothing); working
+    memory is one chunk of frames. Progress is reported per frame and a cancel is honoured between chunks.
     """
     count = len(frames)
     if count == 0:
         raise AdaINInputError("the clip has no frames; connect a video's images (Get Video Components) or a batch")
-    for i, frame in enumerate(frames):
-        if tuple(frame.shape[-2:]) != tuple(frames[0].shape[-2:]):
-            raise AdaINInputError(f"frame {i + 1} is {frame.shape[-1]}x{frame.shape[-2]} but frame 1 is "
-                                  f"{frames[0].shape[-1]}x{frames[0].shape[-2]}; all frames of a clip must have "
-                                  "one size: resize them first (e.g. with an Upscale Image node)")
+    if isinstance(frames, list):  # a tensor or a host batch has one size by construction
+        for i, frame in enumerate(frames):
+            if tuple(frame.shape[-2:]) != tuple(frames[0].shape[-2:]):
+                raise AdaINInputError(f"frame {i + 1} is {frame.shape[-1]}x{frame.shape[-2]} but frame 1 is "
+                                      f"{frames[0].shape[-1]}x{frames[0].shape[-2]}; all frames of a clip must "
+                                      "have one size: resize them first (e.g. with an Upscale Image node)")
     h, w = frames[0].shape[-2:]
     chunk = chunk or chunk_size(runtime, (h, w))
     stylizer = VideoStylizer(encoder, decoder, style, runtime, alpha, color, stability, tiling, count)
-    output = torch.empty((count, 3, h, w), device=runtime.output_device())
+    output = torch.empty((count, h, w, 3), device=runtime.output_device()).permute(0, 3, 1, 2)
     report = runtime.progress(count)
     for start in range(0, count, chunk):
         runtime.check_interrupt()
@@ -324,4 +292,3 @@ def stylize_video(encoder: Encoder, decoder: Decoder, frames: Tensor | list[Tens
         output[start:start + part.shape[0]] = stylizer.push(part.to(output.device, torch.float32))
         report(min(start + chunk, count))
     return output
-

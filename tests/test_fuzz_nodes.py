@@ -170,13 +170,14 @@ def test_style_stats(m, image, mask, average):
 
 @CHEAP
 @given(batch=st.sampled_from([1, 2, 3]), count=st.sampled_from([1, 2, 3]), alpha=alphas,
-       mask=st.none() | masks(), foreign=st.sampled_from([False, False, False, True]), kind=DECODER_KINDS)
-def test_blend(m, batch, count, alpha, mask, foreign, kind):
+       mask=st.none() | masks(), foreign=st.sampled_from([False, False, False, True]), kind=DECODER_KINDS,
+       pool=st.sampled_from([1, 1, 1, 2, 3, 256, 0, -1, 1.5, True, None, "2"]))
+def test_blend(m, batch, count, alpha, mask, foreign, kind, pool):
     style, features = m.foreign if foreign else m.styles[count], m.features[kind][batch]
-    out = clear(lambda: N["AdaINBlend"]().blend(features, style, alpha, mask)[0],
-                "alpha", "mask", "style", "encoder")
+    out = clear(lambda: N["AdaINBlend"]().blend(features, style, alpha, mask, pool)[0],
+                "alpha", "mask", "style", "encoder", "pool_frames")
     if out is not None:
-        assert _is_unit(alpha) and not foreign
+        assert _is_unit(alpha) and not foreign and (pool == 1 or mask is None)
         levels = out.levels
         assert {name: f.shape for name, f in levels.items()} == {name: f.shape for name, f in features.levels.items()}
         assert all(torch.isfinite(f).all() for f in levels.values())

@@ -6,19 +6,11 @@ import torch
 from conftest import random_image
 
 from adain_nodes import pipeline
+from adain_nodes.core.stats import Moments, MomentsWindow
 from adain_nodes.errors import AdaINInputError
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.nodes import NODE_CLASS_MAPPINGS
-from adain_nodes.video import (
-    Moments,
-    Stability,
-    estimate_shift,
-    is_cut,
-    pooled_mean_std,
-    same_surface,
-    stylize_video,
-    translate,
-)
+from adain_nodes.video import Stability, estimate_shift, is_cut, same_surface, stylize_video, translate
 
 RUNTIME = StandaloneRuntime(torch.device("cpu"))
 
@@ -49,22 +41,64 @@ def test_shift_is_recovered_with_its_sign():
         assert torch.equal(moved[:, valid], current[:, valid])
 
 
-def test_pooled_statistics_equal_a_float64_reference():
-    """Exact pooling of per-frame moments, also where a float32 one-pass variance (E[x^2] - E[x]^2) would cancel
-    catastrophically (a mean 50 times the spread)."""
-    torch.manual_seed(0)
-    frames = [50.0 + torch.randn(5, 40, 50) + 0.3 * k for k in range(4)]
-    mean, std = pooled_mean_std(Moments.of(f) for f in frames)
+def _reference(frames: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std [C] of the frames' [C, H, W] features joined, in float64 (unbiased variance plus eps)."""
     joined = torch.cat([f.double().flatten(1) for f in frames], dim=1)
-    var, ref_mean = torch.var_mean(joined, dim=1, correction=1)
-    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=0)
-    torch.testing.assert_close(std.double(), (var + 1e-5).sqrt(), rtol=1e-5, atol=0)
-    flat = torch.cat([f.flatten(1) for f in frames], dim=1)  # what the exact pooling must beat
+    var, mean = torch.var_mean(joined, dim=1, correction=1)
+    return mean, (var + 1e-5).sqrt()
+
+
+def test_pooled_statistics_equal_a_float64_reference():
+    """Exact pooling of per-frame moments over a window of 2, carried from one call to the next and emptied at a
+    cut, also where a float32 one-pass variance (E[x^2] - E[x]^2) would cancel catastrophically (a mean 50 times
+    the spread)."""
+    torch.manual_seed(0)
+    frames = [50.0 + torch.randn(5, 40, 50) + 0.3 * k for k in range(5)]
+    window = MomentsWindow(2)
+    first = window.pooled(Moments.of(torch.stack(frames[:3])))
+    rest = window.pooled(Moments.of(torch.stack(frames[3:])), starts=[False, True])  # frame 5 starts a new shot
+    mean, std = (torch.cat(parts) for parts in zip(first, rest))
+    for k, frames_pooled in enumerate([frames[:1], frames[:2], frames[1:3], frames[2:4], frames[4:]]):
+        ref_mean, ref_std = _reference(frames_pooled)
+        torch.testing.assert_close(mean[k].double(), ref_mean, rtol=1e-6, atol=0)
+        torch.testing.assert_close(std[k].double(), ref_std, rtol=1e-5, atol=0)
+    flat = torch.cat([f.flatten(1) for f in frames[:2]], dim=1)  # what the exact pooling must beat
     naive = ((flat ** 2).mean(dim=1) - flat.mean(dim=1) ** 2).double() * flat.shape[1] / (flat.shape[1] - 1)
-    assert ((naive + 1e-5).sqrt() - (var + 1e-5).sqrt()).abs().max() > 1e-4
-    one_mean, one_std = pooled_mean_std([Moments.of(frames[0])])
-    own = torch.stack(pipeline.mean_std(frames[0][None])[0:2])[:, 0]
-    torch.testing.assert_close(torch.stack([one_mean, one_std]), own)
+    assert ((naive + 1e-5).sqrt() - _reference(frames[:2])[1]).abs().max() > 1e-4
+    own = torch.stack(pipeline.mean_std(frames[0][None]))[:, 0]
+    torch.testing.assert_close(torch.stack([mean[0], std[0]]), own)
+
+
+def test_modular_pooling_equals_a_float64_reference(encoder):
+    """AdaIN Blend's pool_frames: each image of the batch pooled with the images before it, up to the window."""
+    features = pipeline.encode(encoder, pan(3, frames=4, size=48), RUNTIME)
+    pooled = pipeline.clip_statistics(features, 3)
+    level = features.content[features.layer]
+    for k, start in enumerate([0, 0, 0, 1]):
+        ref_mean, ref_std = _reference(list(level[start:k + 1]))
+        torch.testing.assert_close(pooled[features.layer][0][k].double(), ref_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pooled[features.layer][1][k].double(), ref_std, rtol=1e-5, atol=1e-6)
+    assert pipeline.clip_statistics(features, 1) is None
+
+
+def test_modular_graph_gives_the_video_nodes_frames(encoder, decoder):
+    """Encode -> Blend (pool_frames 3) -> Decode on a clip without cuts is the video node with pool_frames 3 and
+    nothing else; and pooling changes the picture (so the equality is not per-frame AdaIN twice)."""
+    nodes = {name: NODE_CLASS_MAPPINGS[name]() for name in
+             ("AdaINEncode", "AdaINBlend", "AdaINDecode", "AdaINStyleStats", "AdaINVideoStyleTransfer")}
+    frames, style = pan(5, frames=5, size=48).permute(0, 2, 3, 1), random_image(1, 32, 32, seed=4)
+    (stats,) = nodes["AdaINStyleStats"].compute(encoder, style)
+    (features,) = nodes["AdaINEncode"].encode(encoder, frames, decoder=decoder)
+    graph = {}
+    for pool in (1, 3):
+        (blended,) = nodes["AdaINBlend"].blend(features, stats, 1.0, pool_frames=pool)
+        (graph[pool],) = nodes["AdaINDecode"].decode(decoder, blended)
+    (clip,) = nodes["AdaINVideoStyleTransfer"].transfer(encoder, decoder, frames, style, 1.0, align_to_motion=False,
+                                                        pool_frames=3, temporal_smoothing=0.0)
+    torch.testing.assert_close(graph[3], clip, rtol=0, atol=1e-5)
+    assert (graph[3] - graph[1]).abs().max() > 1e-3
+    with pytest.raises(AdaINInputError, match="pool_frames above 1 .* set pool_frames to 1 or disconnect the mask"):
+        nodes["AdaINBlend"].blend(features, stats, 1.0, mask=torch.ones(1, 48, 48), pool_frames=3)
 
 
 def test_stable_mode_flickers_less_than_per_frame_on_a_pan(encoder, decoder):
@@ -168,3 +202,27 @@ def test_node_runs_on_an_image_batch(encoder, decoder):
     assert out.shape == frames.shape and torch.isfinite(out).all()
     with pytest.raises(AdaINInputError, match="temporal_smoothing"):
         node.transfer(encoder, decoder, frames, random_image(1, 32, 32), 1.0, temporal_smoothing=1.5)
+
+
+def _allocations_of(size: int, run) -> int:
+    """How many tensors of exactly ``size`` bytes ``run`` allocates."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    return sum(1 for e in prof.events() if e.self_cpu_memory_usage == size)  # each allocation's own bytes
+
+
+def test_node_holds_one_copy_of_the_clip(encoder, decoder):
+    """Bounded memory for long clips: the node's only clip-sized allocation is its result (the input is converted a
+    chunk at a time, and the result is handed over as it was written, no clamp or layout copy). 7 frames: no weight
+    or activation of these networks has the clip's size (their channels are powers of 2)."""
+    node = NODE_CLASS_MAPPINGS["AdaINVideoStyleTransfer"]()
+    frames = pan(3, frames=7, size=40).permute(0, 2, 3, 1).contiguous()
+    style = random_image(1, 32, 32)
+    found = []
+    count = _allocations_of(frames.numel() * 4, lambda: found.append(node.transfer(
+        encoder, decoder, frames, style, 1.0)[0]))
+    assert count == 1
+    (out,) = found
+    assert out.shape == frames.shape and out.is_contiguous() and 0 <= float(out.min()) <= float(out.max()) <= 1
+    reference = stylize_video(encoder, decoder, frames.permute(0, 3, 1, 2), style.permute(0, 3, 1, 2), RUNTIME)
+    torch.testing.assert_close(out, reference.permute(0, 2, 3, 1), rtol=0, atol=0)

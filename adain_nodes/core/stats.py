@@ -5,6 +5,9 @@ before the square root, so statistics and results match models trained with it.
 """
 from __future__ import annotations
 
+import collections
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,8 +48,9 @@ def masked_mean_std(features: Tensor, weight: Tensor, eps: float = EPS) -> tuple
 @dataclass(frozen=True)
 class Moments:
     """(Weighted) count, mean and sum of squared deviations per sample and channel, in float64, merged part by
-    part (Chan et al.'s parallel update): the statistics of a whole image from its tiles, none of them kept.
-    ``mean_std`` then equals ``mean_std``/``masked_mean_std`` of the whole (same epsilon and correction)."""
+    part (Chan et al.'s parallel update): the statistics of a whole image from its tiles, or of a clip's frames
+    (``MomentsWindow``), none of them kept. ``mean_std`` then equals ``mean_std``/``masked_mean_std`` of the whole
+    (same epsilon and correction)."""
 
     count: Tensor  # [B, 1]
     mean: Tensor  # [B, C]
@@ -75,9 +79,33 @@ class Moments:
         delta = other.mean - self.mean
         return Moments(count, self.mean + delta * share, self.m2 + other.m2 + delta ** 2 * self.count * share)
 
+    def __getitem__(self, rows: slice) -> "Moments":
+        return Moments(self.count[rows], self.mean[rows], self.m2[rows])
+
     def mean_std(self, eps: float = EPS) -> tuple[Tensor, Tensor]:
         var = self.m2 / (self.count - 1.0).clamp_min(1.0)
         return self.mean.float(), (var + eps).sqrt().float()
+
+
+class MomentsWindow:
+    """Statistics pooled over the last ``size`` frames of a clip, exactly: what video AdaIN normalises each frame
+    by, so the picture does not pump as things enter and leave. Carried from one batch of frames to the next."""
+
+    def __init__(self, size: int) -> None:
+        self.frames: collections.deque[Moments] = collections.deque(maxlen=size)
+
+    def pooled(self, moments: Moments, starts: Sequence[bool] = ()) -> tuple[Tensor, Tensor]:
+        """Mean and std ``[K, C]`` of each of K consecutive frames (``moments``' rows) pooled with the frames before
+        it in the window; a true ``starts[k]`` (a new shot) empties the window before frame k."""
+        means, stds = [], []
+        for k in range(moments.mean.shape[0]):
+            if k < len(starts) and starts[k]:
+                self.frames.clear()
+            self.frames.append(moments[k:k + 1])
+            mean, std = functools.reduce(Moments.merge, self.frames).mean_std()
+            means.append(mean)
+            stds.append(std)
+        return torch.cat(means), torch.cat(stds)
 
 
 def adain(content: Tensor, style_mean: Tensor, style_std: Tensor,

@@ -58,10 +58,20 @@ class AdaINBlend:
         }, "optional": {
             "mask": ("MASK", {"tooltip": "Where the style applies (1) and where the input features stay (0); "
                                          "soft edges blend. Stretched to the content image's size."}),
+            "pool_frames": ("INT", {
+                "default": 1, "min": 1, "max": 256,
+                "tooltip": "For a video's frames (the batch in order): normalise each frame by content statistics "
+                           "pooled over it and the frames before it, up to this many, so the picture does not pump "
+                           "as things enter and leave. 1: each image's own. Not with a mask. AdaIN Video Style "
+                           "Transfer does this and more (grid alignment to the camera's motion, scene cuts)."}),
         }}
 
-    def blend(self, features, style, alpha, mask=None):
-        return (pipeline.blend(features, style, alpha, mask),)
+    def blend(self, features, style, alpha, mask=None, pool_frames=1):
+        pooled = pipeline.clip_statistics(features, pool_frames)
+        if pooled is not None and mask is not None:
+            raise AdaINInputError("pool_frames above 1 pools each frame's statistics over the whole picture, a mask "
+                                  "takes them inside the mask: set pool_frames to 1 or disconnect the mask")
+        return (pipeline.blend(features, style, alpha, mask, content_stats=pooled),)
 
 
 class AdaINDecode:
