@@ -458,6 +458,17 @@ def _checked(image: Tensor) -> Tensor:
     return image
 
 
+def finer_levels_fit(size: tuple[int, int], finer: Sequence[str], tiling: Tiling, dtype: torch.dtype) -> bool:
+    """Whether the one-node transfer keeps an image's ``finer`` levels from its first pass (``_stylize_tiled``):
+    when they take no more than one tile's working memory, and the tile overlap gives them their whole receptive
+    field (so the kept levels are those of the whole image, as encoding them again would give)."""
+    if not finer or tiling.overlap < max(receptive_radius(name) for name in finer):
+        return False
+    pixels = size[0] * size[1]
+    needed = sum(ENCODER_LAYERS[name].channels * pixels // ENCODER_LAYERS[name].stride ** 2 for name in finer)
+    return needed * dtype.itemsize <= tiling.working_pixels(*size) * BYTES_PER_PIXEL
+
+
 def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: AdaINStyle, alpha: float,
                    runtime: Runtime, tiling: Tiling) -> Tensor:
     """Style transfer of large images in memory bounded by the tile and the AdaIN layer's features, whatever
@@ -466,7 +477,12 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
     image pixel, against 12 for the image itself). The second pass, tile by tile, encodes the finer levels from
     the image with their receptive field as context (so they are exact), AdaINs every level and decodes into the
     one output image. (Keeping the encoder's first pooling instead of the image would spare the second pass the
-    full-resolution layers but hold 32 bytes a pixel more; bench_memory measured no time it saves.)"""
+    full-resolution layers but hold 32 bytes a pixel more; bench_memory measured no time it saves.)
+
+    Encoding the finer levels again costs about half an encoder pass per tile. When they fit in one tile's working
+    memory (``finer_levels_fit``: up to about 4 megapixels at the default tile), the first pass keeps them instead and
+    the second only decodes: memory stays bounded by the tile (at most twice its working memory), time is about the
+    relu4_1 decoder's."""
     network, vgg = decoder.network, encoder.network
     if network.in_channels != int(style.mean.shape[-1]):
         raise AdaINInputError(f"the decoder expects {network.in_channels}-channel features, got {style.mean.shape[-1]}")
@@ -482,33 +498,38 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
 
     def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:
         results = []
+        kept_levels = layers if finer_levels_fit(size, finer, tiling, resolve_precision(encoder.precision, device)) \
+            else layers[:1]
         for i in range(a, b):
             image = pad_for_encoder(images[i:i + 1])
-            kept: list[Tensor] = []  # the AdaIN layer, as computed (channels_last: no transposing copy)
+            kept: dict[str, Tensor] = {}  # as computed (channels_last: no transposing copy)
 
             def keep(region: tuple[int, int, int, int], parts: list[Tensor]) -> None:
-                if not kept:
-                    kept.append(torch.empty(1, parts[0].shape[1], fh, fw, dtype=parts[0].dtype, device=out,
-                                            memory_format=torch.channels_last))
-                cut(kept[0], fh, *region).copy_(parts[0])
+                for name, part in zip(kept_levels, parts):
+                    if name not in kept:
+                        stride = ENCODER_LAYERS[name].stride
+                        kept[name] = torch.empty(1, part.shape[1], size[0] // stride, size[1] // stride,
+                                                 dtype=part.dtype, device=out, memory_format=torch.channels_last)
+                    cut(kept[name], fh, *region).copy_(part)
 
             with _compute(encoder, device):
                 run = lambda x: vgg.run_fast(_to_device(x, device), 0, ends)  # noqa: E731
                 own = {name: m.mean_std() for name, m in _image_moments(run, image, layers, tiling, steps,
                                                                         keep=keep).items()}
-            deep = kept[0]
 
             def restyle(name: str, x: Tensor) -> Tensor:
                 mean, std = (t[index[i]:index[i] + 1].to(x.device) for t in style.levels[name])
                 return adain_target(x.float(), mean, std, alpha, own=tuple(t.to(x.device) for t in own[name]))
 
             def levels_at(ya: int, yb: int, xa: int, xb: int) -> list[Tensor]:
+                if len(kept) == len(layers):
+                    return [restyle(name, cut(kept[name], fh, ya, yb, xa, xb)) for name in layers]
                 ca, cb, da, db = max(ya - margin, 0), min(yb + margin, fh), max(xa - margin, 0), min(xb + margin, fw)
                 parts: list[Tensor] = []
                 if finer:
                     with _compute(encoder, device):
                         parts = vgg.run_fast(_to_device(cut(image, fh, ca, cb, da, db), device), 0, ends[1:])
-                return [restyle(layers[0], cut(deep, fh, ya, yb, xa, xb))] + [
+                return [restyle(layers[0], cut(kept[layers[0]], fh, ya, yb, xa, xb))] + [
                     restyle(name, cut(part, cb - ca, ya - ca, yb - ca, xa - da, xb - da))
                     for name, part in zip(finer, parts)]
 

@@ -150,11 +150,45 @@ def test_the_one_node_transfer_never_holds_a_finer_level_whole(encoder, model_di
     tiled = pipeline.stylize(dataclasses.replace(encoder, network=network), skip, content, style, RUNTIME,
                              tiling=Tiling(64, 16))
     whole_relu2_1 = 128 * 256 * 192
+    assert not pipeline.finer_levels_fit((512, 384), skip.network.levels[1:], Tiling(64, 16), torch.float32)
     assert 0 < network.largest <= whole_relu2_1 // 8
     # the same as the modular graph, which holds every level whole, with the same tiles
     stats = pipeline.style_statistics(encoder, style, RUNTIME)
     features = pipeline.encode(encoder, content, RUNTIME, Tiling(64, 16), skip.network.levels)
     reference = pipeline.decode(skip, pipeline.blend(features, stats), RUNTIME, Tiling(64, 16))
+    assert psnr(tiled, reference) >= 60
+
+
+def test_finer_levels_that_fit_a_tile_are_kept_from_the_first_pass(encoder):
+    """An image whose finer levels fit one tile's working memory is encoded once: the decoder's tiles take the
+    kept levels, and the picture is the one encoding them again per tile would give (the modular graph's)."""
+    from adain_nodes.models.networks import VGGEncoder
+    from adain_nodes.tiling import tile_count
+    from conftest import random_skip_decoder
+
+    class Counting(VGGEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.load_state_dict(encoder.network.state_dict())
+            self.eval()
+            self.calls = 0
+
+        def run_fast(self, x, start, ends):
+            self.calls += 1
+            return super().run_fast(x, start, ends)
+
+    network, tiling = Counting(), Tiling(64, 16)
+    content, style = nchw(random_image(1, 192, 160, seed=12)), nchw(random_image(1, 64, 64, seed=13))
+    skip = dataclasses.replace(encoder, network=random_skip_decoder())
+    finer = skip.network.levels[1:]
+    assert pipeline.finer_levels_fit((192, 160), finer, tiling, torch.float32)
+    assert not pipeline.finer_levels_fit((192, 160), finer, Tiling(64, 8), torch.float32)  # too little context
+    tiled = pipeline.stylize(dataclasses.replace(encoder, network=network), skip, content, style, RUNTIME,
+                             tiling=tiling)
+    assert network.calls == 1 + tile_count(192, 160, tiling)  # the style, then the first pass only
+    stats = pipeline.style_statistics(encoder, style, RUNTIME)
+    features = pipeline.encode(encoder, content, RUNTIME, tiling, skip.network.levels)
+    reference = pipeline.decode(skip, pipeline.blend(features, stats), RUNTIME, tiling)
     assert psnr(tiled, reference) >= 60
 
 
