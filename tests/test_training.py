@@ -31,7 +31,7 @@ from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
 from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
 from training.losses import (STABILITY_NOISE, LossWeights, channel_spreads, colour_distance, compute_losses,
-                             shifted_view, std_error_weights, style_loss,
+                             image_balanced, shifted_view, std_error_weights, style_loss, style_loss_per_image,
                              total_variation)
 from training.train import autocast_dtype, build_decoder, resolve_config, train
 
@@ -658,6 +658,32 @@ def test_weighted_style_loss_weighs_each_channels_std_error():
     tm, ts = targets[0].mean((2, 3)), targets[0].var((2, 3)).add(EPS).sqrt()
     expected = (fm - tm).pow(2).mean() + ((fs - ts).pow(2) * weights[0]).mean()
     torch.testing.assert_close(style_loss(feats, targets, weights), expected)
+
+
+def test_image_balanced_style_loss_has_the_mean_log_gradient_at_the_plain_scale():
+    """Each image's gradient divided by its own loss: the gradient of mean(log L_i) times mean(L_i), computed here
+    through autograd of the log, and the value of the plain mean."""
+    gen = torch.Generator().manual_seed(5)
+    feats = torch.rand(3, 4, 6, 6, generator=gen) * torch.tensor([1.0, 3.0, 9.0]).view(3, 1, 1, 1)
+    targets = [torch.rand(3, 4, 6, 6, generator=gen)]
+    first = feats.clone().requires_grad_(True)
+    per_image = style_loss_per_image([first], targets)
+    torch.testing.assert_close(per_image.mean(), style_loss([feats], targets))
+    balanced = image_balanced(per_image)
+    torch.testing.assert_close(balanced, per_image.mean())
+    balanced.backward()
+    second = feats.clone().requires_grad_(True)
+    losses = style_loss_per_image([second], targets)
+    (losses.log().mean() * losses.mean().detach()).backward()
+    torch.testing.assert_close(first.grad, second.grad)
+    plain = feats.clone().requires_grad_(True)
+    style_loss_per_image([plain], targets).mean().backward()
+    assert not torch.allclose(first.grad, plain.grad, rtol=1e-3)  # the images with large losses count less
+
+
+def test_style_image_balance_trains(data, tmp_path):
+    result = train(_config(data, tmp_path / "images.safetensors", max_iter=2, style_image_balance=True))
+    assert result.iteration == 2
 
 
 def test_style_std_balance_trains_and_is_checked(data, tmp_path, caplog):

@@ -67,6 +67,9 @@ class TrainConfig:
     style_std_balance: float = _opt(0.0, "weigh each channel's std error in the style loss by its typical spread "
                                     "over the style set to the power -2*B (0: the paper; 1: in units of its spread), "
                                     "so a few wide channels (relu2_1 #123) stop dominating")
+    style_image_balance: bool = _opt(False, "divide each image's style-loss gradient by its own style loss, so every "
+                                     "pair counts alike (the gradient of the mean log style loss, as the evaluation's "
+                                     "geometric mean of ratios; not in the paper)")
     # images
     resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
@@ -102,7 +105,7 @@ class TrainConfig:
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
                            self.identity_feature_weight, self.identity_style, self.colour_weight,
-                           self.stability_weight)
+                           self.stability_weight, self.style_image_balance)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

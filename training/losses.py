@@ -20,6 +20,10 @@ default) teaches the decoder to move with the picture: the content shifted by a 
 the encoder's 8-px grid, plus a little noise, must decode to the shifted output of the content. Video then flickers
 less without optical flow (adain_nodes/video.py fights the same flicker at inference).
 
+Optional image balancing of the style loss (not in the paper, off by default): the plain mean over a batch lets the
+styles with the largest losses (saturated colours, big strokes) steer the gradient, while the evaluation counts each
+pair's ratio alike (a geometric mean). ``image_balanced`` divides each image's gradient by its own loss.
+
 Optional channel balancing of the style loss (not in the paper, off by default): a few channels with a large
 spread of their std over styles (relu2_1 #123, a pale-cyan detector, carries about 90 % of relu2_1's std term)
 dominate the plain MSE, so the decoder spends its capacity on them. ``std_error_weights`` weighs each channel's
@@ -58,6 +62,7 @@ class LossWeights:
     identity_style: bool = False
     colour: float = 0.0
     stability: float = 0.0
+    style_image_balance: bool = False
 
     @property
     def identity(self) -> bool:
@@ -93,10 +98,32 @@ def style_loss_terms(features: list[Tensor], targets: list[Tensor],
     return terms
 
 
+def style_loss_per_image(features: list[Tensor], targets: list[Tensor],
+                         std_weights: list[Tensor] | None = None) -> Tensor:
+    """Each image's style loss, ``[B]``: the sum over layers of its channels' mean squared error of means and of
+    (``std_weights``-weighted) stds. Their mean is ``style_loss``."""
+    total = features[0].new_zeros(features[0].shape[0], dtype=torch.float32)
+    for i, (feat, target) in enumerate(zip(features, targets)):
+        fm, fs = mean_std(feat.float())
+        tm, ts = mean_std(target.float())
+        std_error = (fs - ts).pow(2)
+        if std_weights is not None:
+            std_error = std_error * std_weights[i].to(fs.device)
+        total = total + (fm - tm).pow(2).mean(1) + std_error.mean(1)
+    return total
+
+
 def style_loss(features: list[Tensor], targets: list[Tensor], std_weights: list[Tensor] | None = None) -> Tensor:
     """Sum over layers of MSE(mean) + MSE(std), as in the reference port's ``calc_style_loss``."""
-    return sum((m + s for m, s in style_loss_terms(features, targets, std_weights)),
-               features[0].new_zeros((), dtype=torch.float32))
+    return style_loss_per_image(features, targets, std_weights).mean()
+
+
+def image_balanced(per_image: Tensor) -> Tensor:
+    """The mean of ``per_image`` losses with the gradient of their mean log times their mean: each image's gradient
+    is divided by its own loss (detached), so every pair counts alike, as in the evaluation's geometric mean of
+    ratios, while the value and the gradient's scale stay the plain mean's."""
+    scale = (per_image.mean() / per_image.clamp_min(1e-12)).detach()
+    return (per_image * scale).mean()
 
 
 SPREAD_FLOOR = 0.05  # fraction of a layer's median spread below which a channel counts as that floor (dead channels)
@@ -222,7 +249,8 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     decoded_feats = encoder.encode(decoded[:reencoded], STYLE_LAYERS)
     output, out_feats = decoded[:batch], [f[:batch] for f in decoded_feats]
     loss_c = F.mse_loss(out_feats[-1].float(), target)
-    loss_s = style_loss(out_feats, style_feats, std_weights)
+    per_image = style_loss_per_image(out_feats, style_feats, std_weights)
+    loss_s = image_balanced(per_image) if weights.style_image_balance else per_image.mean()
     loss_tv = total_variation(output) if weights.tv else zero
     loss_colour = colour_distance(output, style) if weights.colour else zero
     loss_stability = stability_distance(decoded[reencoded:], output, dy, dx) if shifted else zero
