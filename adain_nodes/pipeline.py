@@ -156,13 +156,14 @@ def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Til
     for model in models:
         runtime.load(model, chunk * image_bytes(tiling))
     steps = Steps(runtime, count, passes * tile_count(*size, tiling))
-    outputs: list[Tensor] = []
+    outputs: list[Tensor] | None = None  # the whole batch's, filled chunk by chunk (no second copy to concatenate)
+    single = True
     start = 0
     while start < count:
         runtime.check_interrupt()
         stop = min(start + chunk, count)
         try:
-            outputs.append(step(start, stop, tiling, steps))
+            part = step(start, stop, tiling, steps)
         except Exception as error:
             if not runtime.is_out_of_memory(error):
                 raise
@@ -178,10 +179,15 @@ def run_chunked(runtime: Runtime, count: int, size: tuple[int, int], tiling: Til
             steps.restart(passes * tile_count(*size, tiling), start)
             runtime.release_cache()
             continue
+        single, parts = isinstance(part, Tensor), [part] if isinstance(part, Tensor) else part
+        if outputs is None:
+            outputs = parts if stop == count else [p.new_empty((count,) + p.shape[1:]) for p in parts]
+        if outputs is not parts:
+            for whole, p in zip(outputs, parts):
+                whole[start:stop] = p
+        del part, parts
         start = stop
-    if isinstance(outputs[0], Tensor):
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-    return [torch.cat(parts) for parts in zip(*outputs)]
+    return outputs[0] if single else outputs
 
 
 def _compute(model: LoadedModel, device: torch.device):

@@ -120,6 +120,32 @@ def test_chunks_follow_free_memory(encoder):
     assert runtime.progress_seen == [2, 4, 5]
 
 
+def test_chunks_land_in_one_batch_without_a_concatenated_copy(encoder):
+    """Chunked results fill the batch's one output as they come: the same features as one chunk, and no op makes a
+    second whole-batch tensor (a concatenation would hold every chunk twice)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Concatenations(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.cat.default:
+                self.batches.append(out.shape[0])
+            return out
+
+    images = random_image(5, 32, 32).permute(0, 3, 1, 2)
+    whole = pipeline.encode(encoder, images, TightMemory(free=1 << 40), NO_TILING)
+    concatenations = Concatenations()
+    with concatenations:
+        chunked = pipeline.encode(encoder, images, TightMemory(free=2 * 32 * 32 * pipeline.BYTES_PER_PIXEL),
+                                  NO_TILING)
+    assert 5 not in concatenations.batches
+    torch.testing.assert_close(chunked.features, whole.features)
+
+
 def test_errors_that_are_not_out_of_memory_are_not_retried(encoder):
     images = random_image(4, 32, 32).permute(0, 3, 1, 2)
     broken = SmallMemoryEncoder(encoder.network, limit=1 << 40, error=RuntimeError("something else"))
