@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ from adain_nodes.core.layers import STYLE_LAYERS
 from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
 from adain_nodes.models.weights import load_decoder, load_encoder, save_safetensors
 from adain_nodes.pipeline import stylize
-from training.evaluate import (evaluate, evaluate_outputs, gaussian_window, load_image, main, output_name, ssim,
-                               validation_pairs)
+from training.evaluate import (distinct_stems, evaluate, evaluate_outputs, gaussian_window, load_image, main,
+                               output_name, ssim, validation_pairs)
 from training.losses import style_loss, style_loss_terms
 from training.monitor import to_pil
 
@@ -94,6 +95,20 @@ def test_evaluate_random_networks(tmp_path):
     assert validation["pairs"] == 1 and validation["grey_ssim"] == round(scored["ssim"], 4)
     assert validation["reconstruction_ssim"] == round(scored["reconstruction_ssim"], 4)
     assert all(torch.equal(before[k], v) for k, v in recorded.network.state_dict().items())
+
+
+def test_runs_whose_decoders_share_a_file_name_get_their_own_sheets(tmp_path):
+    _random_setup(tmp_path)
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        shutil.copy(tmp_path / "dec.safetensors", tmp_path / run / "decoder.safetensors")
+    assert main([str(tmp_path / "a" / "decoder.safetensors"), str(tmp_path / "b" / "decoder.safetensors"),
+                 "--encoder", str(tmp_path / "enc.safetensors"), "--val", str(tmp_path / "val"), "--pairs", "1",
+                 "--size", "32", "--sheet-dir", str(tmp_path / "sheets"), "--json", str(tmp_path / "s.json")]) == 0
+    assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == ["a_decoder_sheet.png", "b_decoder_sheet.png"]
+    assert [r["decoder"] for r in json.loads((tmp_path / "s.json").read_text())] == [
+        "a_decoder.safetensors", "b_decoder.safetensors"]
+    assert distinct_stems(["x/dec.safetensors", "y/other.safetensors"]) == ["dec", "other"]
 
 
 def test_outliers_show_in_the_mean_layers_and_worst_pair(tmp_path):

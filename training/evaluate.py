@@ -312,6 +312,14 @@ def _peer_thumbs(folder: Path, pairs: list[tuple[Path, Path]], short_side: int, 
     return [thumbnail(load_output(folder, i, c, load_image(c, short_side)), thumb) for i, (c, _) in enumerate(pairs)]
 
 
+def distinct_stems(files: list[str]) -> list[str]:
+    """The files' stems, each prefixed with its folder's name where two stems are equal (runs all write
+    decoder.safetensors): sheets and plots are named by them and must not overwrite each other."""
+    stems = [Path(f).stem for f in files]
+    return [f"{Path(f).resolve().parent.name}_{stem}" if stems.count(stem) > 1 else stem
+            for f, stem in zip(files, stems)]
+
+
 def _run_sweeps(args: argparse.Namespace, encoder: LoadedModel[VGGEncoder], pairs: list[tuple[Path, Path]],
                 size: int, tag: str) -> list[dict]:
     """--sweep at one size: the peer's point, each decoder's curves, the plot and the side-by-side sheet."""
@@ -326,7 +334,7 @@ def _run_sweeps(args: argparse.Namespace, encoder: LoadedModel[VGGEncoder], pair
         results.append({"size": size, "half": args.half, "peer": asdict(peer)})
     grid = alpha_grid(args.alpha_step, args.min_alpha)
     thumb = args.thumb if args.sheet_dir else 0
-    for decoder_file in args.decoders:
+    for decoder_file, stem in zip(args.decoders, distinct_stems(args.decoders)):
         curves, thumbs = sweep(decoder_file, encoder, pairs, size, args.detail, peer.ssim if peer else None, grid,
                                thumb)
         for curve in curves:
@@ -348,7 +356,6 @@ def _run_sweeps(args: argparse.Namespace, encoder: LoadedModel[VGGEncoder], pair
                             "alphas": curve.alphas, "scores": [asdict(s) for s in curve.scores],
                             "reduction_at_peer_ssim": curve.reduction_at(peer.ssim) if peer else None})
         if args.sheet_dir:
-            stem = Path(decoder_file).stem
             plot = Path(args.sheet_dir) / f"{stem}{tag}_curve.png"
             title = f"{stem}: {args.half or 'validation'} pairs ({len(pairs)}), short side {size} px"
             plot_curves(curves, peer, title, plot)
@@ -435,11 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             results += _run_sweeps(args, encoder, pairs, size, tag)
             continue
-        runs = [(Path(d).stem, evaluate, d) for d in args.decoders]
+        runs = [(stem, evaluate, d) for stem, d in zip(distinct_stems(args.decoders), args.decoders)]
         runs += [(Path(d).resolve().name, evaluate_outputs, d) for d in args.outputs]
         for stem, score_fn, source in runs:
             sheet = Path(args.sheet_dir) / f"{stem}{tag}_sheet.png" if args.sheet_dir else None
             score = score_fn(source, encoder, pairs, size, sheet, args.thumb)
+            if score_fn is evaluate and stem != Path(source).stem:
+                score.decoder = f"{stem}.safetensors"  # as its sheet: runs' files share one name
             results.append(asdict(score))
             _print_score(score, sheet)
             if args.record and score_fn is evaluate:
