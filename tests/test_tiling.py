@@ -125,25 +125,33 @@ def test_overlap_zero_with_a_one_feature_last_tile(small_networks, width, size):
     assert tile_count(16, width, Tiling(size, 0)) == -(-width // (size // GRID * GRID))
 
 
-def test_the_one_node_transfer_never_holds_a_finer_level_whole(encoder, model_dir):
-    """A skip decoder's relu3_1 and relu2_1 of a large image are encoded per tile (statistics accumulated,
-    then again for each decoder tile), never whole: memory stays bounded by the tile."""
-    from adain_nodes.models.networks import SkipDecoder, VGGEncoder
-    from conftest import random_skip_decoder
+def recording_encoder(source):
+    """The real encoder's fast path, counting its calls and recording the largest feature map it returned."""
+    from adain_nodes.models.networks import VGGEncoder
 
     class Recording(VGGEncoder):
         def __init__(self) -> None:
             super().__init__()
-            self.load_state_dict(encoder.network.state_dict())
+            self.load_state_dict(source.state_dict())
             self.eval()
-            self.largest = 0
+            self.calls, self.largest = 0, 0
 
         def run_fast(self, x, start, ends):
             out = super().run_fast(x, start, ends)
+            self.calls += 1
             self.largest = max([self.largest] + [t.shape[-2] * t.shape[-1] * t.shape[-3] for t in out])
             return out
 
-    network = Recording()
+    return Recording()
+
+
+def test_the_one_node_transfer_never_holds_a_finer_level_whole(encoder, model_dir):
+    """A skip decoder's relu3_1 and relu2_1 of a large image are encoded per tile (statistics accumulated,
+    then again for each decoder tile), never whole: memory stays bounded by the tile."""
+    from adain_nodes.models.networks import SkipDecoder
+    from conftest import random_skip_decoder
+
+    network = recording_encoder(encoder.network)
     content, style = nchw(random_image(1, 512, 384, seed=8)), nchw(random_image(1, 64, 64, seed=9))
     skip = dataclasses.replace(encoder, network=random_skip_decoder())
     assert isinstance(skip.network, SkipDecoder)
@@ -162,22 +170,10 @@ def test_the_one_node_transfer_never_holds_a_finer_level_whole(encoder, model_di
 def test_finer_levels_that_fit_a_tile_are_kept_from_the_first_pass(encoder):
     """An image whose finer levels fit one tile's working memory is encoded once: the decoder's tiles take the
     kept levels, and the picture is the one encoding them again per tile would give (the modular graph's)."""
-    from adain_nodes.models.networks import VGGEncoder
     from adain_nodes.tiling import tile_count
     from conftest import random_skip_decoder
 
-    class Counting(VGGEncoder):
-        def __init__(self) -> None:
-            super().__init__()
-            self.load_state_dict(encoder.network.state_dict())
-            self.eval()
-            self.calls = 0
-
-        def run_fast(self, x, start, ends):
-            self.calls += 1
-            return super().run_fast(x, start, ends)
-
-    network, tiling = Counting(), Tiling(64, 16)
+    network, tiling = recording_encoder(encoder.network), Tiling(64, 16)
     content, style = nchw(random_image(1, 192, 160, seed=12)), nchw(random_image(1, 64, 64, seed=13))
     skip = dataclasses.replace(encoder, network=random_skip_decoder())
     finer = skip.network.levels[1:]
