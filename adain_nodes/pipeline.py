@@ -225,7 +225,7 @@ def _encode_images(encoder: Encoder, images: Tensor, runtime: Runtime, tiling: T
         with _compute(encoder, device):
             x = pad_for_encoder(images[a:b])
             if tiling.applies(*size):
-                tiles = [encode_tiled(run, x[i:i + 1], tiling, out, steps.tick) for i in range(b - a)]
+                tiles = [encode_tiled(run, x[i:i + 1], tiling, layers, out, steps.tick) for i in range(b - a)]
                 features = [torch.cat(level) for level in zip(*tiles)]
                 return reduce(features, a, b)
             features = reduce(run(x), a, b)
@@ -242,7 +242,7 @@ def _image_moments(run: Callable[[Tensor], list[Tensor]], image: Tensor, layers:
     ``weights`` on each level's grid, accumulated tile by tile: no map is kept but what ``keep(region, parts)``
     keeps of each tile's core."""
     found: dict[str, Moments] = {}
-    for region, parts in encode_tiles(run, image, tiling):
+    for region, parts in encode_tiles(run, image, tiling, layers):
         y0, y1, x0, x1 = region
         if keep is not None:
             keep(region, parts)
@@ -466,9 +466,9 @@ def _checked(image: Tensor) -> Tensor:
 
 def finer_levels_fit(size: tuple[int, int], finer: Sequence[str], tiling: Tiling, dtype: torch.dtype) -> bool:
     """Whether the one-node transfer keeps an image's ``finer`` levels from its first pass (``_stylize_tiled``):
-    when they take no more than one tile's working memory, and the tile overlap gives them their whole receptive
-    field (so the kept levels are those of the whole image, as encoding them again would give)."""
-    if not finer or tiling.overlap < max(receptive_radius(name) for name in finer):
+    when they take no more than one tile's working memory (encoded tiles take their receptive field whatever the
+    overlap, so the kept levels are those of the whole image, as encoding them again would give)."""
+    if not finer:
         return False
     pixels = size[0] * size[1]
     needed = sum(ENCODER_LAYERS[name].channels * pixels // ENCODER_LAYERS[name].stride ** 2 for name in finer)

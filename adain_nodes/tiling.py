@@ -1,20 +1,21 @@
 """Tiled encoding and decoding: peak memory bounded by the tile, not the image.
 
-Tiles are aligned to the encoder's GRID (the finer levels a skip decoder takes are cut at the same places) and
-extended by an overlap on every side, so each tile's core sees the context it would see in the whole image;
-AdaIN statistics are then taken over the assembled features of the whole image, never per tile. Decoded tiles are
-cross-faded over their overlaps, so no seam survives.
+Tiles are aligned to the encoder's GRID (the finer levels a skip decoder takes are cut at the same places).
+Encoded tiles are extended by the encoder's receptive radius on every side, whatever the overlap, so each tile's
+core has exactly the features of the whole image; AdaIN statistics are then taken over the whole image, never per
+tile. Decoded tiles are extended by the overlap and cross-faded over it, so no seam survives.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from .core.layers import GRID, MIN_SIZE
+from .core.layers import ADAIN_LAYER, GRID, MIN_SIZE
 from .errors import AdaINInputError
+from .models.networks import receptive_radius
 
 MAX_OVERLAP = 1024
 # The networks' reflection padding needs MIN_SIZE pixels a side: a thinner tile would crash.
@@ -22,12 +23,15 @@ MIN_TILE_FEATURES = MIN_SIZE // GRID
 # The smallest tile_size: below it a tile's core is small against the overlap around it.
 MIN_TILE_SIZE = 4 * MIN_SIZE
 MIN_BACKOFF_TILE = 128  # the out-of-memory back-off gives up below this tile size (as ComfyUI's upscale node)
+# The most context an encoded tile takes (relu4_1's receptive radius, 37 px, on the GRID: 40 px).
+MAX_ENCODER_CONTEXT = -(-receptive_radius(ADAIN_LAYER) // GRID) * GRID
 
 
 @dataclass(frozen=True)
 class Tiling:
     """``size``: images with a side above it are processed in tiles of this many pixels (0: never).
-    ``overlap``: pixels of context added around each tile."""
+    ``overlap``: pixels added around each decoded tile and cross-faded (encoded tiles take the encoder's receptive
+    radius instead, so their features are exact whatever the overlap)."""
 
     size: int = 1024
     overlap: int = 64
@@ -43,10 +47,10 @@ class Tiling:
         return bool(self.size) and max(height, width) > self.size
 
     def working_pixels(self, height: int, width: int) -> int:
-        """Pixels processed at once for one image: a tile with its overlap, or the whole image."""
+        """Pixels processed at once for one image: a tile with its overlap or encoder context, or the whole image."""
         if not self.applies(height, width):
             return height * width
-        side = self.size + 2 * self.overlap
+        side = self.size + 2 * max(self.overlap, MAX_ENCODER_CONTEXT)
         return min(side, height) * min(side, width)
 
     def halved(self, height: int, width: int) -> "Tiling | None":
@@ -60,20 +64,24 @@ class Tiling:
 NO_TILING = Tiling(size=0)
 
 
-def _spans(length: int, tiling: Tiling) -> Iterator[tuple[int, int, int, int]]:
-    """(start, stop) of each core span along an axis of ``length`` features and of its extension by the overlap,
-    in feature units; an extension is widened inwards to the networks' minimum (a last core of one feature, at
-    overlap 0, would be too thin)."""
-    core, margin = max(tiling.size // GRID, 1), -(-tiling.overlap // GRID)
+def _cells(pixels: int) -> int:
+    return -(-pixels // GRID)
+
+
+def _spans(length: int, tiling: Tiling, context: int | None = None) -> Iterator[tuple[int, int, int, int]]:
+    """(start, stop) of each core span along an axis of ``length`` features and of its extension by ``context``
+    pixels (default: the overlap), in feature units; an extension is widened inwards to the networks' minimum (a
+    last core of one feature, at overlap 0, would be too thin)."""
+    core, margin = max(tiling.size // GRID, 1), _cells(tiling.overlap if context is None else context)
     for start in range(0, length, core):
         stop = min(start + core, length)
         lo = max(min(start - margin, stop - MIN_TILE_FEATURES), 0)
         yield start, stop, lo, min(max(stop + margin, lo + MIN_TILE_FEATURES), length)
 
 
-def _tiles(h: int, w: int, tiling: Tiling):
-    for y0, y1, ya, yb in _spans(h, tiling):
-        for x0, x1, xa, xb in _spans(w, tiling):
+def _tiles(h: int, w: int, tiling: Tiling, context: int | None = None):
+    for y0, y1, ya, yb in _spans(h, tiling, context):
+        for x0, x1, xa, xb in _spans(w, tiling, context):
             yield (y0, y1, ya, yb), (x0, x1, xa, xb)
 
 
@@ -87,13 +95,15 @@ def tile_count(height: int, width: int, tiling: Tiling) -> int:
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1 in features of the GRID
 
 
-def encode_tiles(encode: Callable[[Tensor], list[Tensor]], image: Tensor,
-                 tiling: Tiling) -> Iterator[tuple[Region, list[Tensor]]]:
+def encode_tiles(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling: Tiling,
+                 layers: Sequence[str]) -> Iterator[tuple[Region, list[Tensor]]]:
     """Each tile's core ``region`` of one padded image ``[1, 3, H, W]`` (H, W multiples of GRID) and the features
-    of its core, one tensor per level of ``encode``, each at its own stride (GRID or a divisor of it): the tile's
-    core lands at the same place of the image on every level. Nothing of the other tiles is kept."""
+    of its core, one tensor per level of ``encode`` (the encoder's ``layers``), each at its own stride (GRID or a
+    divisor of it): the tile's core lands at the same place of the image on every level. Each tile is encoded with
+    the deepest layer's receptive radius as context, so the cores are exact. Nothing of the other tiles is kept."""
     h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
-    for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling):
+    context = max(receptive_radius(name) for name in layers)
+    for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling, context):
         parts = encode(image[..., ya * GRID:yb * GRID, xa * GRID:xb * GRID])
         cores = []
         for part in parts:
@@ -102,13 +112,13 @@ def encode_tiles(encode: Callable[[Tensor], list[Tensor]], image: Tensor,
         yield (y0, y1, x0, x1), cores
 
 
-def encode_tiled(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling: Tiling, out_device: torch.device,
-                 on_tile: Callable[[], None] = lambda: None) -> list[Tensor]:
+def encode_tiled(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling: Tiling, layers: Sequence[str],
+                 out_device: torch.device, on_tile: Callable[[], None] = lambda: None) -> list[Tensor]:
     """Features of one padded image ``[1, 3, H, W]``, computed tile by tile (``encode_tiles``) and assembled;
     ``on_tile`` runs after each tile (progress, interrupt)."""
     h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
     levels: list[Tensor] = []
-    for (y0, y1, x0, x1), parts in encode_tiles(encode, image, tiling):
+    for (y0, y1, x0, x1), parts in encode_tiles(encode, image, tiling, layers):
         for index, part in enumerate(parts):
             f = part.shape[-2] // (y1 - y0)
             if len(levels) <= index:

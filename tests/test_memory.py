@@ -13,7 +13,7 @@ import torch
 from adain_nodes import pipeline
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.models.networks import AdaINDecoder, VGGEncoder
-from adain_nodes.tiling import MIN_BACKOFF_TILE, NO_TILING, Tiling
+from adain_nodes.tiling import MAX_ENCODER_CONTEXT, MIN_BACKOFF_TILE, NO_TILING, Tiling
 from conftest import random_image
 
 CPU = torch.device("cpu")
@@ -89,8 +89,8 @@ def test_one_image_that_does_not_fit_is_retried_in_smaller_tiles(encoder, decode
     features = pipeline.encode(dataclasses.replace(encoder, network=small_encoder), image, TightMemory(1 << 40),
                                tiling)
     sides = [max(shape[-2:]) for shape in small_encoder.calls]
-    assert sides[0] == 304 and sides[1:] == [152 + 16] * 4  # whole (padded), then 2x2 tiles of half its side
-    # (with context on their inner sides)
+    # whole (padded), then 2x2 tiles of half its side, with the encoder's context on their inner sides
+    assert sides[0] == 304 and sides[1:] == [152 + MAX_ENCODER_CONTEXT] * 4
     expected = pipeline.encode(encoder, image, StandaloneRuntime(CPU), Tiling(152, 16))
     assert torch.equal(features.features, expected.features)
 
@@ -107,7 +107,8 @@ def test_out_of_memory_below_the_smallest_tile_is_raised(encoder):
     with pytest.raises(torch.OutOfMemoryError, match="simulated"):
         pipeline.encode(dataclasses.replace(encoder, network=small), image, TightMemory(1 << 40), Tiling(1024, 0))
     sides = [max(shape[-2:]) for shape in small.calls]
-    assert sides == [256, MIN_BACKOFF_TILE]  # 256 whole, then 128 px tiles, then no smaller tile is tried
+    # 256 whole, then 128 px tiles (with the encoder's context on one side), then no smaller tile is tried
+    assert sides == [256, MIN_BACKOFF_TILE + MAX_ENCODER_CONTEXT]
 
 
 def test_chunks_follow_free_memory(encoder):

@@ -32,6 +32,20 @@ def test_tiled_encoding_equals_whole_image(encoder):
     assert (whole.features - tiled.features).abs().max() <= 1e-4 * whole.features.abs().max()
 
 
+@pytest.mark.parametrize("overlap", [0, 8])
+def test_encoded_tiles_take_the_receptive_field_whatever_the_overlap(encoder, overlap):
+    """The overlap is the decoder's cross-fade; encoded tiles always take relu4_1's receptive radius (37 px) as
+    context, so a small overlap still gives the whole image's features and statistics."""
+    image = nchw(random_image(1, 200, 136, seed=14))
+    tiling = Tiling(size=64, overlap=overlap)
+    whole = pipeline.encode(encoder, image, RUNTIME, NO_TILING)
+    tiled = pipeline.encode(encoder, image, RUNTIME, tiling)
+    assert (whole.features - tiled.features).abs().max() <= 1e-4 * whole.features.abs().max()
+    stats, tiled_stats = (pipeline.style_statistics(encoder, image, RUNTIME, tiling=t) for t in (NO_TILING, tiling))
+    assert torch.allclose(stats.mean, tiled_stats.mean, atol=1e-4)
+    assert torch.allclose(stats.std, tiled_stats.std, atol=1e-4)
+
+
 def test_tiled_stylization_is_seamless(encoder, decoder):
     content, style = nchw(random_image(2, 256, 192, seed=1)), nchw(random_image(1, 96, 96, seed=2))
     whole = pipeline.stylize(encoder, decoder, content, style, RUNTIME, tiling=NO_TILING)
@@ -178,7 +192,6 @@ def test_finer_levels_that_fit_a_tile_are_kept_from_the_first_pass(encoder):
     skip = dataclasses.replace(encoder, network=random_skip_decoder())
     finer = skip.network.levels[1:]
     assert pipeline.finer_levels_fit((192, 160), finer, tiling, torch.float32)
-    assert not pipeline.finer_levels_fit((192, 160), finer, Tiling(64, 8), torch.float32)  # too little context
     tiled = pipeline.stylize(dataclasses.replace(encoder, network=network), skip, content, style, RUNTIME,
                              tiling=tiling)
     assert network.calls == 1 + tile_count(192, 160, tiling)  # the style, then the first pass only
@@ -210,16 +223,18 @@ def test_the_one_node_transfer_holds_the_whole_image_only_as_computed(encoder):
                           if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given}
             return out
 
-    content, style = nchw(random_image(1, 256, 192, seed=10)), nchw(random_image(1, 64, 64, seed=11))
+    height, width, tiling = 576, 448, Tiling(64, 8)
+    content, style = nchw(random_image(1, height, width, seed=10)), nchw(random_image(1, 64, 64, seed=11))
     encoder = dataclasses.replace(encoder, precision="bf16")  # what auto is on CPUs with fast bf16
     skip = dataclasses.replace(encoder, network=random_skip_decoder())
+    assert not pipeline.finer_levels_fit((height, width), skip.network.levels[1:], tiling, torch.bfloat16)
     outputs = Outputs()
     with outputs:
-        pipeline.stylize(encoder, skip, content, style, RUNTIME, tiling=Tiling(64, 8))
+        pipeline.stylize(encoder, skip, content, style, RUNTIME, tiling=tiling)
     computed = torch.bfloat16
 
     def dtypes(channels: int, stride: int) -> set[torch.dtype]:
-        return {dtype for shape, dtype in outputs.seen if shape == (1, channels, 256 // stride, 192 // stride)}
+        return {dtype for shape, dtype in outputs.seen if shape == (1, channels, height // stride, width // stride)}
 
     assert not dtypes(1, 1)  # no whole-image weight map
     assert dtypes(512, 8) == {computed}  # relu4_1, as computed

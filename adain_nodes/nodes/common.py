@@ -31,8 +31,9 @@ TILE_INPUTS = {
                                      "memory stays bounded (4K, 8K). 0 never tiles. Statistics are still taken over "
                                      "the whole image."}),
     "tile_overlap": ("INT", {"default": 64, "min": 0, "max": MAX_OVERLAP, "step": GRID,
-                             "tooltip": "Context around each tile in pixels; the overlaps are cross-faded so no seams "
-                                        "show. 64 is plenty for the encoder's receptive field."}),
+                             "tooltip": "Pixels each decoded tile reaches into its neighbours; the overlaps are "
+                                        "cross-faded so no seams show (64 hides them). Encoded tiles always take the "
+                                        "encoder's whole receptive field, so features are exact at any overlap."}),
 }
 
 __all__ = ["CATEGORY", "ENCODER", "DECODER", "FEATURES", "STYLE", "ALPHA_INPUT", "DETAIL_INPUT", "TILE_INPUTS",
