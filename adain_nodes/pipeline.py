@@ -24,9 +24,9 @@ from .core.stats import Moments, MomentsWindow, adain_target, masked_mean_std, m
 from .errors import AdaINInputError
 from .host.runtime import Runtime, Steps
 from .models.loaded import LoadedModel
-from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder, receptive_radius
+from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
 from .models.precision import resolve_precision
-from .tiling import Tiling, cut, decode_tiled, encode_tiled, encode_tiles, tile_count
+from .tiling import Tiling, context_cells, cut, decode_tiled, encode_tiled, encode_tiles, tile_count
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +499,7 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
     fh, fw = size[0] // GRID, size[1] // GRID
     index = batch_index(images.shape[0], style.count, "the content", "the style")
     ends = tuple(ENCODER_LAYERS[name].end for name in layers)
-    margin = -(-max((receptive_radius(name) for name in finer), default=0) // GRID)  # cells of context
+    margin = context_cells(finer)
     run_decoder = _decoder_run(decoder, device)
 
     def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:

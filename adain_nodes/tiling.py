@@ -23,8 +23,16 @@ MIN_TILE_FEATURES = MIN_SIZE // GRID
 # The smallest tile_size: below it a tile's core is small against the overlap around it.
 MIN_TILE_SIZE = 4 * MIN_SIZE
 MIN_BACKOFF_TILE = 128  # the out-of-memory back-off gives up below this tile size (as ComfyUI's upscale node)
+
+
+def context_cells(layers: Sequence[str]) -> int:
+    """GRID cells of context a tile encoded to ``layers`` needs so its core is exact: the deepest one's receptive
+    radius, rounded up to the GRID."""
+    return -(-max((receptive_radius(name) for name in layers), default=0) // GRID)
+
+
 # The most context an encoded tile takes (relu4_1's receptive radius, 37 px, on the GRID: 40 px).
-MAX_ENCODER_CONTEXT = -(-receptive_radius(ADAIN_LAYER) // GRID) * GRID
+MAX_ENCODER_CONTEXT = context_cells((ADAIN_LAYER,)) * GRID
 
 
 @dataclass(frozen=True)
@@ -64,24 +72,21 @@ class Tiling:
 NO_TILING = Tiling(size=0)
 
 
-def _cells(pixels: int) -> int:
-    return -(-pixels // GRID)
-
-
-def _spans(length: int, tiling: Tiling, context: int | None = None) -> Iterator[tuple[int, int, int, int]]:
-    """(start, stop) of each core span along an axis of ``length`` features and of its extension by ``context``
-    pixels (default: the overlap), in feature units; an extension is widened inwards to the networks' minimum (a
+def _spans(length: int, tiling: Tiling, margin: int | None = None) -> Iterator[tuple[int, int, int, int]]:
+    """(start, stop) of each core span along an axis of ``length`` features and of its extension by ``margin``
+    features (default: the overlap), in feature units; an extension is widened inwards to the networks' minimum (a
     last core of one feature, at overlap 0, would be too thin)."""
-    core, margin = max(tiling.size // GRID, 1), _cells(tiling.overlap if context is None else context)
+    core = max(tiling.size // GRID, 1)
+    margin = -(-tiling.overlap // GRID) if margin is None else margin
     for start in range(0, length, core):
         stop = min(start + core, length)
         lo = max(min(start - margin, stop - MIN_TILE_FEATURES), 0)
         yield start, stop, lo, min(max(stop + margin, lo + MIN_TILE_FEATURES), length)
 
 
-def _tiles(h: int, w: int, tiling: Tiling, context: int | None = None):
-    for y0, y1, ya, yb in _spans(h, tiling, context):
-        for x0, x1, xa, xb in _spans(w, tiling, context):
+def _tiles(h: int, w: int, tiling: Tiling, margin: int | None = None):
+    for y0, y1, ya, yb in _spans(h, tiling, margin):
+        for x0, x1, xa, xb in _spans(w, tiling, margin):
             yield (y0, y1, ya, yb), (x0, x1, xa, xb)
 
 
@@ -102,8 +107,7 @@ def encode_tiles(encode: Callable[[Tensor], list[Tensor]], image: Tensor, tiling
     divisor of it): the tile's core lands at the same place of the image on every level. Each tile is encoded with
     the deepest layer's receptive radius as context, so the cores are exact. Nothing of the other tiles is kept."""
     h, w = image.shape[-2] // GRID, image.shape[-1] // GRID
-    context = max(receptive_radius(name) for name in layers)
-    for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling, context):
+    for (y0, y1, ya, yb), (x0, x1, xa, xb) in _tiles(h, w, tiling, context_cells(layers)):
         parts = encode(image[..., ya * GRID:yb * GRID, xa * GRID:xb * GRID])
         cores = []
         for part in parts:
