@@ -546,6 +546,30 @@ def test_a_skip_decoder_starts_from_a_relu4_1_decoder_and_trains(data, tmp_path)
         build_decoder(_config(data, tmp_path / "back.safetensors", warm_start=str(result.out)))
 
 
+def test_skips_adds_relu1_1_to_a_trained_skip_decoder(data, tmp_path):
+    """--skips relu3_1,relu2_1,relu1_1 warm-started from a two-skip decoder: the new skip starts at zero (same
+    output), trains, and the file declares the level; a level the table lacks or the AdaIN layer is refused."""
+    torch.manual_seed(10)
+    start = SkipDecoder()
+    save_safetensors(start.state_dict(), tmp_path / "start.safetensors", {"trained_steps": "40"})
+    cfg = _config(data, tmp_path / "deep.safetensors", max_iter=0, warm_start=str(tmp_path / "start.safetensors"),
+                  decoder="skip", skips="relu3_1, relu2_1, relu1_1", ema_decay=0.0, lr=1e-3)
+    built = build_decoder(cfg)[0]
+    x, levels = torch.randn(1, 512, 4, 4), [torch.randn(1, 256, 8, 8), torch.randn(1, 128, 16, 16)]
+    with torch.no_grad():
+        assert torch.equal(built(x, *levels, torch.randn(1, 64, 32, 32)), start(x, *levels))
+    result = train(replace(cfg, max_iter=2, run_dir=str(tmp_path / "deep_run")))
+    loaded = load_decoder(result.out)
+    assert json.loads(loaded.metadata["levels"]) == ["relu4_1", "relu3_1", "relu2_1", "relu1_1"]
+    assert loaded.network.skip["relu1_1"].weight.abs().max() > 0
+    with pytest.raises(ValueError, match="not relu3_1,relu2_1"):
+        resolve_config({**vars(_config(data, tmp_path / "deep.safetensors", decoder="skip")),
+                        "run_dir": str(tmp_path / "deep_run"), "resume": "auto", "skips": "relu3_1,relu2_1"})
+    for bad in ("relu4_1", "relu5_1", "relu2_1,relu2_1", ""):
+        with pytest.raises(ValueError, match="--skips must name"):
+            _config(data, tmp_path / "x.safetensors", decoder="skip", skips=bad).validate()
+
+
 def test_skip_decoder_losses_adain_every_level(data):
     """The decoder is given each level AdaIN'd to the style's statistics there (and, for the identity terms,
     the content's own features); the content loss stays at relu4_1."""

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
-from adain_nodes.core.layers import GRID, MIN_SIZE
+from torch import nn
+
+from adain_nodes.core.layers import ADAIN_LAYER, ENCODER_LAYERS, GRID, MIN_SIZE, SKIP_LAYERS
 from adain_nodes.models.networks import DECODER_KINDS
 from adain_nodes.models.precision import PRECISIONS
 
@@ -40,6 +42,8 @@ class TrainConfig:
                                      "start a skip decoder: its skips start at zero)")
     decoder: str = _opt("relu4_1", "relu4_1: the paper's decoder; skip: also takes AdaIN'd relu3_1 and relu2_1 "
                         "features, for the content's structure", choices=tuple(DECODER_KINDS))
+    skips: str = _opt(",".join(SKIP_LAYERS), "with --decoder skip: the shallower encoder layers it also takes, "
+                      "comma separated (e.g. relu3_1,relu2_1,relu1_1 adds the finest edges)")
     # optimisation (reference port defaults)
     max_iter: int = _opt(160_000, "training iterations (total, counting resumed ones)")
     batch_size: int = _opt(8, "global batch size (split over DDP processes)")
@@ -102,6 +106,15 @@ class TrainConfig:
         return out.with_name(out.stem + "_run")
 
     @property
+    def skip_levels(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.skips.split(",") if name.strip())
+
+    def build_decoder_network(self) -> nn.Module:
+        """An untrained decoder of ``--decoder`` (with ``--skips`` for a skip decoder)."""
+        kind = DECODER_KINDS[self.decoder]
+        return kind(self.skip_levels) if self.decoder == "skip" else kind()
+
+    @property
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
                            self.identity_feature_weight, self.identity_style, self.colour_weight,
@@ -124,6 +137,11 @@ class TrainConfig:
             raise ValueError(f"--resize-mode must be one of {RESIZE_MODES}")
         if self.decoder not in DECODER_KINDS:
             raise ValueError(f"--decoder must be one of {tuple(DECODER_KINDS)}, got {self.decoder!r}")
+        if self.decoder == "skip":
+            unknown = [name for name in self.skip_levels if name not in ENCODER_LAYERS or name == ADAIN_LAYER]
+            if unknown or not self.skip_levels or len(set(self.skip_levels)) != len(self.skip_levels):
+                raise ValueError(f"--skips must name distinct encoder layers other than {ADAIN_LAYER} from "
+                                 f"{tuple(ENCODER_LAYERS)}, comma separated; got {self.skips!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}")
         if self.crop < MIN_SIZE or self.crop % GRID:

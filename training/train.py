@@ -28,7 +28,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from adain_nodes.file_walk import is_regular_file
-from adain_nodes.models.networks import DECODER_KINDS
 from adain_nodes.models.precision import resolve_precision
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 
@@ -184,7 +183,7 @@ def build_decoder(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
     """A fresh decoder (seeded), or one warm-started from a decoder file: of the same kind, or a relu4_1
     decoder as the trunk of a skip decoder (whose zero skips then decode exactly as it does)."""
     torch.manual_seed(cfg.seed)
-    decoder = DECODER_KINDS[cfg.decoder]()
+    decoder = cfg.build_decoder_network()
     info: dict[str, Any] = {}
     if cfg.warm_start:
         source = load_decoder(cfg.warm_start)
@@ -464,6 +463,11 @@ def resolve_config(overrides: dict[str, Any]) -> TrainConfig:
     if overrides.get("decoder", kind) != kind:
         raise ValueError(f"{path} trains a {kind} decoder, not a {overrides['decoder']} one: resume without "
                          "--decoder, or start a new run (another --run-dir) for the other kind")
+    saved_skips = saved.get("skips", TrainConfig.skips)
+    if "skips" in overrides and TrainConfig(skips=overrides["skips"]).skip_levels != TrainConfig(
+            skips=saved_skips).skip_levels:
+        raise ValueError(f"{path} trains a decoder with skips {saved_skips}, not {overrides['skips']}: resume "
+                         "without --skips, or warm-start a new run (another --run-dir) from its decoder")
     changed = {k: (saved.get(k), v) for k, v in overrides.items() if k != "resume" and saved.get(k) != v}
     if changed:
         log.info("resume: options changed from the checkpoint: %s", changed)
