@@ -318,3 +318,51 @@ def test_ui_widget_values_as_dict(inputs, tmp_path):
     blend = _node(ui, "AdaINBlend")
     blend["widgets_values"] = {"alpha": 0.6}
     assert ui_to_api(ui, registry(inputs, tmp_path))[str(blend["id"])]["inputs"]["alpha"] == 0.6
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+
+
+def test_upscale_image_by_runs_headless_as_comfyui_defines_it(tmp_path, inputs, capsys):
+    """ComfyUI's "Upscale Image By" (ImageScaleBy): round(size x factor); lanczos is Pillow's on 8 bits, area at 1/2
+    the mean of each 2x2 block, nearest-exact at 2 each pixel repeated (computed here without torch)."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "content.png"}},
+        "2": {"class_type": "ImageScaleBy", "inputs": {"image": ["1", 0], "upscale_method": "lanczos",
+                                                       "scale_by": 2.0}},
+        "3": {"class_type": "ImageScaleBy", "inputs": {"image": ["2", 0], "upscale_method": "area", "scale_by": 0.5}},
+        "4": {"class_type": "ImageScaleBy", "inputs": {"image": ["1", 0], "upscale_method": "nearest-exact",
+                                                       "scale_by": 2.0}},
+        "5": {"class_type": "ImageScaleBy", "inputs": {"image": ["1", 0], "upscale_method": "bicubic",
+                                                       "scale_by": 0.33}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "lanczos"}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "area"}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "nearest"}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "bicubic"}},
+    }
+    code, _, out = run_cli(tmp_path, inputs, prompt)
+    assert code == 0
+    source = Image.open(inputs / "content.png").convert("RGB")
+    lanczos = _pixels(out / "lanczos_00001_.png")
+    assert lanczos.shape == (64, 80, 3)
+    assert np.array_equal(lanczos, np.asarray(source.resize((80, 64), Image.Resampling.LANCZOS), dtype=np.float64))
+    blocks = lanczos.reshape(32, 2, 40, 2, 3).mean(axis=(1, 3))
+    floor = blocks - _pixels(out / "area_00001_.png")  # SaveImage truncates 255 x value to 8 bits, as ComfyUI
+    assert floor.min() > -1e-6 and floor.max() <= 1 + 1e-6  # float32 can land just under an integer
+    original = np.asarray(source, dtype=np.float64)
+    assert np.array_equal(_pixels(out / "nearest_00001_.png"), original.repeat(2, axis=0).repeat(2, axis=1))
+    assert _pixels(out / "bicubic_00001_.png").shape == (round(32 * 0.33), round(40 * 0.33), 3)
+
+
+def test_upscale_image_by_refuses_a_factor_that_leaves_no_pixel(tmp_path, inputs, capsys):
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "content.png"}},
+        "2": {"class_type": "ImageScaleBy", "inputs": {"image": ["1", 0], "upscale_method": "area", "scale_by": 0.01}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}},
+    }
+    code, _, out = run_cli(tmp_path, inputs, prompt)
+    printed = capsys.readouterr()
+    err = printed.out + printed.err
+    assert code != 0 and "scale_by 0.01 turns a 40x32 image into 0x0 pixels: use a larger factor" in err
+    assert "Traceback" not in err and not list(out.glob("x_*.png"))

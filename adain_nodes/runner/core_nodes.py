@@ -1,5 +1,5 @@
-"""ComfyUI's core LoadImage, SaveImage, PreviewImage, PreviewAny and PrimitiveString, re-implemented for headless
-runs.
+"""ComfyUI's core LoadImage, SaveImage, PreviewImage, PreviewAny, PrimitiveString and ImageScaleBy, re-implemented
+for headless runs.
 
 The semantics follow ComfyUI's ``nodes.py`` so a workflow behaves the same in both places:
 LoadImage reads from the input folder, through PyAV as ComfyUI 0.33 does when it is installed
@@ -8,7 +8,9 @@ the first frame's size becomes one batch item), and yields IMAGE plus MASK = 1 -
 zero mask without alpha); SaveImage writes ``{prefix}_{counter:05}_.png`` with the
 API prompt and the extra PNG info (the editor workflow) as PNG text chunks; PreviewAny ("Preview as
 Text") shows any value as text (printed by the CLI); PrimitiveString ("Text") outputs its text widget, the
-usual way to link one value into another node's widget input. The core video nodes are in ``video_nodes``.
+usual way to link one value into another node's widget input; ImageScaleBy ("Upscale Image By") resizes by a
+factor as ``comfy.utils.common_upscale`` does (lanczos through Pillow in 8 bits, the rest with torch's
+``interpolate``), e.g. to stylize a small picture at twice its size. The core video nodes are in ``video_nodes``.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
@@ -37,9 +40,25 @@ log = logging.getLogger(__name__)
 
 DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
                  "PreviewAny": "Preview as Text", "LoadLatent": "Load Latent", "SaveLatent": "Save Latent",
-                 "PrimitiveString": "Text",
+                 "PrimitiveString": "Text", "ImageScaleBy": "Upscale Image By",
                  "LoadVideo": "Load Video", "GetVideoComponents": "Get Video Components", "CreateVideo": "Create Video",
                  "SaveVideo": "Save Video"}
+
+
+SCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")  # ComfyUI's ImageScaleBy, in its order
+
+
+def scale_image(image: torch.Tensor, scale_by: float, method: str) -> torch.Tensor:
+    """IMAGE ``[B, H, W, C]`` resized to round(size x ``scale_by``) as ComfyUI's ImageScaleBy does."""
+    height, width = round(image.shape[1] * scale_by), round(image.shape[2] * scale_by)
+    if height < 1 or width < 1:
+        raise ValueError(f"scale_by {scale_by:g} turns a {image.shape[2]}x{image.shape[1]} image into {width}x{height} "
+                         "pixels: use a larger factor")
+    if method == "lanczos":
+        frames = [Image.fromarray(np.clip(255.0 * frame.cpu().numpy(), 0, 255).astype(np.uint8)).resize(
+            (width, height), resample=Image.Resampling.LANCZOS) for frame in image]
+        return torch.stack([torch.from_numpy(np.array(f).astype(np.float32) / 255.0) for f in frames]).to(image)
+    return F.interpolate(image.movedim(-1, 1), size=(height, width), mode=method).movedim(1, -1)
 
 
 @dataclass
@@ -331,5 +350,18 @@ def make_core_nodes(folders: Folders) -> dict[str, type]:
         def execute(self, value):
             return (value,)
 
+    class ImageScaleBy:
+        CATEGORY = "image/upscaling"
+        RETURN_TYPES = ("IMAGE",)
+        FUNCTION = "upscale"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"image": ("IMAGE",), "upscale_method": (list(SCALE_METHODS),),
+                                 "scale_by": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01})}}
+
+        def upscale(self, image, upscale_method, scale_by):
+            return (scale_image(image, scale_by, upscale_method),)
+
     return {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage, "PreviewAny": PreviewAny,
-            "PrimitiveString": PrimitiveString}
+            "PrimitiveString": PrimitiveString, "ImageScaleBy": ImageScaleBy}
