@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
-from torch import nn
-
 from adain_nodes.core.layers import ADAIN_LAYER, ENCODER_LAYERS, GRID, MIN_SIZE, SKIP_LAYERS
 from adain_nodes.models.networks import DECODER_KINDS
 from adain_nodes.models.precision import PRECISIONS
@@ -108,11 +106,6 @@ class TrainConfig:
     @property
     def skip_levels(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.skips.split(",") if name.strip())
-
-    def build_decoder_network(self) -> nn.Module:
-        """An untrained decoder of ``--decoder`` (with ``--skips`` for a skip decoder)."""
-        kind = DECODER_KINDS[self.decoder]
-        return kind(self.skip_levels) if self.decoder == "skip" else kind()
 
     @property
     def loss_weights(self) -> LossWeights:

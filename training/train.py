@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from adain_nodes.file_walk import is_regular_file
+from adain_nodes.models.networks import DECODER_KINDS, SkipDecoder
 from adain_nodes.models.precision import resolve_precision
 from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 
@@ -183,7 +184,8 @@ def build_decoder(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
     """A fresh decoder (seeded), or one warm-started from a decoder file: of the same kind, or a relu4_1
     decoder as the trunk of a skip decoder (whose zero skips then decode exactly as it does)."""
     torch.manual_seed(cfg.seed)
-    decoder = cfg.build_decoder_network()
+    kind = DECODER_KINDS[cfg.decoder]
+    decoder = kind(cfg.skip_levels) if kind is SkipDecoder else kind()
     info: dict[str, Any] = {}
     if cfg.warm_start:
         source = load_decoder(cfg.warm_start)
