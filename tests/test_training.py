@@ -568,6 +568,8 @@ def test_skips_adds_relu1_1_to_a_trained_skip_decoder(data, tmp_path):
     for bad in ("relu4_1", "relu5_1", "relu2_1,relu2_1", ""):
         with pytest.raises(ValueError, match="--skips must name"):
             _config(data, tmp_path / "x.safetensors", decoder="skip", skips=bad).validate()
+    with pytest.raises(ValueError, match="--skips names the levels of a skip decoder: give --decoder skip"):
+        _config(data, tmp_path / "x.safetensors", skips="relu3_1,relu2_1").validate()
 
 
 def test_skip_decoder_losses_adain_every_level(data):

@@ -24,6 +24,13 @@ from .losses import LossWeights
 RESIZE_MODES = ("square", "short", "none")
 
 
+def parse_skips(text: Optional[str]) -> tuple[str, ...]:
+    """``--skips`` as layer names; not given (None), the skip decoder's default levels."""
+    if text is None:
+        return SKIP_LAYERS
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
@@ -40,8 +47,9 @@ class TrainConfig:
                                      "start a skip decoder: its skips start at zero)")
     decoder: str = _opt("relu4_1", "relu4_1: the paper's decoder; skip: also takes AdaIN'd relu3_1 and relu2_1 "
                         "features, for the content's structure", choices=tuple(DECODER_KINDS))
-    skips: str = _opt(",".join(SKIP_LAYERS), "with --decoder skip: the shallower encoder layers it also takes, "
-                      "comma separated (e.g. relu3_1,relu2_1,relu1_1 adds the finest edges)")
+    skips: Optional[str] = _opt(None, "with --decoder skip: the shallower encoder layers it also takes, comma "
+                                f"separated (not given: {','.join(SKIP_LAYERS)}; relu3_1,relu2_1,relu1_1 adds the "
+                                "finest edges)")
     # optimisation (reference port defaults)
     max_iter: int = _opt(160_000, "training iterations (total, counting resumed ones)")
     batch_size: int = _opt(8, "global batch size (split over DDP processes)")
@@ -105,7 +113,7 @@ class TrainConfig:
 
     @property
     def skip_levels(self) -> tuple[str, ...]:
-        return tuple(name.strip() for name in self.skips.split(",") if name.strip())
+        return parse_skips(self.skips)
 
     @property
     def loss_weights(self) -> LossWeights:
@@ -130,6 +138,9 @@ class TrainConfig:
             raise ValueError(f"--resize-mode must be one of {RESIZE_MODES}")
         if self.decoder not in DECODER_KINDS:
             raise ValueError(f"--decoder must be one of {tuple(DECODER_KINDS)}, got {self.decoder!r}")
+        if self.skips is not None and self.decoder != "skip":
+            raise ValueError(f"--skips names the levels of a skip decoder: give --decoder skip too, or leave --skips "
+                             f"out for a {self.decoder} decoder")
         if self.decoder == "skip":
             unknown = [name for name in self.skip_levels if name not in ENCODER_LAYERS or name == ADAIN_LAYER]
             if unknown or not self.skip_levels or len(set(self.skip_levels)) != len(self.skip_levels):

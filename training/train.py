@@ -34,7 +34,7 @@ from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_run_temporaries, save_checkpoint, save_decoder,
                          set_rng_states)
-from .config import TrainConfig, parse_overrides
+from .config import TrainConfig, parse_overrides, parse_skips
 from .data import PairDataset, PairSampler, check_decodable, scan_images
 from .losses import channel_spreads, compute_losses, std_error_weights
 from .monitor import LossLog, Progress, plot_losses, sample_grid, save_png
@@ -465,11 +465,10 @@ def resolve_config(overrides: dict[str, Any]) -> TrainConfig:
     if overrides.get("decoder", kind) != kind:
         raise ValueError(f"{path} trains a {kind} decoder, not a {overrides['decoder']} one: resume without "
                          "--decoder, or start a new run (another --run-dir) for the other kind")
-    saved_skips = saved.get("skips", TrainConfig.skips)
-    if "skips" in overrides and TrainConfig(skips=overrides["skips"]).skip_levels != TrainConfig(
-            skips=saved_skips).skip_levels:
-        raise ValueError(f"{path} trains a decoder with skips {saved_skips}, not {overrides['skips']}: resume "
-                         "without --skips, or warm-start a new run (another --run-dir) from its decoder")
+    saved_skips = parse_skips(saved.get("skips"))
+    if "skips" in overrides and parse_skips(overrides["skips"]) != saved_skips:
+        raise ValueError(f"{path} trains a decoder with skips {','.join(saved_skips)}, not {overrides['skips']}: "
+                         "resume without --skips, or warm-start a new run (another --run-dir) from its decoder")
     changed = {k: (saved.get(k), v) for k, v in overrides.items() if k != "resume" and saved.get(k) != v}
     if changed:
         log.info("resume: options changed from the checkpoint: %s", changed)
