@@ -596,6 +596,33 @@ def test_skip_decoder_losses_adain_every_level(data):
         assert torch.allclose(mean, mean_std(s)[0], atol=1e-4)
 
 
+def test_skip_content_term_is_the_content_loss_at_each_skip_level(data, tmp_path):
+    """--skip-content-weight adds, per skip level, the MSE between the re-encoded output and that level's AdaIN
+    target, computed here independently; the paper's terms stay as they were. A relu4_1 decoder refuses it."""
+    from adain_nodes.core.stats import adain
+    encoder = load_encoder(data / "encoder.safetensors").network
+    torch.manual_seed(8)
+    decoder = SkipDecoder()
+    for skip in decoder.skip.values():  # trained skips, not the zeros a new one starts with
+        torch.nn.init.normal_(skip.weight, std=0.05)
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        paper = compute_losses(encoder, decoder, content, style, levels=decoder.levels)
+        both = compute_losses(encoder, decoder, content, style, LossWeights(skip_content=3.0), decoder.levels)
+        targets = [adain(c, *mean_std(s)) for c, s in zip(encoder.encode(content, decoder.levels),
+                                                           encoder.encode(style, decoder.levels))]
+        out = dict(zip(decoder.levels, encoder.encode(decoder(*targets), decoder.levels)))
+        expected = sum(((out[name] - t) ** 2).mean() for name, t in zip(decoder.levels[1:], targets[1:]))
+    assert decoder.levels[1:] == ("relu3_1", "relu2_1")
+    torch.testing.assert_close(both.skip_content, expected, rtol=1e-4, atol=1e-6)
+    assert float(expected) > 0 and float(paper.skip_content) == 0.0
+    torch.testing.assert_close(both.content, paper.content, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(both.total, paper.total + 3 * expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="--skip-content-weight weighs a content loss at a skip decoder"):
+        _config(data, tmp_path / "x.safetensors", skip_content_weight=1.0).validate()
+    _config(data, tmp_path / "x.safetensors", decoder="skip", skip_content_weight=1.0).validate()
+
+
 def test_shifted_view_moves_the_picture():
     image = torch.arange(2 * 3 * 16 * 24, dtype=torch.float32).reshape(2, 3, 16, 24)
     view = shifted_view(image, 3, 5)

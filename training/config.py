@@ -80,6 +80,9 @@ class TrainConfig:
     style_image_balance: bool = _opt(False, "divide each image's style-loss gradient by its own style loss, so every "
                                      "pair counts alike (the gradient of the mean log style loss, as the evaluation's "
                                      "geometric mean of ratios; not in the paper)")
+    skip_content_weight: float = _opt(0.0, "with --decoder skip: weight of a content loss at each skip level against "
+                                      "its AdaIN target, as the paper's at relu4_1, so the output keeps the "
+                                      "content's finer structure (not in the paper)")
     # images
     resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
@@ -119,7 +122,7 @@ class TrainConfig:
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
                            self.identity_feature_weight, self.identity_style, self.colour_weight,
-                           self.stability_weight, self.style_image_balance)
+                           self.stability_weight, self.style_image_balance, self.skip_content_weight)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -141,6 +144,9 @@ class TrainConfig:
         if self.skips is not None and self.decoder != "skip":
             raise ValueError(f"--skips names the levels of a skip decoder: give --decoder skip too, or leave --skips "
                              f"out for a {self.decoder} decoder")
+        if self.skip_content_weight and self.decoder != "skip":
+            raise ValueError(f"--skip-content-weight weighs a content loss at a skip decoder's shallower levels: give "
+                             f"--decoder skip too, or leave it out for a {self.decoder} decoder")
         if self.decoder == "skip":
             unknown = [name for name in self.skip_levels if name not in ENCODER_LAYERS or name == ADAIN_LAYER]
             if unknown or not self.skip_levels or len(set(self.skip_levels)) != len(self.skip_levels):
@@ -155,7 +161,8 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
-                     "identity_feature_weight", "colour_weight", "stability_weight", "style_std_balance"):
+                     "identity_feature_weight", "colour_weight", "stability_weight", "style_std_balance",
+                     "skip_content_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")

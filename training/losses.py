@@ -13,6 +13,12 @@ reconstructs the style image from its own features (``identity_style``): the dec
 paint a style's colours and strokes when the features carry its statistics, which the content images
 alone never show it.
 
+Optional content loss at the skip levels (not in the paper, off by default): a skip decoder takes AdaIN'd features at
+shallower levels too, and its output should have them, as the paper asks at relu4_1. At each level the target has the
+style's channel statistics and the content's arrangement, so the term asks for the content's structure (edges,
+lettering) where the style loss has nothing to say about arrangement, without pulling the statistics away from the
+style's.
+
 An optional total-variation term (not in the paper, off by default) damps high-frequency artefacts.
 
 An optional stability term (Wang et al., AAAI 2020, compound regularisation; Gupta et al., ICCV 2017; off by
@@ -63,6 +69,7 @@ class LossWeights:
     colour: float = 0.0
     stability: float = 0.0
     style_image_balance: bool = False
+    skip_content: float = 0.0
 
     @property
     def identity(self) -> bool:
@@ -78,6 +85,7 @@ class Losses:
     identity_feature: Tensor
     colour: Tensor
     stability: Tensor
+    skip_content: Tensor
     total: Tensor
     output: Tensor
 
@@ -216,7 +224,8 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     """Forward pass of one training step; ``decoder`` may be wrapped in DistributedDataParallel.
 
     ``levels`` are the encoder layers the decoder takes (its ``levels``), each AdaIN'd with the style's
-    statistics at that layer; the content loss stays at ADAIN_LAYER, as in the paper. With identity or
+    statistics at that layer; the content loss is at ADAIN_LAYER, as in the paper, and with ``skip_content`` also at
+    the other levels, against their AdaIN targets. With identity or
     stability terms the stylization, the reconstruction and the shifted content go through the decoder as one
     batch (one pass, which DDP needs and which is faster than several).
     """
@@ -248,7 +257,10 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     reencoded = batch * (1 + len(originals))  # the shifted content's output is only compared in pixels
     decoded_feats = encoder.encode(decoded[:reencoded], STYLE_LAYERS)
     output, out_feats = decoded[:batch], [f[:batch] for f in decoded_feats]
-    loss_c = F.mse_loss(out_feats[-1].float(), target)
+    out_at = dict(zip(STYLE_LAYERS, out_feats))
+    loss_c = F.mse_loss(out_at[levels[0]].float(), target)
+    loss_sc = sum((F.mse_loss(out_at[name].float(), t) for name, t in zip(levels[1:], targets[1:])), zero) \
+        if weights.skip_content else zero
     per_image = style_loss_per_image(out_feats, style_feats, std_weights)
     loss_s = image_balanced(per_image) if weights.style_image_balance else per_image.mean()
     loss_tv = total_variation(output) if weights.tv else zero
@@ -261,5 +273,5 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
         loss_if = loss_if + feature_distance([f[part] for f in decoded_feats], [feats[n] for n in STYLE_LAYERS])
     total = (weights.content * loss_c + weights.style * loss_s + weights.tv * loss_tv
              + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if + weights.colour * loss_colour
-             + weights.stability * loss_stability)
-    return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, loss_stability, total, output)
+             + weights.stability * loss_stability + weights.skip_content * loss_sc)
+    return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, loss_stability, loss_sc, total, output)
