@@ -488,7 +488,8 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
     Encoding the finer levels again costs about half an encoder pass per tile. When they fit in one tile's working
     memory (``finer_levels_fit``: up to about 4 megapixels at the default tile), the first pass keeps them instead and
     the second only decodes: memory stays bounded by the tile (at most twice its working memory), time is about the
-    relu4_1 decoder's."""
+    relu4_1 decoder's. A level at full resolution (relu1_1) is never kept: it is the encoder's first convolution,
+    cheaper to compute again per tile than its 64 values a pixel are to hold."""
     network, vgg = decoder.network, encoder.network
     if network.in_channels != int(style.mean.shape[-1]):
         raise AdaINInputError(f"the decoder expects {network.in_channels}-channel features, got {style.mean.shape[-1]}")
@@ -499,19 +500,23 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
     fh, fw = size[0] // GRID, size[1] // GRID
     index = batch_index(images.shape[0], style.count, "the content", "the style")
     ends = tuple(ENCODER_LAYERS[name].end for name in layers)
-    margin = context_cells(finer)
+    keepable = tuple(name for name in finer if ENCODER_LAYERS[name].stride > 1)
     run_decoder = _decoder_run(decoder, device)
 
     def step(a: int, b: int, tiling: Tiling, steps: Steps) -> Tensor:
         results = []
-        kept_levels = layers if finer_levels_fit(size, finer, tiling, resolve_precision(encoder.precision, device)) \
-            else layers[:1]
+        fits = finer_levels_fit(size, keepable, tiling, resolve_precision(encoder.precision, device))
+        kept_levels = layers[:1] + (keepable if fits else ())
+        again = tuple(name for name in finer if name not in kept_levels)  # encoded per decoder tile
+        margin, again_ends = context_cells(again), tuple(ENCODER_LAYERS[name].end for name in again)
         for i in range(a, b):
             image = pad_for_encoder(images[i:i + 1])
             kept: dict[str, Tensor] = {}  # as computed (channels_last: no transposing copy)
 
             def keep(region: tuple[int, int, int, int], parts: list[Tensor]) -> None:
-                for name, part in zip(kept_levels, parts):
+                for name, part in zip(layers, parts):
+                    if name not in kept_levels:
+                        continue
                     if name not in kept:
                         stride = ENCODER_LAYERS[name].stride
                         kept[name] = torch.empty(1, part.shape[1], size[0] // stride, size[1] // stride,
@@ -528,16 +533,15 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
                 return adain_target(x.float(), mean, std, alpha, own=tuple(t.to(x.device) for t in own[name]))
 
             def levels_at(ya: int, yb: int, xa: int, xb: int) -> list[Tensor]:
-                if len(kept) == len(layers):
-                    return [restyle(name, cut(kept[name], fh, ya, yb, xa, xb)) for name in layers]
-                ca, cb, da, db = max(ya - margin, 0), min(yb + margin, fh), max(xa - margin, 0), min(xb + margin, fw)
-                parts: list[Tensor] = []
-                if finer:
+                found = {name: cut(kept[name], fh, ya, yb, xa, xb) for name in kept}
+                if again:
+                    ca, cb = max(ya - margin, 0), min(yb + margin, fh)
+                    da, db = max(xa - margin, 0), min(xb + margin, fw)
                     with _compute(encoder, device):
-                        parts = vgg.run_fast(_to_device(cut(image, fh, ca, cb, da, db), device), 0, ends[1:])
-                return [restyle(layers[0], cut(kept[layers[0]], fh, ya, yb, xa, xb))] + [
-                    restyle(name, cut(part, cb - ca, ya - ca, yb - ca, xa - da, xb - da))
-                    for name, part in zip(finer, parts)]
+                        parts = vgg.run_fast(_to_device(cut(image, fh, ca, cb, da, db), device), 0, again_ends)
+                    found.update((name, cut(part, cb - ca, ya - ca, yb - ca, xa - da, xb - da))
+                                 for name, part in zip(again, parts))
+                return [restyle(name, found[name]) for name in layers]
 
             with _compute(decoder, device):
                 decoded = decode_tiled(run_decoder, levels_at, (fh, fw), tiling, out, steps.tick)

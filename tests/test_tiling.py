@@ -86,6 +86,8 @@ def test_nodes_accept_tile_options(encoder, decoder):
 
 # Every valid widget value works: any image size, tile size and overlap (0 included).
 from hypothesis import example, given, settings, strategies as st  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_leaves  # noqa: E402
 
 from adain_nodes.tiling import GRID, MAX_OVERLAP, MIN_TILE_FEATURES, _tiles  # noqa: E402
 from conftest import he_init, random_decoder  # noqa: E402
@@ -201,27 +203,55 @@ def test_finer_levels_that_fit_a_tile_are_kept_from_the_first_pass(encoder):
     assert psnr(tiled, reference) >= 60
 
 
+class Outputs(TorchDispatchMode):
+    """Records the shape and dtype of every op's new output (new memory, not views or in-place results)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[tuple[int, ...], torch.dtype]] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        self.seen |= {(tuple(t.shape), t.dtype) for t in tree_leaves(out)
+                      if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given}
+        return out
+
+    def shapes(self) -> set[tuple[int, ...]]:
+        return {shape for shape, _ in self.seen}
+
+
+def test_a_full_resolution_level_is_encoded_per_tile_not_kept(encoder):
+    """With relu1_1 among a skip decoder's levels and the others fitting a tile, the first pass keeps relu3_1 and
+    relu2_1 but never holds relu1_1 whole (64 values a pixel; one convolution to compute again per tile), and the
+    picture is the modular graph's."""
+    from adain_nodes.models.networks import SkipDecoder
+    from conftest import random_skip_decoder
+
+    height, width, tiling = 192, 160, Tiling(64, 16)
+    content, style = nchw(random_image(1, height, width, seed=14)), nchw(random_image(1, 64, 64, seed=15))
+    network = SkipDecoder(("relu3_1", "relu2_1", "relu1_1"))
+    network.load_state_dict(random_skip_decoder(3).state_dict(), strict=False)
+    torch.nn.init.normal_(network.skip["relu1_1"].weight, std=0.02)
+    skip = dataclasses.replace(encoder, network=network.eval())
+    assert pipeline.finer_levels_fit((height, width), ("relu3_1", "relu2_1"), tiling, torch.float32)
+    outputs = Outputs()
+    with outputs:
+        tiled = pipeline.stylize(encoder, skip, content, style, RUNTIME, tiling=tiling)
+    assert (1, 128, height // 2, width // 2) in outputs.shapes()  # relu2_1 kept whole from the first pass
+    assert (1, 64, height, width) not in outputs.shapes()  # relu1_1 never whole
+    stats = pipeline.style_statistics(encoder, style, RUNTIME)
+    features = pipeline.encode(encoder, content, RUNTIME, tiling, network.levels)
+    reference = pipeline.decode(skip, pipeline.blend(features, stats), RUNTIME, tiling)
+    assert psnr(tiled, reference) >= 60
+
+
 def test_the_one_node_transfer_holds_the_whole_image_only_as_computed(encoder):
     """Besides the input and the output, a large image is held only as the AdaIN layer in the precision the encoder
     computed it (no float32 copy), no finer level or pooling whole, and no map of the cross-fade's weights: every
     op's new output is recorded (shape and dtype), whole-image ones are looked for."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
-
     from adain_nodes.core.layers import ENCODER_LAYERS
     from conftest import random_skip_decoder
-
-    class Outputs(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seen: set[tuple[tuple[int, ...], torch.dtype]] = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-            self.seen |= {(tuple(t.shape), t.dtype) for t in tree_leaves(out)  # new memory, not views or in place
-                          if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given}
-            return out
 
     height, width, tiling = 576, 448, Tiling(64, 8)
     content, style = nchw(random_image(1, height, width, seed=10)), nchw(random_image(1, 64, 64, seed=11))
