@@ -27,7 +27,7 @@ class AdaINEncode:
             **TILE_INPUTS,
         }, "optional": {
             "decoder": (DECODER, {"tooltip": "Connect the decoder these features go to when it is a skip decoder "
-                                             "(it also takes relu3_1 and relu2_1 features, encoded only then). "
+                                             "(it also takes shallower levels, relu3_1 and finer, encoded only then). "
                                              "Not needed for relu4_1 decoders such as the released decoder.pth."}),
         }}
 
