@@ -343,15 +343,21 @@ def stack_styles(styles: Sequence[AdaINStyle]) -> AdaINStyle:
 
 
 def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: Tensor | None = None,
-          content_stats: dict[str, tuple[Tensor, Tensor]] | None = None) -> AdaINFeatures:
+          content_stats: dict[str, tuple[Tensor, Tensor]] | None = None, in_place: bool = False) -> AdaINFeatures:
     """AdaIN with the content-style trade-off ``alpha``; with a (soft) mask, only inside it, with the content's
     statistics taken there. Every level the features carry is blended alike; chained blends add up (see
     AdaINFeatures), so their order does not matter.
 
     ``content_stats`` (level name -> content mean and std ``[B, C]``, no mask) replaces each image's own
-    statistics, e.g. by statistics pooled over a clip's frames so the picture does not pump (video.py)."""
+    statistics, e.g. by statistics pooled over a clip's frames so the picture does not pump (video.py).
+
+    ``in_place`` (one blend, no mask) overwrites the content's tensors with the targets and returns them as the
+    content (``without_content``'s result), for callers that decode once and never read ``features`` again:
+    the one-node transfer and video hold every level once instead of twice (at 1 megapixel, 480 MB less)."""
     if content_stats is not None and mask is not None:
         raise ValueError("content_stats and mask are exclusive")
+    if in_place and (mask is not None or features.weighted):
+        raise ValueError("blend works in place only as the first blend, without a mask")
     _check_same_encoder("the content features", features, "the style", style)
     alpha = check_unit(alpha, "alpha")
     missing = [name for name in features.content if name not in style.levels]
@@ -369,13 +375,15 @@ def blend(features: AdaINFeatures, style: AdaINStyle, alpha: float = 1.0, mask: 
                 own = (content_stats or {}).get(name)
                 if own is not None:
                     own = tuple(t.to(content.device, content.dtype) for t in own)
-                target = adain_target(content, mean, std, alpha, own=own)
+                target = adain_target(content, mean, std, alpha, own=own, in_place=in_place)
             else:
                 grid = tuple(content.shape[-2:])
                 weight = mask_to_weight(mask, content.shape[0], features.image_size, grid).to(content)
                 target = adain_target(content, mean, std, alpha, weight) * weight
             weighted[name] = target if name not in features.weighted else features.weighted[name] + target
             cover[name] = weight if name not in features.cover else features.cover[name] + weight
+    if in_place:
+        return dataclasses.replace(features, content=weighted)
     return dataclasses.replace(features, weighted=weighted, cover=cover)
 
 
@@ -530,7 +538,9 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
 
             def restyle(name: str, x: Tensor) -> Tensor:
                 mean, std = (t[index[i]:index[i] + 1].to(x.device) for t in style.levels[name])
-                return adain_target(x.float(), mean, std, alpha, own=tuple(t.to(x.device) for t in own[name]))
+                work = x.float()  # a copy under bf16, else x itself: a view of what is kept, read by other tiles
+                return adain_target(work, mean, std, alpha, own=tuple(t.to(x.device) for t in own[name]),
+                                    in_place=work is not x)
 
             def levels_at(ya: int, yb: int, xa: int, xb: int) -> list[Tensor]:
                 found = {name: cut(kept[name], fh, ya, yb, xa, xb) for name in kept}
@@ -568,8 +578,8 @@ def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, 
     if tiling.applies(*pad_for_encoder(content[:1, :1]).shape[-2:]):
         image = _stylize_tiled(encoder, decoder, source, stats, alpha, runtime, tiling)
     else:
-        styled = blend(encode(encoder, source, runtime, tiling, decoder.network.levels), stats, alpha)
-        image = decode(decoder, styled.without_content(), runtime, tiling)
+        styled = blend(encode(encoder, source, runtime, tiling, decoder.network.levels), stats, alpha, in_place=True)
+        image = decode(decoder, styled, runtime, tiling)
     image = transfer_luminance(content.to(image), image) if color == "luminance only" else image
     return with_content_detail(image, content, detail)
 

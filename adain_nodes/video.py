@@ -227,8 +227,8 @@ class VideoStylizer:
             source = torch.cat(padded)
         features = pipeline.encode(self.encoder, source, self.runtime, self.tiling, self.decoder.network.levels)
         pooled = self._pooled(features, [cut for _, _, cut in motions])
-        styled = pipeline.blend(features, style, self.alpha, content_stats=pooled)
-        images = pipeline.decode(self.decoder, styled.without_content(), self.runtime, self.tiling)
+        styled = pipeline.blend(features, style, self.alpha, content_stats=pooled, in_place=True)
+        images = pipeline.decode(self.decoder, styled, self.runtime, self.tiling)
         del features, styled
         h, w = frames.shape[-2:]
         if pads:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adain_nodes import pipeline
-from adain_nodes.core.stats import EPS, masked_mean_std, mean_std
+from adain_nodes.core.stats import EPS, adain_target, masked_mean_std, mean_std
 from adain_nodes.errors import AdaINInputError, WeightFileError
 from adain_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from conftest import random_image
@@ -104,6 +104,44 @@ def test_blend_alpha_endpoints_and_style_statistics(encoder):
     assert torch.allclose(none.features, features.features, atol=1e-6)
     half = N["AdaINBlend"]().blend(features, style, 0.5)[0]
     assert torch.allclose(half.features, (full.features + none.features) / 2, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_unmasked_adain_target_is_the_papers_adain_traded_off_by_alpha(alpha):
+    """The affine form (one chain of in-place operations) against eq. 8 of the paper and a lerp, written out."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 5, 7, 9, generator=g) * 4 - 1
+    mean, std = torch.randn(2, 5, generator=g), torch.rand(2, 5, generator=g) + 0.5
+    own_mean, own_std = x.mean((2, 3)), (x.var((2, 3)) + EPS).sqrt()
+    paper = (x - own_mean[..., None, None]) / own_std[..., None, None] * std[..., None, None] + mean[..., None, None]
+    expected = x + alpha * (paper - x)
+    assert torch.allclose(adain_target(x, mean, std, alpha), expected, atol=1e-5)
+    work = x.clone()
+    result = adain_target(work, mean, std, alpha, in_place=True)
+    assert result.data_ptr() == work.data_ptr() and torch.allclose(result, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="in place only without a weight"):
+        adain_target(x, mean, std, alpha, weight=torch.ones(2, 1, 7, 9), in_place=True)
+
+
+def test_blend_in_place_reuses_the_content_tensors_and_gives_the_same_levels(encoder):
+    """What the one-node transfer and video do: the targets overwrite the encoded levels, nothing is copied."""
+    from adain_nodes.host.runtime import StandaloneRuntime
+    from adain_nodes.models.networks import SkipDecoder
+    image = random_image(2, 40, 48).permute(0, 3, 1, 2)  # the pipeline's layout
+    features = pipeline.encode(encoder, image, StandaloneRuntime(torch.device("cpu")), levels=SkipDecoder.levels)
+    style = N["AdaINStyleStats"]().compute(encoder, random_image(1, 40, 56, seed=7))[0]
+    copy = pipeline.AdaINFeatures({name: t.clone() for name, t in features.content.items()}, features.image_size,
+                                  features.encoder_id, features.encoder_name)
+    expected = pipeline.blend(copy, style, 0.6).levels
+    inputs = {name: t.data_ptr() for name, t in features.content.items()}
+    styled = pipeline.blend(features, style, 0.6, in_place=True)
+    assert not styled.weighted and {name: t.data_ptr() for name, t in styled.levels.items()} == inputs
+    for name, level in styled.levels.items():
+        assert torch.allclose(level, expected[name], atol=1e-5), name
+    with pytest.raises(ValueError, match="first blend, without a mask"):
+        pipeline.blend(copy, style, 1.0, torch.ones(1, 40, 48), in_place=True)
+    with pytest.raises(ValueError, match="first blend, without a mask"):
+        pipeline.blend(pipeline.blend(copy, style), style, 1.0, in_place=True)
 
 
 def test_style_batches_broadcast_pair_and_refuse(encoder):
