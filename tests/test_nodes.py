@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adain_nodes import pipeline
-from adain_nodes.core.stats import EPS, adain_target, masked_mean_std, mean_std
+from adain_nodes.core.stats import EPS, masked_mean_std, mean_std
 from adain_nodes.errors import AdaINInputError, WeightFileError
 from adain_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from conftest import random_image
@@ -104,23 +104,6 @@ def test_blend_alpha_endpoints_and_style_statistics(encoder):
     assert torch.allclose(none.features, features.features, atol=1e-6)
     half = N["AdaINBlend"]().blend(features, style, 0.5)[0]
     assert torch.allclose(half.features, (full.features + none.features) / 2, atol=1e-5)
-
-
-@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
-def test_unmasked_adain_target_is_the_papers_adain_traded_off_by_alpha(alpha):
-    """The affine form (one chain of in-place operations) against eq. 8 of the paper and a lerp, written out."""
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(2, 5, 7, 9, generator=g) * 4 - 1
-    mean, std = torch.randn(2, 5, generator=g), torch.rand(2, 5, generator=g) + 0.5
-    own_mean, own_std = x.mean((2, 3)), (x.var((2, 3)) + EPS).sqrt()
-    paper = (x - own_mean[..., None, None]) / own_std[..., None, None] * std[..., None, None] + mean[..., None, None]
-    expected = x + alpha * (paper - x)
-    assert torch.allclose(adain_target(x, mean, std, alpha), expected, atol=1e-5)
-    work = x.clone()
-    result = adain_target(work, mean, std, alpha, in_place=True)
-    assert result.data_ptr() == work.data_ptr() and torch.allclose(result, expected, atol=1e-5)
-    with pytest.raises(ValueError, match="in place only without a weight"):
-        adain_target(x, mean, std, alpha, weight=torch.ones(2, 1, 7, 9), in_place=True)
 
 
 def test_blend_in_place_reuses_the_content_tensors_and_gives_the_same_levels(encoder):
