@@ -27,6 +27,8 @@ def test_mean_std_of_one_position_and_of_bf16():
     x = torch.rand(2, 4, 6, 6, generator=torch.Generator().manual_seed(2))
     mean, std = mean_std(x.bfloat16())
     assert mean.dtype == torch.bfloat16 and torch.allclose(std.float(), mean_std(x)[1], rtol=1e-2)
+    var, _ = torch.var_mean(x.double().flatten(2) + 1e8, dim=2, correction=1)  # float64 keeps what float32 loses
+    assert torch.allclose(mean_std(x.double() + 1e8)[1], (var + EPS).sqrt(), rtol=1e-9)
 
 
 def test_mean_std_gradient_is_var_means():

@@ -26,17 +26,17 @@ DEVIATION_CHUNK = 1 << 22
 def mean_std(features: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor]:
     """Per-sample, per-channel mean and std of ``[B, C, H, W]`` features, shaped ``[B, C]``.
 
-    Two passes in float32, the mean and then the squared deviations from it, a slice of positions at a time: as
-    exact as ``torch.var_mean`` and 4x (contiguous) to 12x (channels_last, as the pipeline keeps features) faster
-    on CPUs, whose var_mean reduces channels_last maps element by element; the temporary stays small.
+    Two passes in float32 (or wider), the mean and then the squared deviations from it, a slice of positions at a
+    time: as exact as ``torch.var_mean`` and 4x (contiguous) to 12x (channels_last, as the pipeline keeps features)
+    faster on CPUs, whose var_mean reduces channels_last maps element by element; the temporary stays small.
 
     A single position (a 1x1 colour swatch) has its value as mean and no spread: the unbiased variance is
     undefined there (NaN), so it takes the population one, zero."""
     flat = features.flatten(2)
-    positions = flat.shape[2]
-    mean = flat.mean(2, keepdim=True, dtype=torch.float32)
+    positions, exact = flat.shape[2], torch.promote_types(features.dtype, torch.float32)  # float64 stays float64
+    mean = flat.mean(2, keepdim=True, dtype=exact)
     step = max(1, DEVIATION_CHUNK // max(flat.shape[0] * flat.shape[1], 1))
-    squares = sum((flat[..., i:i + step].float() - mean).pow(2).sum(2) for i in range(0, positions, step))
+    squares = sum((flat[..., i:i + step].to(exact) - mean).pow(2).sum(2) for i in range(0, positions, step))
     var = squares / max(positions - 1, 1)
     return mean[..., 0].to(features.dtype), (var + eps).sqrt().to(features.dtype)
 
