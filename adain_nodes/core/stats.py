@@ -127,10 +127,8 @@ def adain(content: Tensor, style_mean: Tensor, style_std: Tensor,
     Content statistics default to those of ``content`` itself; pass them to normalise by
     statistics of a region or of a whole image that ``content`` is only a tile of.
     """
-    if content_mean is None or content_std is None:
-        content_mean, content_std = mean_std(content)
-    scale = (style_std / content_std)[..., None, None]
-    return (content - content_mean[..., None, None]).mul_(scale).add_(style_mean[..., None, None])
+    own = None if content_mean is None or content_std is None else (content_mean, content_std)
+    return adain_target(content, style_mean, style_std, own=own)
 
 
 def adain_target(x: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0, weight: Tensor | None = None,
@@ -140,25 +138,20 @@ def adain_target(x: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0, we
     of), traded off against x by ``strength``: what a (masked) blend moves x towards. Style transfer does it to
     VGG features, colour matching to pixels or latents.
 
-    Without ``weight``, x + strength * (AdaIN(x) - x) is one affine map a channel, ``(x - own_mean) * scale +
-    shift``, done in one chain of in-place operations (at strength 1 exactly AdaIN's). ``in_place`` then
-    overwrites ``x`` with the result, for callers that never read ``x`` again: no copy the size of x (at relu1_1,
-    256 bytes an image pixel) and no page faults to fill one.
+    x + strength * (AdaIN(x) - x) is one affine map a channel, ``(x - own_mean) * scale + shift``, done in one
+    chain of in-place operations (at strength 1 exactly the paper's AdaIN). ``in_place`` overwrites ``x`` with the
+    result, for callers that never read ``x`` again: no copy the size of x (at relu1_1, 256 bytes an image pixel)
+    and no page faults to fill one.
     """
     if own is not None:
         own_mean, own_std = own
     else:
         own_mean, own_std = mean_std(x) if weight is None else masked_mean_std(x, weight)
-    if weight is None:
-        gain = std / own_std
-        scale = (strength * gain + (1.0 - strength))[..., None, None]
-        shift = (strength * mean + (1.0 - strength) * own_mean)[..., None, None]
-        centred = x.sub_(own_mean[..., None, None]) if in_place else x - own_mean[..., None, None]
-        return centred.mul_(scale).add_(shift)
-    if in_place:
-        raise ValueError("adain_target works in place only without a weight")
-    target = adain(x, mean, std, own_mean, own_std)
-    return target if strength == 1.0 else torch.lerp(x, target, strength)
+    gain = std / own_std
+    scale = (strength * gain + (1.0 - strength))[..., None, None]
+    shift = (strength * mean + (1.0 - strength) * own_mean)[..., None, None]
+    centred = x.sub_(own_mean[..., None, None]) if in_place else x - own_mean[..., None, None]
+    return centred.mul_(scale).add_(shift)
 
 
 def mix_statistics(means: list[Tensor], stds: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:
