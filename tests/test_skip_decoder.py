@@ -244,3 +244,32 @@ def test_the_nodes_wire_a_skip_decoder(encoder, skip_decoder, images):
     image = AdaINDecode().decode(skip_decoder, AdaINBlend().blend(features, style, 1.0)[0])[0]
     expected = pipeline.stylize(encoder, skip_decoder, content, style_image, RUNTIME).permute(0, 2, 3, 1)
     assert (image - expected).abs().max() < 1e-4
+
+
+def test_residual_blocks_start_as_the_identity_and_run_on_the_fast_path(tmp_path):
+    """Blocks sit on the grid of their level before its upsampling; a fresh block changes nothing; trained ones
+    change the picture alike on both paths; the file declares them and loads as the same decoder."""
+    plain = random_skip_decoder(3)
+    blocked = SkipDecoder(SKIP_LAYERS, ("relu4_1", "relu3_1", "relu2_1"))
+    missing, unexpected = blocked.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(key.startswith("block.") for key in missing)
+    assert {name: blocked.block[name][1].in_channels for name in blocked.block} == {
+        "relu4_1": 256, "relu3_1": 128, "relu2_1": 64}  # the trunk's width just before each upsampling
+    x = torch.randn(2, 512, 5, 6)
+    levels = [torch.randn(2, 256, 10, 12), torch.randn(2, 128, 20, 24)]
+    with torch.no_grad():
+        assert torch.equal(blocked(x, *levels), plain(x, *levels))
+        for block in blocked.block.values():
+            torch.nn.init.normal_(block[-1].weight, std=0.05)
+        reference = blocked(x, *levels)
+        assert (reference - plain(x, *levels)).abs().max() > 1e-3
+    with torch.inference_mode():
+        fast = blocked.infer(x, *levels)
+    assert (fast - reference).abs().max() <= 1e-4 * reference.abs().max()
+    save_safetensors(blocked.state_dict(), tmp_path / "blocked.safetensors", {})
+    loaded = load_decoder(tmp_path / "blocked.safetensors").network
+    assert loaded.blocks == ("relu4_1", "relu3_1", "relu2_1") and loaded.levels == blocked.levels
+    with torch.no_grad():
+        assert torch.equal(loaded(x, *levels), reference)
+    with pytest.raises(ValueError, match="no upsampling that leaves the grid"):
+        SkipDecoder(SKIP_LAYERS, ("relu1_1",))

@@ -745,3 +745,38 @@ def test_style_std_balance_trains_and_is_checked(data, tmp_path, caplog):
     assert "style std weights from 5 style crops (balance 0.5)" in caplog.text
     with pytest.raises(ValueError, match="--style-std-balance must be a finite number >= 0"):
         train(_config(data, tmp_path / "bad.safetensors", max_iter=2, style_std_balance=float("nan")))
+
+
+def test_blocks_join_a_trained_skip_decoder_and_learn_at_their_own_rate(data, tmp_path):
+    """--blocks warm-started from a skip decoder without them: same output at the start; the new tensors get
+    --new-lr-scale times the learning rate (so Adam's first step moves them that much more), the file declares the
+    blocks, a resume keeps them, and a resume asking for other blocks is refused."""
+    torch.manual_seed(11)
+    start = SkipDecoder()
+    save_safetensors(start.state_dict(), tmp_path / "start.safetensors", {"trained_steps": "40"})
+    cfg = _config(data, tmp_path / "blocks.safetensors", max_iter=0, warm_start=str(tmp_path / "start.safetensors"),
+                  decoder="skip", blocks="relu4_1,relu3_1", new_lr_scale=10.0, ema_decay=0.0, lr=1e-3,
+                  run_dir=str(tmp_path / "blocks_run"))
+    built = build_decoder(cfg)[0]
+    x, levels = torch.randn(1, 512, 4, 4), [torch.randn(1, 256, 8, 8), torch.randn(1, 128, 16, 16)]
+    with torch.no_grad():
+        assert torch.equal(built(x, *levels), start(x, *levels))
+    result = train(replace(cfg, max_iter=1))
+    trained = load_decoder(result.out)
+    assert json.loads(trained.metadata["blocks"]) == ["relu4_1", "relu3_1"]
+    after = trained.network.state_dict()
+    # Adam's first step moves every weight with a gradient by about its learning rate
+    old_step = (after["5.weight"] - start.state_dict()["5.weight"]).abs().max().item()
+    new_step = after["block.relu4_1.4.weight"].abs().max().item()
+    assert 0.9e-3 < old_step < 1.1e-3 and 0.9e-2 < new_step < 1.1e-2
+    resumed = train(resolve_config({**vars(replace(cfg, max_iter=2)), "resume": "auto"}))
+    assert resumed.start_iteration == 1 and load_decoder(resumed.out).network.blocks == ("relu4_1", "relu3_1")
+    with pytest.raises(ValueError, match="blocks relu4_1,relu3_1, not relu4_1"):
+        resolve_config({**vars(cfg), "resume": "auto", "blocks": "relu4_1"})
+    for bad in ("relu1_1", "relu5_1", "relu3_1,relu3_1"):
+        with pytest.raises(ValueError, match="--blocks must name"):
+            _config(data, tmp_path / "x.safetensors", decoder="skip", blocks=bad).validate()
+    with pytest.raises(ValueError, match="--blocks adds residual blocks"):
+        _config(data, tmp_path / "x.safetensors", blocks="relu4_1").validate()
+    with pytest.raises(ValueError, match="give its blocks with --blocks"):  # never drop trained blocks silently
+        build_decoder(_config(data, tmp_path / "x.safetensors", decoder="skip", warm_start=str(result.out)))

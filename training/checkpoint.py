@@ -104,7 +104,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def save_decoder(path: Path, decoder: nn.Module, metadata: dict[str, Any]) -> None:
     """The decoder as ``load_decoder`` reads it, with what is needed to reproduce and trust it."""
     meta = {"format": "adain-decoder", "kind": "decoder", "adain_layer": ADAIN_LAYER, "levels": list(decoder.levels),
-            **metadata}
+            "blocks": list(getattr(decoder, "blocks", ())), **metadata}
     save_safetensors({k: v.detach().float().cpu() for k, v in decoder.state_dict().items()}, path, meta)
 
 

@@ -50,11 +50,16 @@ class TrainConfig:
     skips: Optional[str] = _opt(None, "with --decoder skip: the shallower encoder layers it also takes, comma "
                                 f"separated (not given: {','.join(SKIP_LAYERS)}; relu3_1,relu2_1,relu1_1 adds the "
                                 "finest edges)")
+    blocks: Optional[str] = _opt(None, "with --decoder skip: levels at whose grid a residual block adds capacity, "
+                                 "comma separated (relu4_1,relu3_1: two blocks at 1/8 and 1/4 resolution, each "
+                                 "starting as the identity); not given: none")
     # optimisation (reference port defaults)
     max_iter: int = _opt(160_000, "training iterations (total, counting resumed ones)")
     batch_size: int = _opt(8, "global batch size (split over DDP processes)")
     lr: float = _opt(1e-4, "Adam learning rate")
     lr_decay: float = _opt(5e-5, "inverse decay: lr / (1 + lr_decay * iteration)")
+    new_lr_scale: float = _opt(1.0, "learning-rate multiplier for the tensors a --warm-start file lacks (new skips "
+                               "or blocks start at zero and engage slowly at the trained tensors' rate)")
     warmup_iters: int = _opt(0, "linear learning-rate warm-up over this many iterations; with --warm-start it "
                              "avoids the full-size first steps of fresh Adam moments disturbing a trained decoder")
     ema_decay: float = _opt(0.999, "the output decoder is an exponential moving average of the weights with this "
@@ -119,6 +124,10 @@ class TrainConfig:
         return parse_skips(self.skips)
 
     @property
+    def block_levels(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in (self.blocks or "").split(",") if name.strip())
+
+    @property
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
                            self.identity_feature_weight, self.identity_style, self.colour_weight,
@@ -144,6 +153,15 @@ class TrainConfig:
         if self.skips is not None and self.decoder != "skip":
             raise ValueError(f"--skips names the levels of a skip decoder: give --decoder skip too, or leave --skips "
                              f"out for a {self.decoder} decoder")
+        if self.blocks is not None and self.decoder != "skip":
+            raise ValueError(f"--blocks adds residual blocks to a skip decoder: give --decoder skip too, or leave "
+                             f"--blocks out for a {self.decoder} decoder")
+        if self.blocks is not None:
+            upsampled = [name for name, layer in ENCODER_LAYERS.items() if layer.stride > 1]
+            if any(name not in upsampled for name in self.block_levels) or len(set(self.block_levels)) != len(
+                    self.block_levels):
+                raise ValueError(f"--blocks must name distinct levels from {tuple(upsampled)} (the grids the decoder "
+                                 f"upsamples from), comma separated; got {self.blocks!r}")
         if self.skip_content_weight and self.decoder != "skip":
             raise ValueError(f"--skip-content-weight weighs a content loss at a skip decoder's shallower levels: give "
                              f"--decoder skip too, or leave it out for a {self.decoder} decoder")
@@ -173,6 +191,8 @@ class TrainConfig:
             raise ValueError("--batch-size must be >= 1 and --max-iter >= 0")
         if not (math.isfinite(self.lr) and self.lr > 0.0):
             raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.new_lr_scale) and self.new_lr_scale > 0.0):
+            raise ValueError(f"--new-lr-scale must be a finite number > 0, got {self.new_lr_scale}")
         if not (math.isfinite(self.lr_decay) and self.lr_decay >= 0.0):
             raise ValueError(f"--lr-decay must be a finite number >= 0, got {self.lr_decay}")
         if self.log_every < 1:

@@ -180,26 +180,42 @@ def data_description(cfg: TrainConfig, dataset: PairDataset) -> str:
                                              if cfg.min_scale < 1 else "") + f"random {cfg.crop} px crops")
 
 
-def build_decoder(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+def build_decoder(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any], set[str]]:
     """A fresh decoder (seeded), or one warm-started from a decoder file: of the same kind, or a relu4_1
-    decoder as the trunk of a skip decoder (whose zero skips then decode exactly as it does)."""
+    decoder as the trunk of a skip decoder (whose zero skips and blocks then decode exactly as it does).
+    Also the names of the parameters the warm-start file lacks (none without one)."""
     torch.manual_seed(cfg.seed)
     kind = DECODER_KINDS[cfg.decoder]
-    decoder = kind(cfg.skip_levels) if kind is SkipDecoder else kind()
+    decoder = kind(cfg.skip_levels, cfg.block_levels) if kind is SkipDecoder else kind()
     info: dict[str, Any] = {}
+    new: set[str] = set()
     if cfg.warm_start:
         source = load_decoder(cfg.warm_start)
         if not set(source.network.levels) <= set(decoder.levels):
             raise ValueError(f"--warm-start {cfg.warm_start} is a decoder of {source.network.levels}, which "
                              f"cannot start a --decoder {cfg.decoder} (of {decoder.levels})")
-        missing, _ = decoder.load_state_dict(source.network.state_dict(), strict=False)
-        if any(not key.startswith("skip.") for key in missing):
+        missing, unexpected = decoder.load_state_dict(source.network.state_dict(), strict=False)
+        if any(not key.startswith(("skip.", "block.")) for key in missing):
             raise ValueError(f"--warm-start {cfg.warm_start} lacks the decoder's tensors {missing}")
+        if unexpected:
+            raise ValueError(f"--warm-start {cfg.warm_start} has tensors a --decoder {cfg.decoder} with these --skips "
+                             f"and --blocks lacks ({unexpected}): give its blocks with --blocks")
+        new = set(missing)
         steps = int(source.metadata.get("trained_steps", 0) or 0)
         info = {"warm_start": Path(cfg.warm_start).name, "warm_start_sha256": file_sha256(cfg.warm_start),
                 "warm_start_steps": steps}
         log.info("warm start from %s (%d steps trained before)", cfg.warm_start, steps)
-    return decoder.train().requires_grad_(True), info
+    return decoder.train().requires_grad_(True), info, new
+
+
+def build_optimizer(cfg: TrainConfig, decoder: nn.Module, new: set[str]) -> torch.optim.Optimizer:
+    """Adam; the parameters in ``new`` (absent from the warm-start file) learn ``--new-lr-scale`` times faster, in a
+    group of their own (only then: a checkpoint of one group, from before the option, still resumes)."""
+    if cfg.new_lr_scale == 1.0:
+        new = set()
+    groups = [{"params": [p for n, p in decoder.named_parameters() if (n in new) == is_new], "lr_scale": scale}
+              for is_new, scale in ((False, 1.0), (True, cfg.new_lr_scale))]
+    return torch.optim.Adam([group for group in groups if group["params"]], lr=cfg.lr)
 
 
 def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
@@ -283,9 +299,10 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     encoder = load_encoder(cfg.encoder).network.to(device, memory_format=memory_format)
     encoder_sha = file_sha256(cfg.encoder)
-    decoder, warm_info = build_decoder(cfg)
+    decoder, warm_info, new_parameters = build_decoder(cfg)
     decoder.to(device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
+    optimizer = build_optimizer(cfg, decoder, new_parameters)
+    lr_scales = [group["lr_scale"] for group in optimizer.param_groups]  # a resumed optimizer keeps its saved groups
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start = 0
@@ -389,8 +406,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             content = content.to(device, non_blocking=True, memory_format=memory_format)
             style = style.to(device, non_blocking=True, memory_format=memory_format)
             lr = learning_rate(cfg, iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for group, scale in zip(optimizer.param_groups, lr_scales):
+                group["lr"] = lr * scale
             with autocast:
                 losses = compute_losses(encoder, model, content, style, cfg.loss_weights, decoder.levels,
                                         std_weights)
@@ -471,6 +488,11 @@ def resolve_config(overrides: dict[str, Any]) -> TrainConfig:
     if "skips" in overrides and parse_skips(overrides["skips"]) != saved_skips:
         raise ValueError(f"{path} trains a decoder with skips {','.join(saved_skips)}, not {overrides['skips']}: "
                          "resume without --skips, or warm-start a new run (another --run-dir) from its decoder")
+    saved_blocks = TrainConfig(blocks=saved.get("blocks")).block_levels
+    if "blocks" in overrides and TrainConfig(blocks=overrides["blocks"]).block_levels != saved_blocks:
+        raise ValueError(f"{path} trains a decoder with blocks {','.join(saved_blocks) or 'none'}, not "
+                         f"{overrides['blocks']}: resume without --blocks, or warm-start a new run (another --run-dir) "
+                         "from its decoder")
     changed = {k: (saved.get(k), v) for k, v in overrides.items() if k != "resume" and saved.get(k) != v}
     if changed:
         log.info("resume: options changed from the checkpoint: %s", changed)

@@ -116,6 +116,28 @@ class AdaINDecoder(nn.Sequential):
         return run_fused(self, features)[0]
 
 
+class ResidualBlock(nn.Sequential):
+    """``x + conv(relu(conv(x)))`` with reflection-padded 3x3 convolutions, the second initialised to zero: a fresh
+    block is the identity, so adding one to a trained decoder changes nothing until training moves it."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(*_conv3x3(channels, channels), nn.ReLU(), *_conv3x3(channels, channels))
+        nn.init.zeros_(self[-1].weight)
+        nn.init.zeros_(self[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + super().forward(x)
+
+    def infer(self, x: Tensor) -> Tensor:
+        """Inference forward on the fused path; adds into ``x`` (the decoder's own intermediate)."""
+        return x.add_(run_fused(self, x)[0])
+
+
+def _named_modules_of(keys: list[str], prefix: str) -> set[str]:
+    """The names ``N`` of keys ``<prefix>.N.<...>`` in a state dict."""
+    return {key.split(".")[1] for key in keys if key.startswith(prefix + ".") and key.count(".") >= 2}
+
+
 class SkipDecoder(nn.Module):
     """The relu4_1 decoder plus AdaIN'd features of shallower levels (``skips``, SKIP_LAYERS by default), each
     added after the upsampling that reaches its grid through a 1x1 convolution initialised to zero.
@@ -125,21 +147,30 @@ class SkipDecoder(nn.Module):
     keeps the reference port's module indices ("1.weight" ...), so a relu4_1 decoder file is a skip decoder's
     trunk; the skips add "skip.relu3_1.weight" and so on, which is how a file says which levels it takes
     (``skips_of``). Any level of the layer table whose stride an upsampling reaches can be a skip.
+
+    ``blocks`` add capacity where texture is drawn: a ``ResidualBlock`` on the grid of each named level, run just
+    before the upsampling that leaves that grid (where the trunk is narrowest). A fresh block is the identity, so it
+    too starts from the decoder it is added to; a file declares its blocks as "block.relu4_1.1.weight" and so on.
     """
 
     levels: tuple[str, ...] = (ADAIN_LAYER,) + SKIP_LAYERS  # the default skips' levels; an instance has its own
 
-    def __init__(self, skips: tuple[str, ...] = SKIP_LAYERS) -> None:
+    def __init__(self, skips: tuple[str, ...] = SKIP_LAYERS, blocks: tuple[str, ...] = ()) -> None:
         super().__init__()
         trunk = list(AdaINDecoder())
         for index, module in enumerate(trunk):
             self.add_module(str(index), module)
         self._trunk_size = len(trunk)
         self.levels = (ADAIN_LAYER,) + tuple(skips)
+        self.blocks = tuple(blocks)
         self.entries: dict[int, list[str]] = {}  # trunk index -> the levels added to its input
+        self.block_entries: dict[int, str] = {}  # trunk index -> the level whose residual block runs on its input
         stride = ENCODER_LAYERS[ADAIN_LAYER].stride
         for index, module in enumerate(trunk):
             if isinstance(module, nn.Upsample):
+                for name in blocks:
+                    if ENCODER_LAYERS[name].stride == stride:
+                        self.block_entries[index] = name
                 stride //= 2
                 found = [name for name in skips if ENCODER_LAYERS[name].stride == stride]
                 if found:
@@ -153,14 +184,26 @@ class SkipDecoder(nn.Module):
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
                 self.skip[name] = conv
+        if sorted(self.block_entries.values()) != sorted(blocks):
+            raise ValueError(f"the decoder has no upsampling that leaves the grid of each of {blocks} (once each)")
+        self.block = nn.ModuleDict()
+        for index, name in self.block_entries.items():
+            channels = next(m.out_channels for m in reversed(trunk[:index]) if isinstance(m, nn.Conv2d))
+            self.block[name] = ResidualBlock(channels)
 
     @staticmethod
     def skips_of(keys: list[str]) -> tuple[str, ...]:
         """The skip levels a state dict's keys declare (``skip.<level>.weight``), deepest first; empty for a
         relu4_1 decoder. Keys of levels the layer table lacks are left to the layout check to report."""
-        named = {key.split(".")[1] for key in keys if key.startswith("skip.") and key.count(".") == 2}
+        named = _named_modules_of(keys, "skip")
         known = [name for name in ENCODER_LAYERS if name in named and name != ADAIN_LAYER]
         return tuple(sorted(known, key=lambda name: -ENCODER_LAYERS[name].end))
+
+    @staticmethod
+    def blocks_of(keys: list[str]) -> tuple[str, ...]:
+        """The levels whose residual blocks a state dict's keys declare (``block.<level>.*``), deepest first."""
+        named = _named_modules_of(keys, "block")
+        return tuple(sorted((n for n in ENCODER_LAYERS if n in named), key=lambda n: -ENCODER_LAYERS[n].end))
 
     @property
     def in_channels(self) -> int:
@@ -175,6 +218,8 @@ class SkipDecoder(nn.Module):
         return dict(zip(self.levels[1:], skips))
 
     def _add_skips(self, x: Tensor, index: int, levels: dict[str, Tensor]) -> Tensor:
+        if index in self.block_entries:
+            x = self.block[self.block_entries[index]](x)
         for name in self.entries.get(index, ()):
             x = x + self.skip[name](levels[name].to(x.dtype))
         return x
@@ -190,8 +235,10 @@ class SkipDecoder(nn.Module):
         """Inference forward, equal to ``self(features, *skips)`` up to float rounding but faster (``fused``); each
         skip's output takes the upsampled map added in place (one pass, no upsampled copy)."""
         levels, x, trunk = self._levels(skips), features, self.trunk()
-        bounds = [0, *sorted(self.entries), len(trunk)]
+        bounds = sorted({0, *self.entries, *self.block_entries, len(trunk)})
         for start, stop in zip(bounds, bounds[1:]):
+            if start in self.block_entries:
+                x = self.block[self.block_entries[start]].infer(x)
             if start in self.entries:
                 x = self._upsampled_with_skips(x, start, levels)
             x = run_fused(trunk[start:stop - 1 if stop in self.entries else stop], x)[0]

@@ -246,10 +246,12 @@ def _declared_keys(path: Path) -> list[str]:
 
 def load_decoder(path: str | os.PathLike) -> LoadedModel[AdaINDecoder | SkipDecoder]:
     """A frozen decoder from ``decoder.pth`` or a safetensors file with the same keys; a file with skip
-    convolutions (``skip.<level>.*``) is a skip decoder of those levels, which also takes them AdaIN'd."""
-    skips = SkipDecoder.skips_of(_declared_keys(Path(path)))
-    if skips:
-        return _load(SkipDecoder(skips), path, "AdaIN skip decoder")
+    convolutions (``skip.<level>.*``) is a skip decoder of those levels, which also takes them AdaIN'd, and of the
+    residual blocks it declares (``block.<level>.*``)."""
+    keys = _declared_keys(Path(path))
+    skips, blocks = SkipDecoder.skips_of(keys), SkipDecoder.blocks_of(keys)
+    if skips or blocks:
+        return _load(SkipDecoder(skips, blocks), path, "AdaIN skip decoder")
     return _load(AdaINDecoder(), path, "AdaIN decoder")
 
 
