@@ -273,3 +273,22 @@ def test_residual_blocks_start_as_the_identity_and_run_on_the_fast_path(tmp_path
         assert torch.equal(loaded(x, *levels), reference)
     with pytest.raises(ValueError, match="no upsampling that leaves the grid"):
         SkipDecoder(SKIP_LAYERS, ("relu1_1",))
+
+
+def test_a_decoder_with_blocks_stylizes_tiled_and_untiled_alike(encoder, tmp_path):
+    """A file with residual blocks goes through the whole transfer: tiles agree with the whole image, and the blocks
+    change the picture (so the path cannot be skipping them)."""
+    network = SkipDecoder(SKIP_LAYERS, ("relu4_1", "relu3_1"))
+    network.load_state_dict(random_skip_decoder(5).state_dict(), strict=False)
+    torch.manual_seed(5)
+    for block in network.block.values():
+        torch.nn.init.normal_(block[-1].weight, std=0.02)
+    save_safetensors(network.state_dict(), tmp_path / "blocks.safetensors", {})
+    blocks = load_decoder(tmp_path / "blocks.safetensors")
+    save_safetensors(random_skip_decoder(5).state_dict(), tmp_path / "plain.safetensors", {})
+    plain = load_decoder(tmp_path / "plain.safetensors")
+    content, style = nchw(random_image(1, 256, 192, seed=1)), nchw(random_image(1, 96, 96, seed=2))
+    whole = pipeline.stylize(encoder, blocks, content, style, RUNTIME, tiling=NO_TILING)
+    tiled = pipeline.stylize(encoder, blocks, content, style, RUNTIME, tiling=Tiling(size=96, overlap=64))
+    assert psnr(tiled, whole) >= 40
+    assert psnr(pipeline.stylize(encoder, plain, content, style, RUNTIME, tiling=NO_TILING), whole) < 40
