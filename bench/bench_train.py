@@ -1,4 +1,5 @@
-"""Training throughput: this trainer (fp32 and bf16) next to a straightforward loop of the same network.
+"""Training throughput: this trainer (fp32 and bf16, channels_last and contiguous) next to a straightforward loop of
+the same network.
 
     PYTHONPATH=. python bench/bench_train.py [--iters 8] [--batch 4] [--crop 160] [--repeats 2]
 
@@ -90,9 +91,10 @@ def straightforward(args, encoder_file: str) -> float:
     return args.iters / (time.perf_counter() - t0)
 
 
-def trainer(args, encoder_file: str, precision: str, out_dir: Path) -> float:
+def trainer(args, encoder_file: str, precision: str, memory_format: str, out_dir: Path) -> float:
     cfg = TrainConfig(content=str(args.content), style=str(args.style), encoder=encoder_file,
-                      out=str(out_dir / f"bench_{precision}.safetensors"), max_iter=args.iters + WARMUP,
+                      out=str(out_dir / f"bench_{precision}_{memory_format}.safetensors"), max_iter=args.iters + WARMUP,
+                      channels_last=memory_format == "channels_last",
                       batch_size=args.batch, crop=args.crop, resize=args.resize, resize_mode="short",
                       workers=args.workers, precision=precision, log_every=10 ** 9, sample_every=0,
                       checkpoint_every=0, progress=False, threads=args.threads, min_image_size=32)
@@ -121,6 +123,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precisions", default="fp32,bf16", help="trainer precisions to time")
+    parser.add_argument("--formats", default="channels_last,contiguous",
+                        help="trainer memory formats to time (channels_last is its default)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -134,16 +138,18 @@ def main() -> None:
             args.content, args.style, encoder = random_data(Path(tmp) / "data")
             source = "random images (../shared absent)"
         precisions = [p for p in args.precisions.split(",") if p]
+        formats = [f for f in args.formats.split(",") if f]
         best: dict[str, float] = {}
         for _ in range(args.repeats):
             for name, run in [("straightforward fp32", lambda: straightforward(args, encoder))] + [
-                    (f"trainer {p}", lambda p=p: trainer(args, encoder, p, Path(tmp))) for p in precisions]:
+                    (f"trainer {p} {f}", lambda p=p, f=f: trainer(args, encoder, p, f, Path(tmp)))
+                    for p in precisions for f in formats]:
                 best[name] = max(best.get(name, 0.0), run())
     base = best["straightforward fp32"]
     print(f"data {source}; batch {args.batch}, crop {args.crop}, {args.threads} threads, {args.workers} workers, "
           f"torch {torch.__version__}, best of {args.repeats} x {args.iters} iterations")
     for name, rate in best.items():
-        print(f"{name:24s} {rate:7.3f} it/s  {rate * args.batch:7.2f} img/s  ratio {rate / base:5.2f}")
+        print(f"{name:36s} {rate:7.3f} it/s  {rate * args.batch:7.2f} img/s  ratio {rate / base:5.2f}")
 
 
 if __name__ == "__main__":

@@ -102,7 +102,9 @@ class TrainConfig:
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N")
     precision: str = _opt("auto", "autocast: auto (bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX, else "
                           "fp32), fp32, bf16, fp16 (CUDA)", choices=PRECISIONS)
-    channels_last: Optional[bool] = _opt(None, "channels_last memory format (default: on for CUDA)")
+    channels_last: Optional[bool] = _opt(None, "channels_last memory format (not given: on; on a 2-core AVX-512 "
+                                         "CPU 1.5x the steps a second of contiguous tensors under bf16, 1.04x under "
+                                         "fp32: bench/bench_train.py)")
     threads: int = _opt(0, "torch CPU threads per process (0: torch's default)")
     # monitoring and checkpoints
     log_every: int = _opt(10, "iterations between log records (JSONL + CSV) and progress lines")

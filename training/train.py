@@ -292,7 +292,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     amp_dtype = autocast_dtype(cfg.precision, device)
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    channels_last = cfg.channels_last is not False
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     run_dir = cfg.run_path
     ckpt_file = checkpoint_path(cfg)
