@@ -780,3 +780,24 @@ def test_blocks_join_a_trained_skip_decoder_and_learn_at_their_own_rate(data, tm
         _config(data, tmp_path / "x.safetensors", blocks="relu4_1").validate()
     with pytest.raises(ValueError, match="give its blocks with --blocks"):  # never drop trained blocks silently
         build_decoder(_config(data, tmp_path / "x.safetensors", decoder="skip", warm_start=str(result.out)))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "channels_last slice"])
+def test_mse_is_torchs_mse_in_any_memory_layout(layout):
+    """The losses' mse walks channels_last maps in their memory order: the value and the gradient of torch's
+    mse_loss on contiguous copies, for whole maps and for the stability term's shifted slices."""
+    from training.losses import mse
+    torch.manual_seed(12)
+    a, b = torch.randn(2, 8, 10, 12, dtype=torch.float64), torch.randn(2, 8, 10, 12, dtype=torch.float64)
+    if layout != "contiguous":
+        a, b = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
+    a.requires_grad_(True)
+    x, y = (a[..., 1:, 2:], b[..., :-1, :-2]) if layout.endswith("slice") else (a, b)
+    expected_a = a.detach().clone().contiguous().requires_grad_(True)
+    ex, ey = (expected_a[..., 1:, 2:], b.contiguous()[..., :-1, :-2]) if layout.endswith("slice") \
+        else (expected_a, b.contiguous())
+    value, expected = mse(x, y), torch.nn.functional.mse_loss(ex.float(), ey.float())
+    value.backward()
+    expected.backward()
+    assert torch.allclose(value, expected, rtol=1e-6) and value.dtype == torch.float32
+    assert torch.allclose(a.grad, expected_a.grad, rtol=1e-5, atol=1e-9)

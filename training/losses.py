@@ -159,10 +159,18 @@ def std_error_weights(spreads: list[Tensor], balance: float) -> list[Tensor]:
     return weights
 
 
+def mse(a: Tensor, b: Tensor) -> Tensor:
+    """``F.mse_loss`` in float32, walked in the tensors' memory order: on CPUs torch's mse_loss (and its backward) of
+    channels_last maps walks them in NCHW order, 2.7x slower at relu1_1 (4x64x192x192: 111 ms against 42 ms)."""
+    a, b = a.float(), b.float()
+    if a.dim() == 4 and a.stride(1) == 1 and b.stride(1) == 1 and a.shape[1] > 1:  # channels innermost: NHWC order
+        a, b = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)
+    return F.mse_loss(a, b)
+
+
 def feature_distance(features: list[Tensor], targets: list[Tensor]) -> Tensor:
     """Sum over layers of the feature MSE (SANet's second identity term)."""
-    return sum((F.mse_loss(f.float(), t.float()) for f, t in zip(features, targets)),
-               features[0].new_zeros((), dtype=torch.float32))
+    return sum((mse(f, t) for f, t in zip(features, targets)), features[0].new_zeros((), dtype=torch.float32))
 
 
 @functools.lru_cache(maxsize=None)
@@ -215,7 +223,7 @@ def shifted_view(image: Tensor, dy: int, dx: int) -> Tensor:
 def stability_distance(moved_output: Tensor, output: Tensor, dy: int, dx: int) -> Tensor:
     """MSE between the output of the shifted content and the output shifted alike, where both show the picture."""
     h, w = output.shape[-2:]
-    return F.mse_loss(moved_output[..., dy:, dx:].float(), output[..., :h - dy, :w - dx].float())
+    return mse(moved_output[..., dy:, dx:], output[..., :h - dy, :w - dx])
 
 
 def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, style: Tensor,
@@ -258,8 +266,8 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     decoded_feats = encoder.encode(decoded[:reencoded], STYLE_LAYERS)
     output, out_feats = decoded[:batch], [f[:batch] for f in decoded_feats]
     out_at = dict(zip(STYLE_LAYERS, out_feats))
-    loss_c = F.mse_loss(out_at[levels[0]].float(), target)
-    loss_sc = sum((F.mse_loss(out_at[name].float(), t) for name, t in zip(levels[1:], targets[1:])), zero) \
+    loss_c = mse(out_at[levels[0]], target)
+    loss_sc = sum((mse(out_at[name], t) for name, t in zip(levels[1:], targets[1:])), zero) \
         if weights.skip_content else zero
     per_image = style_loss_per_image(out_feats, style_feats, std_weights)
     loss_s = image_balanced(per_image) if weights.style_image_balance else per_image.mean()
@@ -269,7 +277,7 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     loss_ip, loss_if = zero, zero
     for i, (image, feats) in enumerate(zip(originals, original_feats), start=1):
         part = slice(i * batch, (i + 1) * batch)
-        loss_ip = loss_ip + F.mse_loss(decoded[part].float(), image.float())
+        loss_ip = loss_ip + mse(decoded[part], image)
         loss_if = loss_if + feature_distance([f[part] for f in decoded_feats], [feats[n] for n in STYLE_LAYERS])
     total = (weights.content * loss_c + weights.style * loss_s + weights.tv * loss_tv
              + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if + weights.colour * loss_colour
