@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from adain_nodes.core.layers import SKIP_LAYERS
 from adain_nodes.file_walk import is_regular_file
 from adain_nodes.models.networks import DECODER_KINDS, SkipDecoder
 from adain_nodes.models.precision import resolve_precision
@@ -34,7 +35,7 @@ from adain_nodes.models.weights import file_sha256, load_decoder, load_encoder
 
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_run_temporaries, save_checkpoint, save_decoder,
                          set_rng_states)
-from .config import TrainConfig, parse_overrides, parse_skips
+from .config import TrainConfig, parse_levels, parse_overrides
 from .data import PairDataset, PairSampler, check_decodable, scan_images
 from .losses import channel_spreads, compute_losses, std_error_weights
 from .monitor import LossLog, Progress, plot_losses, sample_grid, save_png
@@ -292,7 +293,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     amp_dtype = autocast_dtype(cfg.precision, device)
-    channels_last = cfg.channels_last is not False
+    channels_last = cfg.channels_last is not False  # None: a checkpoint's options from before it was on everywhere
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     run_dir = cfg.run_path
     ckpt_file = checkpoint_path(cfg)
@@ -484,12 +485,12 @@ def resolve_config(overrides: dict[str, Any]) -> TrainConfig:
     if overrides.get("decoder", kind) != kind:
         raise ValueError(f"{path} trains a {kind} decoder, not a {overrides['decoder']} one: resume without "
                          "--decoder, or start a new run (another --run-dir) for the other kind")
-    saved_skips = parse_skips(saved.get("skips"))
-    if "skips" in overrides and parse_skips(overrides["skips"]) != saved_skips:
+    saved_skips = parse_levels(saved.get("skips"), SKIP_LAYERS)
+    if "skips" in overrides and parse_levels(overrides["skips"], SKIP_LAYERS) != saved_skips:
         raise ValueError(f"{path} trains a decoder with skips {','.join(saved_skips)}, not {overrides['skips']}: "
                          "resume without --skips, or warm-start a new run (another --run-dir) from its decoder")
-    saved_blocks = TrainConfig(blocks=saved.get("blocks")).block_levels
-    if "blocks" in overrides and TrainConfig(blocks=overrides["blocks"]).block_levels != saved_blocks:
+    saved_blocks = parse_levels(saved.get("blocks"))
+    if "blocks" in overrides and parse_levels(overrides["blocks"]) != saved_blocks:
         raise ValueError(f"{path} trains a decoder with blocks {','.join(saved_blocks) or 'none'}, not "
                          f"{overrides['blocks']}: resume without --blocks, or warm-start a new run (another --run-dir) "
                          "from its decoder")

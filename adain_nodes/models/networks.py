@@ -217,7 +217,8 @@ class SkipDecoder(nn.Module):
             raise ValueError(f"a skip decoder takes the features of {self.levels}, got {1 + len(skips)} tensors")
         return dict(zip(self.levels[1:], skips))
 
-    def _add_skips(self, x: Tensor, index: int, levels: dict[str, Tensor]) -> Tensor:
+    def _entering(self, x: Tensor, index: int, levels: dict[str, Tensor]) -> Tensor:
+        """The trunk's input to module ``index``: its residual block run, then its skips added, where it has them."""
         if index in self.block_entries:
             x = self.block[self.block_entries[index]](x)
         for name in self.entries.get(index, ()):
@@ -228,7 +229,7 @@ class SkipDecoder(nn.Module):
         """Decode ``features`` (ADAIN_LAYER) with ``skips``, one per level of ``levels[1:]`` in that order."""
         levels, x = self._levels(skips), features
         for index, module in enumerate(self.trunk()):
-            x = module(self._add_skips(x, index, levels))
+            x = module(self._entering(x, index, levels))
         return x
 
     def infer(self, features: Tensor, *skips: Tensor) -> Tensor:
@@ -245,7 +246,7 @@ class SkipDecoder(nn.Module):
         return x
 
     def _upsampled_with_skips(self, x: Tensor, index: int, levels: dict[str, Tensor]) -> Tensor:
-        """``_add_skips(upsample(x))`` for the nearest 2x upsampling before ``index``, added in the same order."""
+        """``_entering(upsample(x))`` for the nearest 2x upsampling before ``index``, added in the same order."""
         total = None
         for name in self.entries[index]:
             skip = self.skip[name](levels[name].to(x.dtype))
