@@ -338,6 +338,25 @@ def test_warm_start_and_bf16(data, tmp_path):
     assert all(np.isfinite(v) for v in result.losses.values())
 
 
+def test_cooldown_branches_from_a_checkpoint(data, tmp_path):
+    """A relay's checkpoint resumed with --cooldown-iters: the stable learning rate until the last N iterations,
+    then a linear fall to 1/N of it at the last one; the weights it ends at differ from the stable run's."""
+    part = _config(data, tmp_path / "relay.safetensors", max_iter=2, lr=1e-3, lr_decay=0.0, checkpoint_every=1)
+    train(part)
+    train(resolve_config({"out": part.out, "resume": "auto", "max_iter": 6}))
+    train(_config(data, tmp_path / "cooled.safetensors", max_iter=2, lr=1e-3, lr_decay=0.0, checkpoint_every=1))
+    train(resolve_config({"out": str(tmp_path / "cooled.safetensors"), "resume": "auto", "max_iter": 6,
+                          "cooldown_iters": 3}))
+    assert [r["lr"] for r in _records(tmp_path / "relay_run")] == pytest.approx([1e-3] * 6)
+    assert [r["lr"] for r in _records(tmp_path / "cooled_run")] == pytest.approx(
+        [1e-3, 1e-3, 1e-3, 1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
+    stable, cooled = (load_checkpoint(tmp_path / f"{name}_run" / "checkpoint.pt")["decoder"]
+                      for name in ("relay", "cooled"))
+    assert not torch.equal(stable["1.weight"], cooled["1.weight"])
+    with pytest.raises(ValueError, match="--cooldown-iters"):
+        _config(data, tmp_path / "x.safetensors", max_iter=2, cooldown_iters=3).validate()
+
+
 def test_warm_started_average_does_not_restart_its_ramp(data, tmp_path):
     """The average's ramp counts the warm-start decoder's steps: one step after a warm start from a
     decoder of 500 steps the decay is (1 + 500) / (10 + 500), not the 1/10 of a fresh decoder's first step."""

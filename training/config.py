@@ -62,6 +62,9 @@ class TrainConfig:
                                "or blocks start at zero and engage slowly at the trained tensors' rate)")
     warmup_iters: int = _opt(0, "linear learning-rate warm-up over this many iterations; with --warm-start it "
                              "avoids the full-size first steps of fresh Adam moments disturbing a trained decoder")
+    cooldown_iters: int = _opt(0, "the last this many iterations before --max-iter take a learning rate falling "
+                               "linearly towards zero (warmup-stable-decay: resume a relay's checkpoint with a "
+                               "--max-iter this far ahead to get its annealed weights); 0: no cooldown")
     ema_decay: float = _opt(0.999, "the output decoder is an exponential moving average of the weights with this "
                             "decay (ramped up as min(decay, (1+i)/(10+i)) at iteration i); 0: the last weights, "
                             "as the reference port")
@@ -199,7 +202,11 @@ class TrainConfig:
             raise ValueError(f"--lr-decay must be a finite number >= 0, got {self.lr_decay}")
         if self.log_every < 1:
             raise ValueError(f"--log-every must be >= 1, got {self.log_every}")
-        for name in ("sample_every", "checkpoint_every", "warmup_iters", "workers", "threads", "min_image_size"):
+        if self.cooldown_iters > self.max_iter:
+            raise ValueError(f"--cooldown-iters ({self.cooldown_iters}) is longer than the run (--max-iter "
+                             f"{self.max_iter}): give a --max-iter that far ahead of where the run starts")
+        for name in ("sample_every", "checkpoint_every", "warmup_iters", "cooldown_iters", "workers", "threads",
+                     "min_image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.resize < 1 and self.resize_mode != "none":

@@ -278,9 +278,11 @@ def ema_decay(decay: float, trained_steps: int) -> float:
 
 
 def learning_rate(cfg: TrainConfig, iteration: int) -> float:
-    """The reference port's inverse decay, ``lr / (1 + decay * iteration)``, after an optional linear warm-up."""
+    """The reference port's inverse decay, ``lr / (1 + decay * iteration)``, after an optional linear warm-up and,
+    over the last ``cooldown_iters`` iterations, times a linear fall towards zero (the last one takes 1/cooldown)."""
     warmup = min(1.0, (iteration + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
-    return warmup * cfg.lr / (1.0 + cfg.lr_decay * iteration)
+    cooldown = min(1.0, (cfg.max_iter - iteration) / cfg.cooldown_iters) if cfg.cooldown_iters > 0 else 1.0
+    return warmup * cooldown * cfg.lr / (1.0 + cfg.lr_decay * iteration)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
