@@ -1,7 +1,11 @@
 """Training throughput: this trainer (fp32 and bf16, channels_last and contiguous) next to a straightforward loop of
 the same network.
 
-    PYTHONPATH=. python bench/bench_train.py [--iters 8] [--batch 4] [--crop 160] [--repeats 2]
+    PYTHONPATH=. python bench/bench_train.py [--iters 8] [--batch 4] [--crop 160] [--repeats 2] [--recipe relay]
+
+``--recipe paper`` trains the relu4_1 decoder with the paper's loss; ``--recipe relay`` the default decoder's own
+recipe (docs/training.md): the skip decoder with the relu1_1 level, the identity, stability and skip-content terms
+and the channel-balanced style loss, where most of a step's time goes since stop 30.
 
 The straightforward loop is the reference port's ``train.py`` shape: a torchvision
 Resize/RandomCrop/ToTensor DataLoader, fp32, contiguous tensors, the same losses and Adam.
@@ -35,6 +39,10 @@ from adain_nodes.models.weights import load_encoder, save_safetensors  # noqa: E
 from training.config import TrainConfig  # noqa: E402
 from training.train import train  # noqa: E402
 
+# The relay's loss recipe (docs/training.md, "Stop 33": the whole command); the paper's is TrainConfig's defaults.
+RELAY_RECIPE = dict(decoder="skip", skips="relu3_1,relu2_1,relu1_1", style_weight=50.0, identity_pixel_weight=50.0,
+                    identity_feature_weight=1.0, stability_weight=1000.0, skip_content_weight=1.0,
+                    style_std_balance=0.5)
 SHARED = Path(os.environ.get("ADAIN_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 WARMUP = 2
 
@@ -97,7 +105,8 @@ def trainer(args, encoder_file: str, precision: str, memory_format: str, out_dir
                       channels_last=memory_format == "channels_last",
                       batch_size=args.batch, crop=args.crop, resize=args.resize, resize_mode="short",
                       workers=args.workers, precision=precision, log_every=10 ** 9, sample_every=0,
-                      checkpoint_every=0, progress=False, threads=args.threads, min_image_size=32)
+                      checkpoint_every=0, progress=False, threads=args.threads, min_image_size=32,
+                      **(RELAY_RECIPE if args.recipe == "relay" else {}))
     return train(cfg).steady_iterations_per_s
 
 
@@ -122,6 +131,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--recipe", choices=("paper", "relay"), default="paper",
+                        help="the trainer's loss and decoder: the paper's, or the default decoder's relay recipe")
     parser.add_argument("--precisions", default="fp32,bf16", help="trainer precisions to time")
     parser.add_argument("--formats", default="channels_last,contiguous",
                         help="trainer memory formats to time (channels_last is its default)")
@@ -146,7 +157,8 @@ def main() -> None:
                     for p in precisions for f in formats]:
                 best[name] = max(best.get(name, 0.0), run())
     base = best["straightforward fp32"]
-    print(f"data {source}; batch {args.batch}, crop {args.crop}, {args.threads} threads, {args.workers} workers, "
+    print(f"data {source}; trainer recipe {args.recipe}; batch {args.batch}, crop {args.crop}, "
+          f"{args.threads} threads, {args.workers} workers, "
           f"torch {torch.__version__}, best of {args.repeats} x {args.iters} iterations")
     for name, rate in best.items():
         print(f"{name:36s} {rate:7.3f} it/s  {rate * args.batch:7.2f} img/s  ratio {rate / base:5.2f}")

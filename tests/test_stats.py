@@ -31,14 +31,38 @@ def test_mean_std_of_one_position_and_of_bf16():
     assert torch.allclose(mean_std(x.double() + 1e8)[1], (var + EPS).sqrt(), rtol=1e-9)
 
 
-def test_mean_std_gradient_is_var_means():
-    x = torch.rand(2, 3, 5, 4, generator=torch.Generator().manual_seed(4), requires_grad=True)
-    mean, std = mean_std(x)
-    (mean.sum() + std.sum()).backward()
-    got, x.grad = x.grad, None
-    var, ref_mean = torch.var_mean(x.flatten(2), dim=2, correction=1)
-    (ref_mean.sum() + (var + EPS).sqrt().sum()).backward()
-    assert torch.allclose(got, x.grad, atol=1e-6)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_mean_std_gradient_is_var_means(layout, monkeypatch):
+    """The written-out backward against autograd of torch.var_mean, across slices, in both memory formats; in bf16
+    (what training feeds it) with float32 statistics the gradient stays bf16 in the features' layout."""
+    monkeypatch.setattr(stats, "DEVIATION_CHUNK", 2 * 3 * 7)  # 7 positions a slice of 20: the last one short
+    g = torch.Generator().manual_seed(4)
+    x = (torch.rand(2, 3, 5, 4, generator=g, dtype=torch.float64) * 3 + 5).contiguous(memory_format=layout)
+    grad_mean, grad_std = torch.randn(2, 3, generator=g, dtype=torch.float64), torch.randn(2, 3, generator=g,
+                                                                                          dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: mean_std(t), (x.clone().requires_grad_(True),))
+
+    def gradient(features, statistics):
+        features = features.detach().requires_grad_(True)
+        mean, std = statistics(features)
+        ((mean * grad_mean.to(mean.dtype)).sum() + (std * grad_std.to(std.dtype)).sum()).backward()
+        return features.grad
+
+    def reference(features):
+        var, mean = torch.var_mean(features.double().flatten(2), dim=2, correction=1)
+        return mean, (var + EPS).sqrt()
+
+    expected = gradient(x, reference)
+    got = gradient(x.float(), mean_std)
+    assert got.dtype == torch.float32 and got.stride() == x.stride()
+    assert torch.allclose(got.double(), expected, atol=1e-6)
+    low = x.bfloat16()
+    got = gradient(low, lambda t: mean_std(t, dtype=torch.float32))
+    assert got.dtype == torch.bfloat16 and got.stride() == low.stride()
+    assert torch.allclose(got.double(), gradient(low, reference).double(), rtol=1e-2, atol=1e-3)
+    mean, std = mean_std(low, dtype=torch.float32)
+    assert mean.dtype == std.dtype == torch.float32
+    assert torch.allclose(std.double(), reference(low)[1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])

@@ -96,8 +96,8 @@ def style_loss_terms(features: list[Tensor], targets: list[Tensor],
     (per layer, one weight per channel, mean 1) weigh the std errors; None is the paper's plain MSE."""
     terms = []
     for i, (feat, target) in enumerate(zip(features, targets)):
-        fm, fs = mean_std(feat.float())
-        tm, ts = mean_std(target.float())
+        fm, fs = mean_std(feat, dtype=torch.float32)
+        tm, ts = mean_std(target, dtype=torch.float32)
         if std_weights is None:
             std_term = F.mse_loss(fs, ts)
         else:
@@ -112,8 +112,8 @@ def style_loss_per_image(features: list[Tensor], targets: list[Tensor],
     (``std_weights``-weighted) stds. Their mean is ``style_loss``."""
     total = features[0].new_zeros(features[0].shape[0], dtype=torch.float32)
     for i, (feat, target) in enumerate(zip(features, targets)):
-        fm, fs = mean_std(feat.float())
-        tm, ts = mean_std(target.float())
+        fm, fs = mean_std(feat, dtype=torch.float32)
+        tm, ts = mean_std(target, dtype=torch.float32)
         std_error = (fs - ts).pow(2)
         if std_weights is not None:
             std_error = std_error * std_weights[i].to(fs.device)
@@ -144,7 +144,7 @@ def channel_spreads(encoder: VGGEncoder, styles: Tensor, chunk: int = 16) -> lis
     stds = [[] for _ in STYLE_LAYERS]
     for part in styles.split(chunk):
         for i, feat in enumerate(encoder.encode(part, STYLE_LAYERS)):
-            stds[i].append(mean_std(feat.float())[1])
+            stds[i].append(mean_std(feat, dtype=torch.float32)[1])
     return [torch.cat(s).std(dim=0) for s in stds]
 
 
@@ -242,13 +242,14 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
         content_feats = encoder.encode(content, STYLE_LAYERS)
         style_at = dict(zip(STYLE_LAYERS, style_feats))
         content_at = dict(zip(STYLE_LAYERS, content_feats))
-        targets = [adain(content_at[name].float(), *mean_std(style_at[name].float())) for name in levels]
+        style_stats = {name: mean_std(style_at[name], dtype=torch.float32) for name in levels}
+        targets = [adain(content_at[name].float(), *style_stats[name]) for name in levels]
         shifted = {}
         if weights.stability:
             dy, dx = (int(v) for v in torch.randint(1, GRID, (2,)))
             view = shifted_view(content, dy, dx)
             view = (view + STABILITY_NOISE * torch.randn_like(view)).clamp(0.0, 1.0)
-            shifted = {name: adain(f.float(), *mean_std(style_at[name].float()))
+            shifted = {name: adain(f.float(), *style_stats[name])
                        for name, f in zip(levels, encoder.encode(view, levels))}
     target = targets[0]
     zero = target.new_zeros(())

@@ -23,22 +23,56 @@ MAX_MAGNITUDE = 1e4
 DEVIATION_CHUNK = 1 << 22
 
 
-def mean_std(features: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor]:
-    """Per-sample, per-channel mean and std of ``[B, C, H, W]`` features, shaped ``[B, C]``.
+def _position_slices(flat: Tensor) -> list[slice]:
+    """The slices of ``[B, C, N]``'s positions ``mean_std`` works through, DEVIATION_CHUNK elements each."""
+    positions, step = flat.shape[2], max(1, DEVIATION_CHUNK // max(flat.shape[0] * flat.shape[1], 1))
+    return [slice(i, i + step) for i in range(0, positions, step)]
+
+
+class _MeanStd(torch.autograd.Function):
+    """``mean_std``'s two chunked passes, with a backward written out in the same way: the gradient of
+    ``[B, C, H, W]`` features comes back in their own dtype and memory format, a slice at a time, instead of autograd's
+    float copy of the whole map, a zero-filled map per slice and a cast back (a training step's relu1_1 maps)."""
+
+    @staticmethod
+    def forward(ctx, features: Tensor, eps: float, exact: torch.dtype) -> tuple[Tensor, Tensor]:
+        flat = features.flatten(2)
+        mean = flat.mean(2, keepdim=True, dtype=exact)
+        squares = sum((flat[..., part].to(exact) - mean).pow(2).sum(2) for part in _position_slices(flat))
+        std = (squares / max(flat.shape[2] - 1, 1) + eps).sqrt()
+        ctx.save_for_backward(features, mean, std)
+        return mean[..., 0], std
+
+    @staticmethod
+    def backward(ctx, grad_mean: Tensor | None, grad_std: Tensor | None) -> tuple[Tensor, None, None]:
+        # d mean / dx = 1 / n; d std / dx = (x - mean) / ((n - 1) std), the mean's own dependence summing to zero
+        features, mean, std = ctx.saved_tensors
+        grad = torch.empty_like(features)
+        flat, flat_grad = features.flatten(2), grad.flatten(2)
+        positions = flat.shape[2]
+        scale = (grad_std.to(std.dtype) / (max(positions - 1, 1) * std) if grad_std is not None
+                 else torch.zeros_like(std))[..., None]
+        shift = (grad_mean.to(std.dtype) / positions if grad_mean is not None else torch.zeros_like(std))[..., None]
+        for part in _position_slices(flat):
+            flat_grad[..., part] = (flat[..., part].to(std.dtype) - mean).mul_(scale).add_(shift)
+        return grad, None, None
+
+
+def mean_std(features: Tensor, eps: float = EPS, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Per-sample, per-channel mean and std of ``[B, C, H, W]`` features, shaped ``[B, C]``, in ``dtype`` (default:
+    the features'; training asks float32 of bf16 maps, whose statistics bf16 would round too coarsely).
 
     Two passes in float32 (or wider), the mean and then the squared deviations from it, a slice of positions at a
     time: as exact as ``torch.var_mean`` and 4x (contiguous) to 12x (channels_last, as the pipeline keeps features)
-    faster on CPUs, whose var_mean reduces channels_last maps element by element; the temporary stays small.
+    faster on CPUs, whose var_mean reduces channels_last maps element by element; the temporary stays small. The
+    gradient is computed the same way (``_MeanStd``), in the features' dtype and memory format.
 
     A single position (a 1x1 colour swatch) has its value as mean and no spread: the unbiased variance is
     undefined there (NaN), so it takes the population one, zero."""
-    flat = features.flatten(2)
-    positions, exact = flat.shape[2], torch.promote_types(features.dtype, torch.float32)  # float64 stays float64
-    mean = flat.mean(2, keepdim=True, dtype=exact)
-    step = max(1, DEVIATION_CHUNK // max(flat.shape[0] * flat.shape[1], 1))
-    squares = sum((flat[..., i:i + step].to(exact) - mean).pow(2).sum(2) for i in range(0, positions, step))
-    var = squares / max(positions - 1, 1)
-    return mean[..., 0].to(features.dtype), (var + eps).sqrt().to(features.dtype)
+    exact = torch.promote_types(features.dtype, torch.float32)  # float64 stays float64
+    mean, std = _MeanStd.apply(features, eps, exact)
+    dtype = dtype or features.dtype
+    return mean.to(dtype), std.to(dtype)
 
 
 def masked_mean_std(features: Tensor, weight: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor]:
