@@ -238,8 +238,8 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     batch (one pass, which DDP needs and which is faster than several).
     """
     with torch.no_grad():
-        style_feats = encoder.encode(style, STYLE_LAYERS)
-        content_feats = encoder.encode(content, STYLE_LAYERS)
+        style_feats = encoder.encode(style, STYLE_LAYERS, fast=True)
+        content_feats = encoder.encode(content, STYLE_LAYERS, fast=True)
         style_at = dict(zip(STYLE_LAYERS, style_feats))
         content_at = dict(zip(STYLE_LAYERS, content_feats))
         style_stats = {name: mean_std(style_at[name], dtype=torch.float32) for name in levels}
@@ -250,7 +250,7 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
             view = shifted_view(content, dy, dx)
             view = (view + STABILITY_NOISE * torch.randn_like(view)).clamp(0.0, 1.0)
             shifted = {name: adain(f.float(), *style_stats[name])
-                       for name, f in zip(levels, encoder.encode(view, levels))}
+                       for name, f in zip(levels, encoder.encode(view, levels, fast=True))}
     target = targets[0]
     zero = target.new_zeros(())
     batch = content.shape[0]
