@@ -31,8 +31,8 @@ from training.config import TrainConfig, parse_overrides
 from training.data import PairDataset, PairSampler, scan_images
 from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
 from training.losses import (STABILITY_NOISE, LossWeights, channel_spreads, colour_distance, compute_losses,
-                             image_balanced, shifted_view, std_error_weights, style_loss, style_loss_per_image,
-                             total_variation)
+                             image_balanced, shifted_view, statistics, std_error_weights, style_loss,
+                             style_loss_per_image, total_variation)
 from training.train import autocast_dtype, build_decoder, resolve_config, train
 
 import preforked
@@ -738,18 +738,19 @@ def test_image_balanced_style_loss_has_the_mean_log_gradient_at_the_plain_scale(
     gen = torch.Generator().manual_seed(5)
     feats = torch.rand(3, 4, 6, 6, generator=gen) * torch.tensor([1.0, 3.0, 9.0]).view(3, 1, 1, 1)
     targets = [torch.rand(3, 4, 6, 6, generator=gen)]
+    target_stats = statistics(targets)
     first = feats.clone().requires_grad_(True)
-    per_image = style_loss_per_image([first], targets)
+    per_image = style_loss_per_image([first], target_stats)
     torch.testing.assert_close(per_image.mean(), style_loss([feats], targets))
     balanced = image_balanced(per_image)
     torch.testing.assert_close(balanced, per_image.mean())
     balanced.backward()
     second = feats.clone().requires_grad_(True)
-    losses = style_loss_per_image([second], targets)
+    losses = style_loss_per_image([second], target_stats)
     (losses.log().mean() * losses.mean().detach()).backward()
     torch.testing.assert_close(first.grad, second.grad)
     plain = feats.clone().requires_grad_(True)
-    style_loss_per_image([plain], targets).mean().backward()
+    style_loss_per_image([plain], target_stats).mean().backward()
     assert not torch.allclose(first.grad, plain.grad, rtol=1e-3)  # the images with large losses count less
 
 

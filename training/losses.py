@@ -106,14 +106,19 @@ def style_loss_terms(features: list[Tensor], targets: list[Tensor],
     return terms
 
 
-def style_loss_per_image(features: list[Tensor], targets: list[Tensor],
+def statistics(maps: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Per layer, the float32 channel (mean, std) of ``maps``."""
+    return [mean_std(f, dtype=torch.float32) for f in maps]
+
+
+def style_loss_per_image(features: list[Tensor], target_stats: list[tuple[Tensor, Tensor]],
                          std_weights: list[Tensor] | None = None) -> Tensor:
     """Each image's style loss, ``[B]``: the sum over layers of its channels' mean squared error of means and of
-    (``std_weights``-weighted) stds. Their mean is ``style_loss``."""
+    (``std_weights``-weighted) stds against ``target_stats`` (the style's ``statistics``, taken once a step). Their
+    mean is ``style_loss``."""
     total = features[0].new_zeros(features[0].shape[0], dtype=torch.float32)
-    for i, (feat, target) in enumerate(zip(features, targets)):
+    for i, (feat, (tm, ts)) in enumerate(zip(features, target_stats)):
         fm, fs = mean_std(feat, dtype=torch.float32)
-        tm, ts = mean_std(target, dtype=torch.float32)
         std_error = (fs - ts).pow(2)
         if std_weights is not None:
             std_error = std_error * std_weights[i].to(fs.device)
@@ -123,7 +128,7 @@ def style_loss_per_image(features: list[Tensor], targets: list[Tensor],
 
 def style_loss(features: list[Tensor], targets: list[Tensor], std_weights: list[Tensor] | None = None) -> Tensor:
     """Sum over layers of MSE(mean) + MSE(std), as in the reference port's ``calc_style_loss``."""
-    return style_loss_per_image(features, targets, std_weights).mean()
+    return style_loss_per_image(features, statistics(targets), std_weights).mean()
 
 
 def image_balanced(per_image: Tensor) -> Tensor:
@@ -242,7 +247,7 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
         content_feats = encoder.encode(content, STYLE_LAYERS, fast=True)
         style_at = dict(zip(STYLE_LAYERS, style_feats))
         content_at = dict(zip(STYLE_LAYERS, content_feats))
-        style_stats = {name: mean_std(style_at[name], dtype=torch.float32) for name in levels}
+        style_stats = dict(zip(STYLE_LAYERS, statistics(style_feats)))
         targets = [adain(content_at[name].float(), *style_stats[name]) for name in levels]
         shifted = {}
         if weights.stability:
@@ -270,7 +275,7 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     loss_c = mse(out_at[levels[0]], target)
     loss_sc = sum((mse(out_at[name], t) for name, t in zip(levels[1:], targets[1:])), zero) \
         if weights.skip_content else zero
-    per_image = style_loss_per_image(out_feats, style_feats, std_weights)
+    per_image = style_loss_per_image(out_feats, [style_stats[name] for name in STYLE_LAYERS], std_weights)
     loss_s = image_balanced(per_image) if weights.style_image_balance else per_image.mean()
     loss_tv = total_variation(output) if weights.tv else zero
     loss_colour = colour_distance(output, style) if weights.colour else zero
