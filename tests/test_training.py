@@ -396,6 +396,9 @@ def test_command_line_options():
     for bad in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match=r"--min-scale must be in \(0, 1\]"):
             TrainConfig(**files, min_scale=bad).validate()
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"--max-scale must be a finite number >= 1"):
+            TrainConfig(**files, max_scale=bad).validate()
 
 
 def test_min_scale_zooms_out_so_crops_can_show_the_whole_image(tmp_path):
@@ -419,6 +422,26 @@ def test_min_scale_zooms_out_so_crops_can_show_the_whole_image(tmp_path):
     assert torch.equal(zoomed[(7, 0, 0)][0], zoomed[(7, 0, 0)][0])
     unzoomed = PairDataset(files, files, crop=32, resize=64, resize_mode="short", min_scale=1.0)
     assert torch.equal(plain[(3, 0, 0)][0], unzoomed[(3, 0, 0)][0])
+
+
+def test_max_scale_zooms_in_so_crops_also_show_soft_upsampled_detail(tmp_path):
+    """One-pixel stripes keep full contrast between neighbouring columns in crops at scale 1; crops enlarged by up to
+    3x blend neighbours, so their mean column-to-column step falls. Crops stay deterministic per position."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, ::2] = 255
+    Image.fromarray(image).save(tmp_path / "stripes.png")
+    files = [tmp_path / "stripes.png"]
+
+    def column_step(dataset):
+        crops = torch.stack([dataset[(i, 0, 0)][0] for i in range(20)])
+        assert crops.shape == (20, 3, 32, 32)
+        return (crops[..., 1:] - crops[..., :-1]).abs().mean().item()
+
+    plain = PairDataset(files, files, crop=32, resize=64, resize_mode="short")
+    enlarged = PairDataset(files, files, crop=32, resize=64, resize_mode="short", max_scale=3.0)
+    assert column_step(plain) > 0.99
+    assert column_step(enlarged) < 0.8 * column_step(plain)
+    assert torch.equal(enlarged[(5, 0, 0)][0], enlarged[(5, 0, 0)][0])
 
 
 def test_automatic_precision_per_device():

@@ -98,6 +98,8 @@ class TrainConfig:
     crop: int = _opt(256, "random crop size")
     min_scale: float = _opt(0.6, "also scale each resized image by a random factor in [MIN_SCALE, 1] (never "
                             "below the crop), so crops also show whole-image views at smaller scales")
+    max_scale: float = _opt(1.0, "the random factor's upper end: above 1 some crops are enlarged (soft, "
+                            "upsampled detail, as a small image stylized at a larger size)")
     min_image_size: int = _opt(64, "skip images whose short side is below this many pixels")
     workers: int = _opt(2, "data loading worker processes (0: load in the training process)")
     seed: int = _opt(0, "seed of decoder init, data order and crops")
@@ -181,6 +183,8 @@ class TrainConfig:
             raise ValueError(f"--crop must be a multiple of {GRID} and at least {MIN_SIZE}, got {self.crop}")
         if not 0.0 < self.min_scale <= 1.0:
             raise ValueError(f"--min-scale must be in (0, 1], got {self.min_scale}")
+        if not (math.isfinite(self.max_scale) and self.max_scale >= 1.0):
+            raise ValueError(f"--max-scale must be a finite number >= 1, got {self.max_scale}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",

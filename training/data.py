@@ -128,10 +128,11 @@ class PairDataset(Dataset):
     """Content and style crops for a sampler item; a file that fails to decode is replaced by the next one."""
 
     def __init__(self, content: list[Path], style: list[Path], crop: int, resize: int = 512,
-                 resize_mode: str = "square", seed: int = 0, min_scale: float = 1.0) -> None:
+                 resize_mode: str = "square", seed: int = 0, min_scale: float = 1.0,
+                 max_scale: float = 1.0) -> None:
         self.content, self.style = content, style
         self.crop, self.resize, self.resize_mode, self.seed = crop, resize, resize_mode, seed
-        self.min_scale = min_scale
+        self.min_scale, self.max_scale = min_scale, max_scale
         self._bad: set[Path] = set()
 
     def __len__(self) -> int:
@@ -158,9 +159,10 @@ class PairDataset(Dataset):
         raise RuntimeError(f"none of the {len(files)} images could be decoded")
 
     def _crop(self, img: Image.Image, rng: random.Random) -> Tensor:
-        """Resize as configured, zoom out by a random factor in [min_scale, 1], never below the crop, then
+        """Resize as configured, zoom by a random factor in [min_scale, max_scale], never below the crop, then
         a random ``crop x crop`` window. Evaluation and the nodes see whole images at smaller scales than
-        the crops of training; without the zoom the decoder never learns them (relu2_1 texture overshoot)."""
+        the crops of training; without the zoom out the decoder never learns them (relu2_1 texture overshoot).
+        Zooming in shows it soft, upsampled detail, as a small image stylized at a larger size."""
         w, h = img.size
         if self.resize_mode == "square":
             size = (self.resize, self.resize)
@@ -169,8 +171,8 @@ class PairDataset(Dataset):
             size = (max(round(w * scale), 1), max(round(h * scale), 1))
         else:
             size = (w, h)
-        if self.min_scale < 1.0:  # no draw otherwise: the crops of runs without it stay as they were
-            zoom = rng.uniform(self.min_scale, 1.0)
+        if self.min_scale < 1.0 or self.max_scale > 1.0:  # no draw otherwise: such runs' crops stay as they were
+            zoom = rng.uniform(self.min_scale, self.max_scale)
             size = (max(round(size[0] * zoom), 1), max(round(size[1] * zoom), 1))
         if min(size) < self.crop:
             scale = self.crop / min(size)

@@ -147,7 +147,8 @@ def make_loader(cfg: TrainConfig, ddp: Distributed, start_step: int, pin: bool) 
     style = scan_images(cfg.style, cfg.min_image_size)
     check_decodable(content, cfg.content)
     check_decodable(style, cfg.style)
-    dataset = PairDataset(content, style, cfg.crop, cfg.resize, cfg.resize_mode, cfg.seed, cfg.min_scale)
+    dataset = PairDataset(content, style, cfg.crop, cfg.resize, cfg.resize_mode, cfg.seed, cfg.min_scale,
+                          cfg.max_scale)
     sampler = PairSampler(len(content), len(style), local_batch, cfg.seed, start_step, ddp.rank, ddp.world_size)
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=cfg.workers,
                         pin_memory=pin, persistent_workers=False, drop_last=True,
@@ -177,8 +178,9 @@ def data_description(cfg: TrainConfig, dataset: PairDataset) -> str:
     resize = {"square": f"resized to {cfg.resize}x{cfg.resize}", "short": f"short side {cfg.resize}",
               "none": "not resized"}[cfg.resize_mode]
     return (f"{len(dataset.content)} content images ({cfg.content}) and {len(dataset.style)} style images "
-            f"({cfg.style}), {resize}, " + (f"zoomed out by a random factor in [{cfg.min_scale:g}, 1], "
-                                             if cfg.min_scale < 1 else "") + f"random {cfg.crop} px crops")
+            f"({cfg.style}), {resize}, " + (f"zoomed by a random factor in [{cfg.min_scale:g}, {cfg.max_scale:g}], "
+                                             if (cfg.min_scale, cfg.max_scale) != (1, 1) else "")
+            + f"random {cfg.crop} px crops")
 
 
 def build_decoder(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any], set[str]]:
