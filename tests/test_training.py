@@ -312,7 +312,7 @@ def test_output_loads_in_decoder_node(data, tmp_path, monkeypatch):
     assert meta["encoder"] == "encoder.safetensors"
     assert meta["encoder_sha256"] == file_sha256(data / "encoder.safetensors")
     assert meta["iterations"] == "2" and meta["complete"] == "true"
-    assert meta["data"].endswith("short side 48, zoomed out by a random factor in [0.6, 1], random 32 px crops")
+    assert meta["data"].endswith("short side 48, zoomed by a random factor in [0.6, 1], random 32 px crops")
     assert "content images" in meta["data"]
     assert set(json.loads(meta["final_losses"])) == {"loss", "content_loss", "style_loss"}
     assert TrainConfig(**json.loads(meta["training_options"])).crop == 32
@@ -650,19 +650,40 @@ def test_skip_content_term_is_the_content_loss_at_each_skip_level(data, tmp_path
     content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         paper = compute_losses(encoder, decoder, content, style, levels=decoder.levels)
-        both = compute_losses(encoder, decoder, content, style, LossWeights(skip_content=3.0), decoder.levels)
+        both = compute_losses(encoder, decoder, content, style,
+                              LossWeights(skip_content={"relu3_1": 3.0, "relu2_1": 3.0}), decoder.levels)
+        fine = compute_losses(encoder, decoder, content, style, LossWeights(skip_content={"relu2_1": 2.0}),
+                              decoder.levels)
         targets = [adain(c, *mean_std(s)) for c, s in zip(encoder.encode(content, decoder.levels),
                                                            encoder.encode(style, decoder.levels))]
         out = dict(zip(decoder.levels, encoder.encode(decoder(*targets), decoder.levels)))
-        expected = sum(((out[name] - t) ** 2).mean() for name, t in zip(decoder.levels[1:], targets[1:]))
+        per_level = {name: ((out[name] - t) ** 2).mean() for name, t in zip(decoder.levels[1:], targets[1:])}
     assert decoder.levels[1:] == ("relu3_1", "relu2_1")
+    expected = 3 * (per_level["relu3_1"] + per_level["relu2_1"])
     torch.testing.assert_close(both.skip_content, expected, rtol=1e-4, atol=1e-6)
     assert float(expected) > 0 and float(paper.skip_content) == 0.0
     torch.testing.assert_close(both.content, paper.content, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(both.total, paper.total + 3 * expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(both.total, paper.total + expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fine.skip_content, 2 * per_level["relu2_1"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fine.total, paper.total + 2 * per_level["relu2_1"], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="--skip-content-weight weighs a content loss at a skip decoder"):
         _config(data, tmp_path / "x.safetensors", skip_content_weight=1.0).validate()
     _config(data, tmp_path / "x.safetensors", decoder="skip", skip_content_weight=1.0).validate()
+
+
+def test_skip_content_weight_is_one_number_or_one_per_named_level(data, tmp_path):
+    """A number weighs every skip level; LEVEL=W,... weighs the named ones (others 0). Levels the decoder does not
+    take, repeated levels, negative or unreadable weights are refused with the option's name."""
+    def weights(value, **extra):
+        return _config(data, tmp_path / "x.safetensors", decoder="skip", skip_content_weight=value,
+                       **extra).skip_content_weights
+
+    assert weights(0.5) == {"relu3_1": 0.5, "relu2_1": 0.5}
+    assert weights("0") == {} and weights("relu3_1=0") == {}
+    assert weights("relu2_1=1, relu1_1=3", skips="relu3_1,relu2_1,relu1_1") == {"relu2_1": 1.0, "relu1_1": 3.0}
+    for bad in ("relu1_1=3", "relu2_1=1,relu2_1=2", "relu2_1=-1", "relu2_1", "x", "nan", "relu2_1=inf"):
+        with pytest.raises(ValueError, match="--skip-content-weight must be one number >= 0 or LEVEL=W"):
+            weights(bad)
 
 
 def test_shifted_view_moves_the_picture():

@@ -88,9 +88,10 @@ class TrainConfig:
     style_image_balance: bool = _opt(False, "divide each image's style-loss gradient by its own style loss, so every "
                                      "pair counts alike (the gradient of the mean log style loss, as the evaluation's "
                                      "geometric mean of ratios; not in the paper)")
-    skip_content_weight: float = _opt(0.0, "with --decoder skip: weight of a content loss at each skip level against "
-                                      "its AdaIN target, as the paper's at relu4_1, so the output keeps the "
-                                      "content's finer structure (not in the paper)")
+    skip_content_weight: str = _opt("0", "with --decoder skip: weight of a content loss at each skip level against "
+                                    "its AdaIN target, as the paper's at relu4_1, so the output keeps the content's "
+                                    "finer structure (not in the paper); one number for every level, or LEVEL=W,... "
+                                    "per level (levels not named: 0)")
     # images
     resize: int = _opt(512, "resize size before cropping (see --resize-mode)")
     resize_mode: str = _opt("square", "square: resize to RESIZE x RESIZE (reference port); short: short side "
@@ -135,10 +136,32 @@ class TrainConfig:
         return parse_levels(self.blocks)
 
     @property
+    def skip_content_weights(self) -> dict[str, float]:
+        """--skip-content-weight as skip level -> weight, levels weighted 0 left out."""
+        text = str(self.skip_content_weight).strip()
+        levels = self.skip_levels
+        try:
+            if "=" not in text:
+                weights = dict.fromkeys(levels, float(text))
+            else:
+                weights = {}
+                for item in filter(None, (part.strip() for part in text.split(","))):
+                    name, value = (side.strip() for side in item.split("="))
+                    if name not in levels or name in weights:
+                        raise ValueError
+                    weights[name] = float(value)
+        except ValueError:
+            weights = {"": math.nan}
+        if not all(math.isfinite(w) and w >= 0.0 for w in weights.values()):
+            raise ValueError(f"--skip-content-weight must be one number >= 0 or LEVEL=W,... naming distinct levels of "
+                             f"{levels} (the decoder's skips) with weights >= 0; got {self.skip_content_weight!r}")
+        return {name: w for name, w in weights.items() if w}
+
+    @property
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
                            self.identity_feature_weight, self.identity_style, self.colour_weight,
-                           self.stability_weight, self.style_image_balance, self.skip_content_weight)
+                           self.stability_weight, self.style_image_balance, self.skip_content_weights)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,7 +192,7 @@ class TrainConfig:
                     self.block_levels):
                 raise ValueError(f"--blocks must name distinct levels from {tuple(upsampled)} (the grids the decoder "
                                  f"upsamples from), comma separated; got {self.blocks!r}")
-        if self.skip_content_weight and self.decoder != "skip":
+        if self.skip_content_weights and self.decoder != "skip":
             raise ValueError(f"--skip-content-weight weighs a content loss at a skip decoder's shallower levels: give "
                              f"--decoder skip too, or leave it out for a {self.decoder} decoder")
         if self.decoder == "skip":
@@ -188,8 +211,7 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
-                     "identity_feature_weight", "colour_weight", "stability_weight", "style_std_balance",
-                     "skip_content_weight"):
+                     "identity_feature_weight", "colour_weight", "stability_weight", "style_std_balance"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")

@@ -17,7 +17,8 @@ Optional content loss at the skip levels (not in the paper, off by default): a s
 shallower levels too, and its output should have them, as the paper asks at relu4_1. At each level the target has the
 style's channel statistics and the content's arrangement, so the term asks for the content's structure (edges,
 lettering) where the style loss has nothing to say about arrangement, without pulling the statistics away from the
-style's.
+style's. Each level has its own weight: the finest levels hold the edges SSIM and the eye look at, relu3_1 mostly the
+coarse texture the style loss asks for. ``Losses.skip_content`` is the weighted sum, as it enters the total.
 
 An optional total-variation term (not in the paper, off by default) damps high-frequency artefacts.
 
@@ -45,7 +46,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +71,7 @@ class LossWeights:
     colour: float = 0.0
     stability: float = 0.0
     style_image_balance: bool = False
-    skip_content: float = 0.0
+    skip_content: Mapping[str, float] = field(default_factory=dict)  # skip level -> weight of its content loss
 
     @property
     def identity(self) -> bool:
@@ -273,8 +275,8 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     output, out_feats = decoded[:batch], [f[:batch] for f in decoded_feats]
     out_at = dict(zip(STYLE_LAYERS, out_feats))
     loss_c = mse(out_at[levels[0]], target)
-    loss_sc = sum((mse(out_at[name], t) for name, t in zip(levels[1:], targets[1:])), zero) \
-        if weights.skip_content else zero
+    loss_sc = sum((weights.skip_content[name] * mse(out_at[name], t) for name, t in zip(levels[1:], targets[1:])
+                   if name in weights.skip_content), zero)
     per_image = style_loss_per_image(out_feats, [style_stats[name] for name in STYLE_LAYERS], std_weights)
     loss_s = image_balanced(per_image) if weights.style_image_balance else per_image.mean()
     loss_tv = total_variation(output) if weights.tv else zero
@@ -287,5 +289,5 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
         loss_if = loss_if + feature_distance([f[part] for f in decoded_feats], [feats[n] for n in STYLE_LAYERS])
     total = (weights.content * loss_c + weights.style * loss_s + weights.tv * loss_tv
              + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if + weights.colour * loss_colour
-             + weights.stability * loss_stability + weights.skip_content * loss_sc)
+             + weights.stability * loss_stability + loss_sc)
     return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, loss_stability, loss_sc, total, output)

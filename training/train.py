@@ -438,7 +438,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     values["colour_loss"] = losses.colour.item()
                 if cfg.stability_weight:
                     values["stability_loss"] = losses.stability.item()
-                if cfg.skip_content_weight:
+                if cfg.loss_weights.skip_content:
                     values["skip_content_loss"] = losses.skip_content.item()
                 if cfg.loss_weights.identity:
                     values["identity_pixel_loss"] = losses.identity_pixel.item()
