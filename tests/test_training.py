@@ -833,8 +833,20 @@ def test_blocks_join_a_trained_skip_decoder_and_learn_at_their_own_rate(data, tm
     old_step = (after["5.weight"] - start.state_dict()["5.weight"]).abs().max().item()
     new_step = after["block.relu4_1.4.weight"].abs().max().item()
     assert 0.9e-3 < old_step < 1.1e-3 and 0.9e-2 < new_step < 1.1e-2
+    checkpoint = tmp_path / "blocks_run" / "checkpoint.pt"
+    began = torch.load(checkpoint, weights_only=True)
+    assert began["new_parameters"] == sorted(n for n, _ in built.named_parameters() if n.startswith("block."))
+    # the warm-start file replaced by the run's own result (a relay committing its default): the run still resumes
+    # with the groups it began with, taken from its checkpoint
+    (tmp_path / "start.safetensors").write_bytes(Path(result.out).read_bytes())
     resumed = train(resolve_config({**vars(replace(cfg, max_iter=2)), "resume": "auto"}))
     assert resumed.start_iteration == 1 and load_decoder(resumed.out).network.blocks == ("relu4_1", "relu3_1")
+    assert [g["lr_scale"] for g in torch.load(checkpoint, weights_only=True)["optimizer"]["param_groups"]] == [1, 10]
+    # a checkpoint from before the record cannot tell: the error says the warm-start file is not the one it began with
+    began.pop("new_parameters")
+    torch.save(began, checkpoint)
+    with pytest.raises(ValueError, match="is not the file the run began with"):
+        train(resolve_config({**vars(replace(cfg, max_iter=3)), "resume": "auto"}))
     with pytest.raises(ValueError, match="blocks relu4_1,relu3_1, not relu4_1"):
         resolve_config({**vars(cfg), "resume": "auto", "blocks": "relu4_1"})
     for bad in ("relu1_1", "relu5_1", "relu3_1,relu3_1"):

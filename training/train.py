@@ -306,17 +306,19 @@ def train(cfg: TrainConfig) -> TrainResult:
     encoder_sha = file_sha256(cfg.encoder)
     decoder, warm_info, new_parameters = build_decoder(cfg)
     decoder.to(device, memory_format=memory_format)
+    state: dict[str, Any] | None = load_checkpoint(ckpt_file) if cfg.resume else None
+    if state is not None and "new_parameters" in state:
+        # the groups the run began with: the warm-start file may have been replaced since (a relay's own result)
+        new_parameters = set(state["new_parameters"])
     optimizer = build_optimizer(cfg, decoder, new_parameters)
     lr_scales = [group["lr_scale"] for group in optimizer.param_groups]  # a resumed optimizer keeps its saved groups
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start = 0
-    state: dict[str, Any] | None = None
     # the averaged weights smooth the step-to-step swings between content and style that a single
     # snapshot of a small-batch run lands on; they are what the output file holds
     ema = copy.deepcopy(decoder).eval().requires_grad_(False) if cfg.ema_decay else None
-    if cfg.resume:
-        state = load_checkpoint(ckpt_file)
+    if state is not None:
         try:
             decoder.load_state_dict(state["decoder"])
             if ema is not None:
@@ -325,9 +327,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                 ema.load_state_dict(state.get("ema", state["decoder"]))
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            began_with = state.get("warm_info", {}).get("warm_start_sha256")
+            changed = (f"; --warm-start {cfg.warm_start} is not the file the run began with (its sha256 differs from "
+                       "the checkpoint's record): give that file" if began_with and began_with !=
+                       warm_info.get("warm_start_sha256") else "")
             raise ValueError(f"{ckpt_file}: its decoder or optimizer does not fit a --decoder {cfg.decoder} decoder "
-                             f"({str(exc).splitlines()[0][:200]}); resume with the checkpoint's own options, or "
-                             "start a new run (another --run-dir)") from None
+                             f"({str(exc).splitlines()[0][:200]}){changed}; resume with the checkpoint's own options, "
+                             "or start a new run (another --run-dir)") from None
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
         warm_info = state.get("warm_info", warm_info)
@@ -378,7 +384,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         # the loss records first: a kill after the checkpoint would otherwise leave a log that ends before
         # it, and the resumed run could never fill the gap (resume drops the records past the checkpoint)
         loss_log.flush()
-        extra = {"warm_info": warm_info}
+        extra = {"warm_info": warm_info, "new_parameters": sorted(new_parameters)}
         if scaler.is_enabled():
             extra["scaler"] = scaler.state_dict()
         if ema is not None:
