@@ -211,9 +211,9 @@ def _ddp_cli(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _torchrun(data: Path, out: Path, *extra: str) -> None:
-    """Two CPU processes under torchrun (gloo)."""
+    """Two CPU processes under torchrun (gloo), on the CPU also where a GPU is present."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "training.train", *_ddp_cli(data, out, *extra)]
+           "-m", "training.train", *_ddp_cli(data, out, "--device", "cpu", *extra)]
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -442,6 +442,18 @@ def test_max_scale_zooms_in_so_crops_also_show_soft_upsampled_detail(tmp_path):
     assert column_step(plain) > 0.99
     assert column_step(enlarged) < 0.8 * column_step(plain)
     assert torch.equal(enlarged[(5, 0, 0)][0], enlarged[(5, 0, 0)][0])
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    """torchrun with two processes on a one-GPU machine: the second process is told what to change, instead of
+    CUDA's 'invalid device ordinal' (seen on a one-GPU H200)."""
+    from training.train import Distributed, pick_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="process 1 on this machine has no GPU of its own .1 visible.: start torchrun "
+                                         "with --nproc_per_node 1 or fewer, or train on the CPU with --device cpu"):
+        pick_device("auto", Distributed(1, 2, 1, torch.device("cpu")))
+    assert pick_device("cpu", Distributed(1, 2, 1, torch.device("cpu"))) == torch.device("cpu")
 
 
 def test_automatic_precision_per_device():

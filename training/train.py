@@ -94,6 +94,11 @@ def pick_device(name: str, ddp: Distributed) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if device.index is None:
+            count = torch.cuda.device_count()
+            if ddp.local_rank >= count:
+                raise ValueError(f"process {ddp.local_rank} on this machine has no GPU of its own ({count} visible): "
+                                 f"start torchrun with --nproc_per_node {count} or fewer, or train on the CPU with "
+                                 "--device cpu")
             device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
     return device
