@@ -409,6 +409,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
+    loss_weights = cfg.loss_weights  # once: --skip-content-weight is parsed, not read, each time it is asked for
     iteration, stopped, last = start, False, {}
     t_start = time.perf_counter()
     t_steady, steady_from = t_start, start
@@ -425,7 +426,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             for group, scale in zip(optimizer.param_groups, lr_scales):
                 group["lr"] = lr * scale
             with autocast:
-                losses = compute_losses(encoder, model, content, style, cfg.loss_weights, decoder.levels,
+                losses = compute_losses(encoder, model, content, style, loss_weights, decoder.levels,
                                         std_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses.total).backward()
@@ -449,9 +450,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                     values["colour_loss"] = losses.colour.item()
                 if cfg.stability_weight:
                     values["stability_loss"] = losses.stability.item()
-                if cfg.loss_weights.skip_content:
+                if loss_weights.skip_content:
                     values["skip_content_loss"] = losses.skip_content.item()
-                if cfg.loss_weights.identity:
+                if loss_weights.identity:
                     values["identity_pixel_loss"] = losses.identity_pixel.item()
                     values["identity_feature_loss"] = losses.identity_feature.item()
                 last = _mean_over_ranks(values, ddp)
