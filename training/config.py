@@ -138,15 +138,21 @@ class TrainConfig:
     @property
     def skip_content_weights(self) -> dict[str, float]:
         """--skip-content-weight as skip level -> weight, levels weighted 0 left out."""
-        text, levels = str(self.skip_content_weight).strip(), self.skip_levels
-        items = [item.split("=") for item in text.split(",") if item.strip()] if "=" in text else [
-            [name, text] for name in levels]
+        text = str(self.skip_content_weight).strip()
+        levels = self.skip_levels
         try:
-            weights = {name.strip(): float(value) for name, value in items}
-        except ValueError:  # an item without "=" or with two, or a weight that is no number
-            weights = {}
-        if (not weights and levels) or len(weights) != len(items) or not set(weights) <= set(levels) or not all(
-                math.isfinite(w) and w >= 0.0 for w in weights.values()):
+            if "=" not in text:
+                weights = dict.fromkeys(levels, float(text))
+            else:
+                weights = {}
+                for item in filter(None, (part.strip() for part in text.split(","))):
+                    name, value = (side.strip() for side in item.split("="))
+                    if name not in levels or name in weights:
+                        raise ValueError
+                    weights[name] = float(value)
+        except ValueError:
+            weights = {"": math.nan}
+        if not all(math.isfinite(w) and w >= 0.0 for w in weights.values()):
             raise ValueError(f"--skip-content-weight must be one number >= 0 or LEVEL=W,... naming distinct levels of "
                              f"{levels} (the decoder's skips) with weights >= 0; got {self.skip_content_weight!r}")
         return {name: w for name, w in weights.items() if w}
