@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from adain_nodes.models.precision import cpu_has_fast_bf16, resolve_precision
 from training.losses import (STABILITY_NOISE, LossWeights, channel_spreads, colour_distance, compute_losses,
                              image_balanced, shifted_view, statistics, std_error_weights, style_loss,
                              style_loss_per_image, total_variation)
+from training.determinism import deterministic_kernels
 from training.train import autocast_dtype, build_decoder, resolve_config, train
 
 import preforked
@@ -78,7 +80,7 @@ def _config(data: Path, out: Path, **options) -> TrainConfig:
     base = dict(content=str(data / "content"), style=str(data / "style"), encoder=str(data / "encoder.safetensors"),
                 out=str(out), batch_size=2, crop=32, resize=48, resize_mode="short", min_image_size=16,
                 workers=0, threads=1, log_every=1, sample_every=0, checkpoint_every=0, progress=False,
-                precision="fp32")
+                precision="fp32", deterministic=True)  # exact comparisons hold on a GPU too
     return TrainConfig(**{**base, **options})
 
 
@@ -125,6 +127,19 @@ def test_resume_is_exact(data, tmp_path):
     assert [r["loss"] for r in _records(tmp_path / "part_run")] == [r["loss"] for r in _records(tmp_path / "full_run")]
 
 
+def test_deterministic_kernels_cover_a_step_and_are_handed_back(data, tmp_path):
+    """--deterministic finds an ordered kernel for every op of a step (no warning names one), then restores torch."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(_config(data, tmp_path / "d.safetensors", max_iter=2))
+    assert [str(w.message) for w in caught if "determinis" in str(w.message)] == []
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    with deterministic_kernels(True):
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"]
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_weight_average_is_the_output_and_resumes_exactly(data, tmp_path):
     """--ema-decay writes the running average (not the last weights), and resume carries it on."""
     decay = 0.75
@@ -167,7 +182,7 @@ def _cli(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--content", str(data / "content"), "--style", str(data / "style"), "--encoder",
             str(data / "encoder.safetensors"), "--out", str(out), "--crop", "32", "--resize", "48",
             "--resize-mode", "short", "--min-image-size", "16", "--threads", "1", "--log-every", "1",
-            "--sample-every", "0", "--no-progress", "--precision", "fp32", *extra]
+            "--sample-every", "0", "--no-progress", "--precision", "fp32", "--deterministic", *extra]
 
 
 def _env() -> dict[str, str]:

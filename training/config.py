@@ -104,6 +104,8 @@ class TrainConfig:
     min_image_size: int = _opt(64, "skip images whose short side is below this many pixels")
     workers: int = _opt(2, "data loading worker processes (0: load in the training process)")
     seed: int = _opt(0, "seed of decoder init, data order and crops")
+    deterministic: bool = _opt(False, "deterministic GPU kernels (slower): a resumed CUDA run then equals an "
+                               "uninterrupted one bit for bit, as CPU runs always do")
     # numerics and devices
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N")
     precision: str = _opt("auto", "autocast: auto (bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX, else "

@@ -3,7 +3,7 @@
 The paper's recipe with the reference port's defaults (see ``config.py``). Runs on one CPU or
 GPU, or on many through ``torchrun`` (DistributedDataParallel: NCCL on GPUs, gloo on CPUs).
 Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and the decoder, and exits;
-``--resume`` then continues bit for bit where it stopped.
+``--resume`` then continues bit for bit where it stopped (on GPUs with ``--deterministic``).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, remove_run_temporarie
                          set_rng_states)
 from .config import TrainConfig, parse_levels, parse_overrides
 from .data import PairDataset, PairSampler, check_decodable, scan_images
+from .determinism import deterministic_kernels
 from .losses import channel_spreads, compute_losses, std_error_weights
 from .monitor import LossLog, Progress, plot_losses, sample_grid, save_png
 
@@ -294,6 +295,11 @@ def learning_rate(cfg: TrainConfig, iteration: int) -> float:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; returns where it stopped and the last losses."""
+    with deterministic_kernels(cfg.deterministic):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
     cfg.validate()
     check_inputs(cfg)
     wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
