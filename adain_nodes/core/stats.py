@@ -188,6 +188,16 @@ def adain_target(x: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0, we
     return centred.mul_(scale).add_(shift)
 
 
+def corrected_statistics(aimed: tuple[Tensor, Tensor], achieved: tuple[Tensor, Tensor],
+                         gain: float) -> tuple[Tensor, Tensor]:
+    """What to ask of a decoder whose output reached ``achieved`` when asked for ``aimed`` (mean, std ``[B, C]``):
+    the aim moved by ``gain`` x the shortfall, ``mean + gain (aimed - achieved)`` and ``std (aimed / achieved) **
+    gain`` (a std scales, so its shortfall is a ratio). A decoder misses the style's statistics by about the same
+    channel pattern whatever it is asked, so asking past them lands its output nearer; gain 1 overshoots."""
+    (mean, std), (got_mean, got_std) = aimed, achieved
+    return mean + gain * (mean - got_mean), std * (std / got_std.clamp_min(EPS)).pow(gain)
+
+
 def mix_statistics(means: list[Tensor], stds: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:
     """Interpolate K styles by mixing their statistics with ``weights`` normalised to sum 1.
 
