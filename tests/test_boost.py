@@ -108,3 +108,24 @@ def test_boost_brings_the_default_decoder_nearer_the_style():
     node = N["AdaINStyleTransfer"]()
     plain, boosted = (node.transfer(encoder, decoder, content, style, 1.0, style_boost=b)[0] for b in (0.0, 0.5))
     assert style_distance(encoder, boosted, style) < 0.9 * style_distance(encoder, plain, style)
+
+
+def test_the_modular_graph_boosts_as_the_one_node_transfer(encoder, skip_decoder):
+    """Encode, Stats, Blend (alpha 1), Decode, Boost Style, Blend (alpha), Decode equals AdaIN Style Transfer's
+    style_boost; the node refuses a style from another encoder and a bad boost."""
+    content, style = random_image(2, 40, 48, seed=7), random_image(1, 32, 32, seed=8)
+    features = N["AdaINEncode"]().encode(encoder, content, decoder=skip_decoder)[0]
+    stats = N["AdaINStyleStats"]().compute(encoder, style)[0]
+    decode = N["AdaINDecode"]()
+    first = decode.decode(skip_decoder, N["AdaINBlend"]().blend(features, stats, 1.0)[0])[0]
+    boosted = N["AdaINBoostStyle"]().boost(encoder, skip_decoder, stats, first, 0.5)[0]
+    assert boosted.count == 2
+    for alpha in (1.0, 0.6):
+        graph = decode.decode(skip_decoder, N["AdaINBlend"]().blend(features, boosted, alpha)[0])[0]
+        one_node = N["AdaINStyleTransfer"]().transfer(encoder, skip_decoder, content, style, alpha, style_boost=0.5)[0]
+        torch.testing.assert_close(graph, one_node)
+    other = pipeline.AdaINStyle(stats.levels, "another-encoder", "other.safetensors")
+    with pytest.raises(AdaINInputError, match="same encoder"):
+        N["AdaINBoostStyle"]().boost(encoder, skip_decoder, other, first, 0.5)
+    with pytest.raises(AdaINInputError, match="style_boost"):
+        N["AdaINBoostStyle"]().boost(encoder, skip_decoder, stats, first, 2.0)

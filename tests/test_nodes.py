@@ -30,7 +30,7 @@ def assert_has_style(result, style, weight=None):
     assert torch.allclose(s[live], expected[live], rtol=1e-4, atol=1e-5)
 PUBLIC_IDS = {"AdaINEncoderLoader", "AdaINDecoderLoader", "AdaINEncode", "AdaINStyleStats", "AdaINBlend",
               "AdaINMixStyles", "AdaINDecode", "AdaINStyleTransfer", "AdaINMatchColor", "AdaINSaveStyle",
-              "AdaINLoadStyle", "AdaINImage", "AdaINLatent", "AdaINVideoStyleTransfer"}
+              "AdaINLoadStyle", "AdaINImage", "AdaINLatent", "AdaINVideoStyleTransfer", "AdaINBoostStyle"}
 
 
 def test_public_node_ids_and_metadata(model_dir):

@@ -42,8 +42,8 @@ TILE_INPUTS = {
                                         "encoder's whole receptive field, so features are exact at any overlap."}),
 }
 
-__all__ = ["CATEGORY", "ENCODER", "DECODER", "FEATURES", "STYLE", "ALPHA_INPUT", "DETAIL_INPUT", "TILE_INPUTS",
-           "get_runtime", "to_network", "to_host", "tiling"]
+__all__ = ["CATEGORY", "ENCODER", "DECODER", "FEATURES", "STYLE", "ALPHA_INPUT", "BOOST_INPUT", "DETAIL_INPUT",
+           "TILE_INPUTS", "get_runtime", "to_network", "to_host", "tiling"]
 
 
 def tiling(tile_size: int, tile_overlap: int) -> Tiling:

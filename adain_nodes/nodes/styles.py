@@ -7,7 +7,8 @@ from .. import pipeline
 from ..errors import AdaINInputError
 from ..host.paths import STYLES_FOLDER, check_relative_name, list_files, resolve_file, writable_path
 from ..presets import load_style, save_style
-from .common import CATEGORY, ENCODER, STYLE, get_runtime, to_network
+from .common import (BOOST_INPUT, CATEGORY, DECODER_INPUT, ENCODER, STYLE, TILE_INPUTS, get_runtime, tiling,
+                     to_network)
 
 WEIGHT_INPUT = {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                 "tooltip": "Relative weight of this style; weights are normalised to sum 1."}
@@ -37,6 +38,35 @@ class AdaINStyleStats:
 
     def compute(self, encoder, image, average_batch=False, mask=None):
         return (pipeline.style_statistics(encoder, to_network(image, "image"), get_runtime(), mask, average_batch),)
+
+
+class AdaINBoostStyle:
+    DISPLAY_NAME = "AdaIN Boost Style"
+    DESCRIPTION = ("More style than alpha 1 in the modular graph (what AdaIN Style Transfer's style_boost does in one "
+                   "node): from a first decode at alpha 1, measures what the decoder missed of the style's statistics "
+                   "and returns the style moved that fraction past them, to blend the same features with again.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (STYLE,)
+    RETURN_NAMES = ("style",)
+    OUTPUT_TOOLTIPS = ("One boosted style per decoded image: blend the same content features with it (any alpha) "
+                       "and decode again.",)
+    FUNCTION = "boost"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "encoder": (ENCODER, {"tooltip": "The same encoder as the style's."}),
+            "decoder": DECODER_INPUT,
+            "style": (STYLE, {"tooltip": "The style the first decode was blended with."}),
+            "decoded": ("IMAGE", {"tooltip": "The first decode: the content's features blended with this style at "
+                                             "alpha 1, decoded by this decoder."}),
+            "style_boost": ("FLOAT", {**BOOST_INPUT[1], "default": 0.5}),
+            **TILE_INPUTS,
+        }}
+
+    def boost(self, encoder, decoder, style, decoded, style_boost=0.5, tile_size=1024, tile_overlap=64):
+        return (pipeline.boosted_style(encoder, decoder, style, to_network(decoded, "decoded"), style_boost,
+                                       get_runtime(), tiling(tile_size, tile_overlap)),)
 
 
 class AdaINMixStyles:
