@@ -250,3 +250,39 @@ def test_a_large_image_goes_through_the_tiled_path_in_process(dataset, tmp_path,
     assert counts["written"] == 1 and counts["manifest_ok"] == 1
     out = next((tmp_path / "out").glob("wide-stylized-*.png"))
     assert Image.open(out).size == (1090, 40)
+
+
+def test_style_boost_equals_the_one_node_transfer_and_is_part_of_the_settings(dataset, tmp_path):
+    """--style-boost 0.5 writes pipeline.stylize(..., boost=0.5) (up to 8-bit rounding); a folder made without it
+    is not continued with it, also one whose settings file predates the option."""
+    from adain_nodes.dataset.manifest import CONFIG_NAME
+
+    out = tmp_path / "out"
+    _run(dataset, out, "--style-boost", "0.5")
+    records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+    encoder = load_encoder(dataset / "models" / ENCODER_FILE)
+    decoder = load_decoder(dataset / "models" / DEFAULT_DECODER)
+    encoder.precision = decoder.precision = "auto"
+
+    def to_tensor(path):
+        return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
+
+    checked = 0
+    for record in records:
+        if record["status"] == "ok" and record["output"].endswith(".png"):
+            content, style = (to_tensor(dataset / kind / record[kind]) for kind in ("content", "style"))
+            boosted = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime(), boost=0.5)
+            plain = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime())
+            written = to_tensor(out / record["output"])
+            assert (written - boosted).abs().max() <= 1.01 / 255 < (written - plain).abs().max()
+            checked += 1
+    assert checked >= 2
+    assert "style_boost: 0.5 then, 0.0 now" in _run(dataset, out, expect=1).stderr
+    plain_out = tmp_path / "plain"
+    _run(dataset, plain_out)
+    settings = json.loads((plain_out / CONFIG_NAME).read_text())
+    del settings["style_boost"]  # as a version before the option wrote it
+    (plain_out / CONFIG_NAME).write_text(json.dumps(settings))
+    assert "style_boost: 0.0 then, 0.5 now" in _run(dataset, plain_out, "--style-boost", "0.5", expect=1).stderr
+    assert "written=0" in _run(dataset, plain_out).stdout
+    assert "--style-boost" in _run(dataset, out, "--style-boost", "1.5", expect=2).stderr

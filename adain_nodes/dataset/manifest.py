@@ -148,6 +148,10 @@ def _describe(value: Any) -> str:
     return f"it holds {text if len(text) <= 60 else text[:60] + '...'}"
 
 
+# settings added after the first release, with the value every run before them used
+ABSENT_MEANS = {"style_boost": 0.0}
+
+
 def check_config(out: Path, config: dict[str, Any], write: bool) -> None:
     """Refuse to continue an output folder made with other settings (its files would silently mix)."""
     path = out / CONFIG_NAME
@@ -160,7 +164,9 @@ def check_config(out: Path, config: dict[str, Any], write: bool) -> None:
             raise ValueError(f"{path} is not a settings file of stylize-dataset ({_describe(stored)}); use another "
                              "--out, or delete it if this folder holds one run's outputs (the next run records its "
                              "settings anew)")
-        # keys a file of an older version lacks are not compared: it could not record them
+        # keys a file of an older version lacks are not compared (it could not record them), unless what it used
+        # then is known
+        stored = {**{k: v for k, v in ABSENT_MEANS.items() if k in config}, **stored}
         changed = {key: (stored[key], value) for key, value in config.items() if key in stored and stored[key] != value}
         if changed:
             details = ", ".join(f"{key}: {old!r} then, {new!r} now" for key, (old, new) in changed.items())

@@ -72,6 +72,7 @@ class Settings:
     workers: int = 2
     threads: int = 0
     retry_failed: bool = False
+    style_boost: float = 0.0
 
 
 class ImageFiles(Dataset):
@@ -126,7 +127,8 @@ def _style_files_identity(root: Path, styles: list[str]) -> str:
 def _run_config(settings: Settings, styles: list[str], encoder: pipeline.Encoder,
                 decoder: pipeline.Decoder) -> dict[str, Any]:
     """Everything an output depends on; a rerun into the same folder must match it."""
-    return {"alpha": settings.alpha, "seed": settings.seed, "styles_per_image": settings.styles_per_image,
+    return {"alpha": settings.alpha, "style_boost": settings.style_boost, "seed": settings.seed,
+            "styles_per_image": settings.styles_per_image,
             "content_size": settings.content_size, "style_size": settings.style_size,
             "precision": settings.precision, "encoder": encoder.identity, "decoder": decoder.identity,
             "styles": hashlib.sha256("\n".join(styles).encode()).hexdigest(),
@@ -278,10 +280,17 @@ class Stylizer:
         return stats, errors
 
     def stylize_one(self, image: Tensor, styles: list[pipeline.AdaINStyle]) -> Tensor:
-        """The content image ``uint8 [3, H, W]`` with each style: ``[K, 3, H, W]`` in 0..1, one decoder batch."""
+        """The content image ``uint8 [3, H, W]`` with each style: ``[K, 3, H, W]`` in 0..1, one decoder batch
+        (two with --style-boost, as AdaIN Style Transfer's style_boost: the first at alpha 1 measures the shortfall)."""
         features = pipeline.encode(self.encoder, image[None].float().div_(255.0), self.runtime,
-                                   levels=self.decoder.network.levels)
-        styled = pipeline.blend(features.expand(len(styles)), pipeline.stack_styles(styles), self.s.alpha)
+                                   levels=self.decoder.network.levels).expand(len(styles))
+        stacked = pipeline.stack_styles(styles)
+        if self.s.style_boost > 0:
+            plain = pipeline.blend(features, stacked, 1.0).without_content()
+            first = pipeline.decode(self.decoder, plain, self.runtime)
+            stacked = pipeline.boosted_style(self.encoder, self.decoder, stacked, first, self.s.style_boost,
+                                             self.runtime)
+        styled = pipeline.blend(features, stacked, self.s.alpha)
         return pipeline.decode(self.decoder, styled.without_content(), self.runtime)
 
     def _save(self, job: Job, image: Tensor) -> None:
