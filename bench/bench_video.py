@@ -197,9 +197,9 @@ def blur_pool_encoder(encoder: LoadedModel) -> LoadedModel:
 
 
 def methods(encoder, decoder, runtime) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
-    def stable(**kwargs) -> Callable[[Tensor, Tensor], Tensor]:
+    def stable(boost: float = 0.0, **kwargs) -> Callable[[Tensor, Tensor], Tensor]:
         return lambda frames, style: video.stylize_video(encoder, decoder, frames, style, runtime,
-                                                         stability=video.Stability(**kwargs))
+                                                         stability=video.Stability(**kwargs), boost=boost)
     made: dict[int, Tensor] = {}
 
     def per_frame(frames: Tensor, style: Tensor) -> Tensor:  # kept for the peer-smoothing row of the same clip
@@ -221,6 +221,7 @@ def methods(encoder, decoder, runtime) -> dict[str, Callable[[Tensor, Tensor], T
         "align + smoothing 0.5": stable(align=True, pool_window=1, smoothing=0.5),
         "align + pool 8 + smoothing 0.5": stable(align=True, pool_window=8, smoothing=0.5),
         "default": stable(),
+        "default + style_boost 0.5": stable(boost=0.5),
     }
 
 

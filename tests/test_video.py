@@ -226,3 +226,29 @@ def test_node_holds_one_copy_of_the_clip(encoder, decoder):
     assert out.shape == frames.shape and out.is_contiguous() and 0 <= float(out.min()) <= float(out.max()) <= 1
     reference = stylize_video(encoder, decoder, frames.permute(0, 3, 1, 2), style.permute(0, 3, 1, 2), RUNTIME)
     torch.testing.assert_close(out, reference.permute(0, 2, 3, 1), rtol=0, atol=0)
+
+
+def test_boost_is_measured_once_on_the_first_frame(encoder, decoder):
+    """style_boost in the video path: the first frame's one-node boost (pipeline.boosted_style of its transfer at
+    alpha 1) is the style for the whole clip; with stability off each frame is then that style's plain transfer.
+    With a style per frame, the first frame's correction shifts the means and scales the stds of every row."""
+    frames, style = pan(3, frames=3, size=48), scene(32, 32, seed=4)
+    stats = pipeline.style_statistics(encoder, style, RUNTIME)
+    first = pipeline.stylize(encoder, decoder, frames[:1], style, RUNTIME, 1.0)
+    boosted = pipeline.boosted_style(encoder, decoder, stats, first, 0.5, RUNTIME)
+    levels = decoder.network.levels
+    features = pipeline.encode(encoder, frames, RUNTIME, levels=levels)
+    expected = pipeline.decode(decoder, pipeline.blend(features, boosted, 0.8), RUNTIME)
+    got = stylize_video(encoder, decoder, frames, style, RUNTIME, 0.8, stability=Stability.off(), boost=0.5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(got, stylize_video(encoder, decoder, frames, style, RUNTIME, 0.8,
+                                                 stability=Stability.off()))
+    same = stylize_video(encoder, decoder, frames, style.expand(3, -1, -1, -1), RUNTIME, 0.8,
+                         stability=Stability.off(), boost=0.5)
+    torch.testing.assert_close(same, got, rtol=0, atol=1e-5)
+    with pytest.raises(AdaINInputError, match="style_boost"):
+        stylize_video(encoder, decoder, frames, style, RUNTIME, boost=-0.5)
+    node = NODE_CLASS_MAPPINGS["AdaINVideoStyleTransfer"]()
+    host = node.transfer(encoder, decoder, frames.permute(0, 2, 3, 1), style.permute(0, 2, 3, 1), 0.8,
+                         align_to_motion=False, pool_frames=1, temporal_smoothing=0.0, style_boost=0.5)[0]
+    torch.testing.assert_close(host.permute(0, 3, 1, 2), got, rtol=0, atol=1e-5)
