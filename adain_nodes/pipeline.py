@@ -610,10 +610,18 @@ def boosted_style(encoder: Encoder, decoder: Decoder, style: AdaINStyle, output:
     index = batch_index(output.shape[0], style.count, "the output", "the style")
     measured = style_statistics(encoder, output, runtime, tiling=tiling)
     _check_same_encoder("the style", style, "the output's statistics", measured)
-    achieved = measured.levels
-    levels = {name: corrected_statistics(tuple(t[index] for t in style.levels[name]), achieved[name], boost)
-              for name in decoder.network.levels}
+    levels = {name: tuple(t[index] for t in stats) for name, stats in style.levels.items()}  # one row per image
+    levels.update((name, corrected_statistics(levels[name], measured.levels[name], boost))
+                  for name in decoder.network.levels)
     return dataclasses.replace(style, levels=levels)
+
+
+def boosted_style_for(encoder: Encoder, decoder: Decoder, features: AdaINFeatures, style: AdaINStyle, boost: float,
+                      runtime: Runtime, tiling: Tiling = DEFAULT_TILING) -> AdaINStyle:
+    """``boosted_style`` for content already encoded: its first transfer (blend at alpha 1, decode) is made here;
+    ``features`` are left as they were, for the second."""
+    first = decode(decoder, blend(features, style, 1.0).without_content(), runtime, tiling)
+    return boosted_style(encoder, decoder, style, first, boost, runtime, tiling)
 
 
 def with_content_detail(image: Tensor, content: Tensor, strength: float) -> Tensor:

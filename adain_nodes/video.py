@@ -196,10 +196,8 @@ class VideoStylizer:
         source = luminance_as_rgb(source) if self.color == "luminance only" else source
         first = _style_rows(style, [0])
         features = pipeline.encode(self.encoder, source, self.runtime, self.tiling, self.decoder.network.levels)
-        output = pipeline.decode(self.decoder, pipeline.blend(features, first, 1.0, in_place=True), self.runtime,
-                                 self.tiling)
-        boosted = pipeline.boosted_style(self.encoder, self.decoder, first, output, self.boost, self.runtime,
-                                         self.tiling)
+        boosted = pipeline.boosted_style_for(self.encoder, self.decoder, features, first, self.boost, self.runtime,
+                                             self.tiling)
         levels = {}
         for name, (mean, std) in boosted.levels.items():
             first_mean, first_std = first.levels[name]

@@ -119,7 +119,7 @@ def test_the_modular_graph_boosts_as_the_one_node_transfer(encoder, skip_decoder
     decode = N["AdaINDecode"]()
     first = decode.decode(skip_decoder, N["AdaINBlend"]().blend(features, stats, 1.0)[0])[0]
     boosted = N["AdaINBoostStyle"]().boost(encoder, skip_decoder, stats, first, 0.5)[0]
-    assert boosted.count == 2
+    assert boosted.count == 2 and set(boosted.levels) == set(stats.levels)  # a whole style, e.g. to save as a preset
     for alpha in (1.0, 0.6):
         graph = decode.decode(skip_decoder, N["AdaINBlend"]().blend(features, boosted, alpha)[0])[0]
         one_node = N["AdaINStyleTransfer"]().transfer(encoder, skip_decoder, content, style, alpha, style_boost=0.5)[0]

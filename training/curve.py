@@ -75,8 +75,7 @@ def sweep_outputs(encoder: pipeline.Encoder, decoder: pipeline.Decoder, content:
     features = pipeline.encode(encoder, content, runtime, levels=decoder.network.levels)
     stats = pipeline.style_statistics(encoder, style, runtime)
     if boost > 0:
-        first = pipeline.decode(decoder, pipeline.blend(features, stats, 1.0).without_content(), runtime)
-        stats = pipeline.boosted_style(encoder, decoder, stats, first, boost, runtime)
+        stats = pipeline.boosted_style_for(encoder, decoder, features, stats, boost, runtime)
     for alpha in alphas:
         image = pipeline.decode(decoder, pipeline.blend(features, stats, alpha).without_content(), runtime)
         for detail in details:

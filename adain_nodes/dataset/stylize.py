@@ -286,10 +286,8 @@ class Stylizer:
                                    levels=self.decoder.network.levels).expand(len(styles))
         stacked = pipeline.stack_styles(styles)
         if self.s.style_boost > 0:
-            plain = pipeline.blend(features, stacked, 1.0).without_content()
-            first = pipeline.decode(self.decoder, plain, self.runtime)
-            stacked = pipeline.boosted_style(self.encoder, self.decoder, stacked, first, self.s.style_boost,
-                                             self.runtime)
+            stacked = pipeline.boosted_style_for(self.encoder, self.decoder, features, stacked, self.s.style_boost,
+                                                 self.runtime)
         styled = pipeline.blend(features, stacked, self.s.alpha)
         return pipeline.decode(self.decoder, styled.without_content(), self.runtime)
 
