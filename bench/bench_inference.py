@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import time
+from typing import Callable, Hashable
 
 import numpy as np
 import torch
@@ -124,6 +126,19 @@ def single(encoder, decoder, runtime, device: torch.device, args: argparse.Names
           f"max |diff| {diff:.2e}")
 
 
+def interleaved(runs: dict[Hashable, Callable[[], object]], repeats: int) -> dict[Hashable, float]:
+    """Mean seconds of each run, the runs taking turns ``repeats`` times after a first round that warms all up
+    (interleaving spreads the machine's drifts over all of them alike)."""
+    seconds = dict.fromkeys(runs, 0.0)
+    for repeat in range(repeats + 1):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if repeat:
+                seconds[name] += time.perf_counter() - start
+    return {name: total / repeats for name, total in seconds.items()}
+
+
 def skip_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
     """What the extra levels cost: a skip decoder whose trunk is ``decoder`` (skips random: speed does not
     depend on the values), timed interleaved with the relu4_1 decoder."""
@@ -136,14 +151,10 @@ def skip_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
     print(f"{'size':>6} {'relu4_1 s':>10} {'skip s':>8} {'skip / relu4_1':>15}")
     for size in args.sizes:
         content, style = images(1, size, size, 5), images(1, size, size, 6)
-        seconds = {"relu4_1": 0.0, "skip": 0.0}
-        for repeat in range(args.repeats + 1):
-            for name, model in (("relu4_1", decoder), ("skip", skip)):
-                start = time.perf_counter()
-                pipeline.stylize(encoder, model, content, style, runtime, tiling=NO_TILING)
-                if repeat:  # the first round warms both up
-                    seconds[name] += time.perf_counter() - start
-        print(f"{size:>6} {seconds['relu4_1'] / args.repeats:>10.3f} {seconds['skip'] / args.repeats:>8.3f} "
+        seconds = interleaved({name: functools.partial(pipeline.stylize, encoder, model, content, style, runtime,
+                                                       tiling=NO_TILING)
+                               for name, model in (("relu4_1", decoder), ("skip", skip))}, args.repeats)
+        print(f"{size:>6} {seconds['relu4_1']:>10.3f} {seconds['skip']:>8.3f} "
               f"{seconds['skip'] / seconds['relu4_1']:>14.2f}x", flush=True)
 
 
@@ -153,14 +164,9 @@ def boost_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
     print(f"{'size':>6} {'plain s':>8} {'boost s':>8} {'boost / plain':>14}")
     for size in args.sizes:
         content, style = images(1, size, size, 5), images(1, size, size, 6)
-        seconds = {0.0: 0.0, 0.5: 0.0}
-        for repeat in range(args.repeats + 1):
-            for boost in seconds:
-                start = time.perf_counter()
-                pipeline.stylize(encoder, decoder, content, style, runtime, boost=boost)
-                if repeat:  # the first round warms both up
-                    seconds[boost] += time.perf_counter() - start
-        print(f"{size:>6} {seconds[0.0] / args.repeats:>8.3f} {seconds[0.5] / args.repeats:>8.3f} "
+        seconds = interleaved({boost: functools.partial(pipeline.stylize, encoder, decoder, content, style, runtime,
+                                                        boost=boost) for boost in (0.0, 0.5)}, args.repeats)
+        print(f"{size:>6} {seconds[0.0]:>8.3f} {seconds[0.5]:>8.3f} "
               f"{seconds[0.5] / seconds[0.0]:>13.2f}x", flush=True)
 
 

@@ -447,40 +447,35 @@ MODELS_NOTE = ("Models: put " + ENCODER_FILE + " (VGG19, Simonyan & Zisserman, C
                "or run 'python -m adain_nodes download'. The decoder ships in the pack's weights/ folder.")
 
 
-def ex_style_transfer() -> Graph:
+def _one_node_transfer(group: str, prefix: str, note_title: str, note: str, **widgets) -> Graph:
+    """Models, a content photo and a style image into one AdaIN Style Transfer (with ``widgets``), saved."""
     g = Graph(columns=(WIDE, NODE_WIDTH, 300))
     enc, dec = models(g, 0)
     content = image(g, "chelsea.jpg", "Content photo", 1)
     style = image(g, "style_brushstrokes.jpg", "Style image", 1)
     g.group("Images", [content, style], GROUP_COLORS["inputs"])
-    t = g.add("AdaINStyleTransfer", 2, alpha=1.0, preserve_color="off")
+    t = g.add("AdaINStyleTransfer", 2, alpha=1.0, preserve_color="off", **widgets)
     for name, node in (("encoder", enc), ("decoder", dec), ("content_image", content), ("style_image", style)):
         g.connect(node, 0, t, name)
-    g.group("Style transfer", [t], GROUP_COLORS["transfer"])
-    save = g.add("SaveImage", 3, filename_prefix="adain/01_style_transfer")
+    g.group(group, [t], GROUP_COLORS["transfer"])
+    save = g.add("SaveImage", 3, filename_prefix=prefix)
     g.connect(t, "image", save, "images")
-    g.note("AdaIN style transfer", "AdaIN style transfer in one node (Huang & Belongie 2017).\n\nThe photo keeps its "
-           "layout, the style image gives colours and texture; alpha trades content (0) for style (1).\n\n"
-           + MODELS_NOTE, 0)
+    g.note(note_title, note + "\n\n" + MODELS_NOTE, 0)
     return g
+
+
+def ex_style_transfer() -> Graph:
+    return _one_node_transfer("Style transfer", "adain/01_style_transfer", "AdaIN style transfer",
+                              "AdaIN style transfer in one node (Huang & Belongie 2017).\n\nThe photo keeps its "
+                              "layout, the style image gives colours and texture; alpha trades content (0) for style "
+                              "(1).")
 
 
 def ex_style_boost() -> Graph:
-    g = Graph(columns=(WIDE, NODE_WIDTH, 300))
-    enc, dec = models(g, 0)
-    content = image(g, "chelsea.jpg", "Content photo", 1)
-    style = image(g, "style_brushstrokes.jpg", "Style image", 1)
-    g.group("Images", [content, style], GROUP_COLORS["inputs"])
-    t = g.add("AdaINStyleTransfer", 2, alpha=1.0, preserve_color="off", style_boost=0.5)
-    for name, node in (("encoder", enc), ("decoder", dec), ("content_image", content), ("style_image", style)):
-        g.connect(node, 0, t, name)
-    g.group("Boosted style transfer", [t], GROUP_COLORS["transfer"])
-    save = g.add("SaveImage", 3, filename_prefix="adain/13_style_boost")
-    g.connect(t, "image", save, "images")
-    g.note("More style than alpha 1", "style_boost 0.5: a first transfer measures what the decoder misses of the "
-           "style's statistics, a second asks half that much past them. About 15 % more style than example 01's one "
-           "transfer of the same pair, for about twice the time.\n\n" + MODELS_NOTE, 0)
-    return g
+    return _one_node_transfer("Boosted style transfer", "adain/13_style_boost", "More style than alpha 1",
+                              "style_boost 0.5: a first transfer measures what the decoder misses of the style's "
+                              "statistics, a second asks half that much past them. About 15 % more style than example "
+                              "01's one transfer of the same pair, for about twice the time.", style_boost=0.5)
 
 
 def _modular_front(g: Graph, content_file: str, style_file: str,
