@@ -557,7 +557,7 @@ def ex_tradeoff() -> Graph:
         g.connect(d, 0, save, "images")
     g.note("Content-style trade-off", "alpha " + ", ".join(str(a) for a in ALPHAS) + " from top to bottom. Low "
            "alpha keeps more of the photo; 1.0 is the full style.\n\nContent and style are encoded once, for all "
-           "three.\n\n" + MODELS_NOTE, 1)
+           "three.\n\n" + MODELS_NOTE, 1, level=2)
     return g
 
 

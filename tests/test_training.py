@@ -904,3 +904,74 @@ def test_mse_is_torchs_mse_in_any_memory_layout(layout):
     expected.backward()
     assert torch.allclose(value, expected, rtol=1e-6) and value.dtype == torch.float32
     assert torch.allclose(a.grad, expected_a.grad, rtol=1e-5, atol=1e-9)
+
+
+def _smooth(batch: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, 3, 8, 8, generator=g)
+    return torch.nn.functional.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)
+
+
+def test_teacher_term_matches_the_features_of_the_products_style_boost(data, tmp_path):
+    """--teacher: the drawing the output must match is the teacher's picture under ``pipeline.stylize(boost=)``
+    (two transfers, in 0..1), and the term is the feature MSE at every style layer between the output and that
+    picture, weighted into the total beside the paper's terms."""
+    from adain_nodes import pipeline
+    from adain_nodes.host.runtime import StandaloneRuntime
+    from adain_nodes.tiling import NO_TILING
+    from conftest import random_skip_decoder
+    from training.losses import boosted_drawing, feature_distance
+
+    save_safetensors(random_skip_decoder(3).state_dict(), tmp_path / "teacher.safetensors", {})
+    encoder, teacher = load_encoder(data / "encoder.safetensors"), load_decoder(tmp_path / "teacher.safetensors")
+    encoder.precision = teacher.precision = "fp32"
+    content, style = _smooth(2, 1), _smooth(2, 2)
+    product = pipeline.stylize(encoder, teacher, content, style, StandaloneRuntime(torch.device("cpu")), 1.0,
+                               tiling=NO_TILING, boost=0.5)
+    levels = teacher.network.levels
+    net = encoder.network
+    content_at = dict(zip(STYLE_LAYERS, net.encode(content, STYLE_LAYERS)))
+    style_stats = dict(zip(STYLE_LAYERS, statistics(net.encode(style, STYLE_LAYERS))))
+    drawn = boosted_drawing(net, teacher.network, content_at, style_stats, levels, 0.5)
+    assert torch.allclose(drawn, product, atol=1e-4)
+    once = pipeline.stylize(encoder, teacher, content, style, StandaloneRuntime(torch.device("cpu")), 1.0,
+                            tiling=NO_TILING)
+    assert (drawn - once).abs().max() > 0.01  # the boost changed the picture, so the check above could fail
+
+    student = random_skip_decoder(4)
+    with torch.no_grad():
+        paper = compute_losses(net, student, content, style, levels=levels)
+        taught = compute_losses(net, student, content, style, LossWeights(teacher=2.0, teacher_boost=0.5), levels,
+                                teacher=teacher.network)
+    expected = feature_distance(net.encode(taught.output, STYLE_LAYERS), net.encode(drawn, STYLE_LAYERS))
+    assert float(paper.teacher) == 0.0
+    assert float(taught.teacher) == pytest.approx(float(expected), rel=1e-4) and float(expected) > 0
+    assert float(taught.total) == pytest.approx(float(paper.total) + 2.0 * float(expected), rel=1e-5)
+
+
+def test_teacher_options_are_checked_and_recorded(data, tmp_path):
+    """--teacher and --teacher-weight go together, the boost lies in style_boost's range, a teacher of other levels
+    is refused before any work; a run records the term in its log and the teacher's file and hash in its output."""
+    from conftest import random_skip_decoder
+
+    save_safetensors(random_skip_decoder(3).state_dict(), tmp_path / "teacher.safetensors", {})
+    save_safetensors(AdaINDecoder().state_dict(), tmp_path / "relu4_1.safetensors", {})
+    teacher = str(tmp_path / "teacher.safetensors")
+    for options, message in ((dict(teacher=teacher), "--teacher and --teacher-weight go together"),
+                             (dict(teacher_weight=1.0), "--teacher and --teacher-weight go together"),
+                             (dict(teacher=teacher, teacher_weight=1.0, teacher_boost=1.5), "--teacher-boost must"),
+                             (dict(teacher=teacher, teacher_weight=-1.0), "--teacher-weight must be")):
+        with pytest.raises(ValueError, match=message):
+            _config(data, tmp_path / "x.safetensors", decoder="skip", **options).validate()
+    with pytest.raises(ValueError, match="--teacher .*relu4_1.safetensors is a decoder of"):
+        train(_config(data, tmp_path / "y.safetensors", decoder="skip", teacher=str(tmp_path / "relu4_1.safetensors"),
+                      teacher_weight=1.0, max_iter=1))
+    with pytest.raises(ValueError, match="--teacher .*missing.safetensors: no such weight file"):
+        train(_config(data, tmp_path / "z.safetensors", decoder="skip", teacher=str(tmp_path / "missing.safetensors"),
+                      teacher_weight=1.0, max_iter=1))
+    assert not (tmp_path / "y_run").exists() and not (tmp_path / "z_run").exists()
+    result = train(_config(data, tmp_path / "t.safetensors", decoder="skip", teacher=teacher, teacher_weight=1.0,
+                           max_iter=2, run_dir=str(tmp_path / "t_run")))
+    assert all(r["teacher_loss"] > 0 for r in _records(tmp_path / "t_run"))
+    meta = load_decoder(result.out).metadata
+    assert meta["teacher"] == "teacher.safetensors" and meta["teacher_sha256"] == file_sha256(teacher)

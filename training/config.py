@@ -88,6 +88,12 @@ class TrainConfig:
     style_image_balance: bool = _opt(False, "divide each image's style-loss gradient by its own style loss, so every "
                                      "pair counts alike (the gradient of the mean log style loss, as the evaluation's "
                                      "geometric mean of ratios; not in the paper)")
+    teacher: Optional[str] = _opt(None, "a decoder file of the same levels to distil: with --teacher-weight the output "
+                                  "also matches, in VGG features at relu1_1..relu4_1, what that decoder draws with "
+                                  "style_boost --teacher-boost (two transfers), so one transfer learns the boosted "
+                                  "style (not in the paper)")
+    teacher_weight: float = _opt(0.0, "weight of the --teacher term (0: off)")
+    teacher_boost: float = _opt(0.5, "the style_boost of the --teacher's two transfers (0 to 1)")
     skip_content_weight: str = _opt("0", "with --decoder skip: weight of a content loss at each skip level against "
                                     "its AdaIN target, as the paper's at relu4_1, so the output keeps the content's "
                                     "finer structure (not in the paper); one number for every level, or LEVEL=W,... "
@@ -163,7 +169,8 @@ class TrainConfig:
     def loss_weights(self) -> LossWeights:
         return LossWeights(self.content_weight, self.style_weight, self.tv_weight, self.identity_pixel_weight,
                            self.identity_feature_weight, self.identity_style, self.colour_weight,
-                           self.stability_weight, self.style_image_balance, self.skip_content_weights)
+                           self.stability_weight, self.style_image_balance, self.skip_content_weights,
+                           self.teacher_weight, self.teacher_boost)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -213,10 +220,16 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         for name in ("content_weight", "style_weight", "tv_weight", "identity_pixel_weight",
-                     "identity_feature_weight", "colour_weight", "stability_weight", "style_std_balance"):
+                     "identity_feature_weight", "colour_weight", "stability_weight", "style_std_balance",
+                     "teacher_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        if bool(self.teacher_weight) != bool(self.teacher):
+            raise ValueError("--teacher and --teacher-weight go together: give the decoder file to distil and a "
+                             "weight > 0, or neither")
+        if not (math.isfinite(self.teacher_boost) and 0.0 <= self.teacher_boost <= 1.0):
+            raise ValueError(f"--teacher-boost must be in [0, 1] (style_boost's range), got {self.teacher_boost}")
         if self.identity_style and not (self.identity_pixel_weight or self.identity_feature_weight):
             raise ValueError("--identity-style adds the style images to the identity terms, which are off: give "
                              "--identity-pixel-weight or --identity-feature-weight too (SANet: 50 and 1)")

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adain_nodes.core.stats import adain, mean_std
+from adain_nodes.core.stats import adain, corrected_statistics, mean_std
 from adain_nodes.core.layers import ADAIN_LAYER, ENCODER_LAYERS, STYLE_LAYERS
 from adain_nodes.models.networks import VGGEncoder
 
@@ -72,6 +72,8 @@ class LossWeights:
     stability: float = 0.0
     style_image_balance: bool = False
     skip_content: Mapping[str, float] = field(default_factory=dict)  # skip level -> weight of its content loss
+    teacher: float = 0.0
+    teacher_boost: float = 0.5
 
     @property
     def identity(self) -> bool:
@@ -88,6 +90,7 @@ class Losses:
     colour: Tensor
     stability: Tensor
     skip_content: Tensor
+    teacher: Tensor
     total: Tensor
     output: Tensor
 
@@ -233,16 +236,29 @@ def stability_distance(moved_output: Tensor, output: Tensor, dy: int, dx: int) -
     return mse(moved_output[..., dy:, dx:], output[..., :h - dy, :w - dx])
 
 
+@torch.no_grad()
+def boosted_drawing(encoder: VGGEncoder, teacher: nn.Module, content_at: Mapping[str, Tensor],
+                    style_stats: Mapping[str, tuple[Tensor, Tensor]], levels: tuple[str, ...], boost: float) -> Tensor:
+    """The picture ``teacher`` draws with style_boost ``boost``, as ``pipeline.stylize`` does: a first transfer
+    (in 0..1, as shown), its statistics at ``levels``, and a second transfer asked past them by ``boost`` x the
+    shortfall."""
+    first = teacher(*(adain(content_at[name].float(), *style_stats[name]) for name in levels)).clamp(0.0, 1.0)
+    reached = dict(zip(levels, statistics(encoder.encode(first, levels, fast=True))))
+    return teacher(*(adain(content_at[name].float(), *corrected_statistics(style_stats[name], reached[name], boost))
+                     for name in levels)).clamp(0.0, 1.0)
+
+
 def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, style: Tensor,
                    weights: LossWeights = LossWeights(), levels: tuple[str, ...] = (ADAIN_LAYER,),
-                   std_weights: list[Tensor] | None = None) -> Losses:
+                   std_weights: list[Tensor] | None = None, teacher: nn.Module | None = None) -> Losses:
     """Forward pass of one training step; ``decoder`` may be wrapped in DistributedDataParallel.
 
     ``levels`` are the encoder layers the decoder takes (its ``levels``), each AdaIN'd with the style's
     statistics at that layer; the content loss is at ADAIN_LAYER, as in the paper, and with ``skip_content`` also at
     the other levels, against their AdaIN targets. With identity or
     stability terms the stylization, the reconstruction and the shifted content go through the decoder as one
-    batch (one pass, which DDP needs and which is faster than several).
+    batch (one pass, which DDP needs and which is faster than several). With ``weights.teacher`` the output's
+    features at every style layer also match ``teacher``'s boosted drawing (``boosted_drawing``).
     """
     with torch.no_grad():
         style_feats = encoder.encode(style, STYLE_LAYERS, fast=True)
@@ -258,6 +274,9 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
             view = (view + STABILITY_NOISE * torch.randn_like(view)).clamp(0.0, 1.0)
             shifted = {name: adain(f.float(), *style_stats[name])
                        for name, f in zip(levels, encoder.encode(view, levels, fast=True))}
+        drawn_feats = (encoder.encode(boosted_drawing(encoder, teacher, content_at, style_stats, levels,
+                                                      weights.teacher_boost), STYLE_LAYERS, fast=True)
+                       if weights.teacher else None)
     target = targets[0]
     zero = target.new_zeros(())
     batch = content.shape[0]
@@ -282,6 +301,7 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
     loss_tv = total_variation(output) if weights.tv else zero
     loss_colour = colour_distance(output, style) if weights.colour else zero
     loss_stability = stability_distance(decoded[reencoded:], output, dy, dx) if shifted else zero
+    loss_teacher = feature_distance(out_feats, drawn_feats) if drawn_feats is not None else zero
     loss_ip, loss_if = zero, zero
     for i, (image, feats) in enumerate(zip(originals, original_feats), start=1):
         part = slice(i * batch, (i + 1) * batch)
@@ -289,5 +309,6 @@ def compute_losses(encoder: VGGEncoder, decoder: nn.Module, content: Tensor, sty
         loss_if = loss_if + feature_distance([f[part] for f in decoded_feats], [feats[n] for n in STYLE_LAYERS])
     total = (weights.content * loss_c + weights.style * loss_s + weights.tv * loss_tv
              + weights.identity_pixel * loss_ip + weights.identity_feature * loss_if + weights.colour * loss_colour
-             + weights.stability * loss_stability + loss_sc)
-    return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, loss_stability, loss_sc, total, output)
+             + weights.stability * loss_stability + loss_sc + weights.teacher * loss_teacher)
+    return Losses(loss_c, loss_s, loss_tv, loss_ip, loss_if, loss_colour, loss_stability, loss_sc, loss_teacher,
+                  total, output)

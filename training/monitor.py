@@ -24,7 +24,8 @@ from adain_nodes.atomic_files import atomic_write
 log = logging.getLogger(__name__)
 
 LOG_FIELDS = ("iteration", "loss", "content_loss", "style_loss", "tv_loss", "colour_loss", "identity_pixel_loss",
-              "identity_feature_loss", "stability_loss", "skip_content_loss", "lr", "images_per_s", "elapsed_s")
+              "identity_feature_loss", "stability_loss", "skip_content_loss", "teacher_loss", "lr", "images_per_s",
+              "elapsed_s")
 
 
 def write_text(path: Path, text: str) -> None:

@@ -217,6 +217,20 @@ def build_decoder(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any], set[str]
     return decoder.train().requires_grad_(True), info, new
 
 
+def build_teacher(cfg: TrainConfig, levels: tuple[str, ...]) -> tuple[nn.Module | None, dict[str, Any]]:
+    """The frozen --teacher decoder, which must take the trained decoder's levels; and what the output file
+    records of it (None and nothing without --teacher)."""
+    if not cfg.teacher:
+        return None, {}
+    teacher = load_decoder(cfg.teacher)
+    if tuple(teacher.network.levels) != tuple(levels):
+        raise ValueError(f"--teacher {cfg.teacher} is a decoder of {teacher.network.levels}; the trained decoder takes "
+                         f"{levels}: give a teacher of the same levels (--decoder, --skips)")
+    log.info("distilling %s with style_boost %g (weight %g)", cfg.teacher, cfg.teacher_boost, cfg.teacher_weight)
+    return (teacher.network.eval().requires_grad_(False),
+            {"teacher": Path(cfg.teacher).name, "teacher_sha256": file_sha256(cfg.teacher)})
+
+
 def build_optimizer(cfg: TrainConfig, decoder: nn.Module, new: set[str]) -> torch.optim.Optimizer:
     """Adam; the parameters in ``new`` (absent from the warm-start file) learn ``--new-lr-scale`` times faster, in a
     group of their own (only then: a checkpoint of one group, from before the option, still resumes)."""
@@ -241,7 +255,7 @@ def check_inputs(cfg: TrainConfig) -> None:
         if _inside(cfg.run_path, folder):
             raise ValueError(f"the run folder {cfg.run_path} is inside {option} {folder}: the trainer would train on "
                              "its own sample grids; give --run-dir (or --out) outside the image folders")
-    for option, name in (("--encoder", cfg.encoder), ("--warm-start", cfg.warm_start)):
+    for option, name in (("--encoder", cfg.encoder), ("--warm-start", cfg.warm_start), ("--teacher", cfg.teacher)):
         if name and not is_regular_file(name):
             raise ValueError(f"{option} {name}: no such weight file")
     if cfg.run_path.exists() and not cfg.run_path.is_dir():
@@ -317,6 +331,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
     encoder_sha = file_sha256(cfg.encoder)
     decoder, warm_info, new_parameters = build_decoder(cfg)
     decoder.to(device, memory_format=memory_format)
+    teacher, teacher_info = build_teacher(cfg, decoder.levels)
+    if teacher is not None:
+        teacher.to(device, memory_format=memory_format)
     state: dict[str, Any] | None = load_checkpoint(ckpt_file) if cfg.resume else None
     if state is not None and "new_parameters" in state:
         # the groups the run began with: the warm-start file may have been replaced since (a relay's own result)
@@ -370,7 +387,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     progress = Progress(cfg.max_iter, start, live=cfg.progress if ddp.main else False)
     meta_base = {"encoder": Path(cfg.encoder).name, "encoder_sha256": encoder_sha,
                  "training_options": cfg.to_json(), "precision": str(amp_dtype or torch.float32),
-                 "world_size": ddp.world_size, "trainer": "adain-nodes training.train", **warm_info,
+                 "world_size": ddp.world_size, "trainer": "adain-nodes training.train", **warm_info, **teacher_info,
                  "data": data_description(cfg, loader.dataset)}
 
     # the last checkpoint known good: the one resumed from, then each one written
@@ -433,7 +450,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
                 group["lr"] = lr * scale
             with autocast:
                 losses = compute_losses(encoder, model, content, style, loss_weights, decoder.levels,
-                                        std_weights)
+                                        std_weights, teacher)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses.total).backward()
             scaler.step(optimizer)
@@ -458,6 +475,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
                     values["stability_loss"] = losses.stability.item()
                 if loss_weights.skip_content:
                     values["skip_content_loss"] = losses.skip_content.item()
+                if loss_weights.teacher:
+                    values["teacher_loss"] = losses.teacher.item()
                 if loss_weights.identity:
                     values["identity_pixel_loss"] = losses.identity_pixel.item()
                     values["identity_feature_loss"] = losses.identity_feature.item()
