@@ -192,8 +192,9 @@ def corrected_statistics(aimed: tuple[Tensor, Tensor], achieved: tuple[Tensor, T
                          gain: float) -> tuple[Tensor, Tensor]:
     """What to ask of a decoder whose output reached ``achieved`` when asked for ``aimed`` (mean, std ``[B, C]``):
     the aim moved by ``gain`` x the shortfall, ``mean + gain (aimed - achieved)`` and ``std (aimed / achieved) **
-    gain`` (a std scales, so its shortfall is a ratio). A decoder misses the style's statistics by about the same
-    channel pattern whatever it is asked, so asking past them lands its output nearer; gain 1 overshoots."""
+    gain`` (a std scales, so its shortfall is a ratio). For a given content image a decoder misses the style's
+    statistics by about the same channel pattern whatever it is asked, so asking past them lands its output nearer;
+    gain 1 overshoots."""
     (mean, std), (got_mean, got_std) = aimed, achieved
     return mean + gain * (mean - got_mean), std * (std / got_std.clamp_min(EPS)).pow(gain)
 
