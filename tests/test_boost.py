@@ -1,6 +1,8 @@
 """style_boost: a second transfer that asks past what the first missed of the style's statistics."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -96,18 +98,24 @@ def test_the_node_takes_style_boost_and_refuses_bad_values(encoder, skip_decoder
 
 
 def test_boost_brings_the_default_decoder_nearer_the_style():
-    """On a real pair with the real encoder and the shipped default decoder (on the decision half it lowers the style
-    loss 14.9x where one transfer gives 12.9x; one pair of the relu4_1 decoder's goes the other way, so not that)."""
+    """On real pairs with the real encoder and the shipped default decoder, style_boost 0.5 lowers the style loss
+    (geometric mean over four photos x two paintings, as the evaluation averages). Single pairs vary: most gain,
+    a few overshoot (the whole grid of ../shared/images, stop 37), so no single pair decides."""
     weights = shared_path("weights", "vgg19_normalised_relu4_1.safetensors").parent
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ADAIN_MODELS_DIR", str(weights))
         encoder = N["AdaINEncoderLoader"]().load("vgg19_normalised_relu4_1.safetensors")[0]
         decoder = N["AdaINDecoderLoader"]().load(DEFAULT_DECODER)[0]
-    content = load_image(shared_path("images", "content", "skimage_chelsea.png"))
-    style = load_image(shared_path("images", "style", "starry_night.jpg"))
     node = N["AdaINStyleTransfer"]()
-    plain, boosted = (node.transfer(encoder, decoder, content, style, 1.0, style_boost=b)[0] for b in (0.0, 0.5))
-    assert style_distance(encoder, boosted, style) < 0.9 * style_distance(encoder, plain, style)
+    log_ratios = []
+    for photo in ("skimage_chelsea.png", "skimage_astronaut.png", "tubingen.jpg", "lenna.jpg"):
+        content = load_image(shared_path("images", "content", photo))
+        for painting in ("starry_night.jpg", "the_scream.jpg"):
+            style = load_image(shared_path("images", "style", painting))
+            plain, boosted = (node.transfer(encoder, decoder, content, style, 1.0, style_boost=b)[0]
+                              for b in (0.0, 0.5))
+            log_ratios.append(math.log(style_distance(encoder, boosted, style) / style_distance(encoder, plain, style)))
+    assert math.exp(sum(log_ratios) / len(log_ratios)) < 0.95
 
 
 def test_the_modular_graph_boosts_as_the_one_node_transfer(encoder, skip_decoder):
