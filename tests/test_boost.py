@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adain_nodes import pipeline
-from adain_nodes.core.stats import corrected_statistics, mean_std
+from adain_nodes.core.stats import BOOST_STD_RATIO_LIMIT, corrected_statistics, mean_std
 from adain_nodes.errors import AdaINInputError
 from adain_nodes.host.paths import DEFAULT_DECODER
 from adain_nodes.host.runtime import StandaloneRuntime
@@ -52,6 +52,18 @@ def test_gain_1_lands_a_decoder_with_a_fixed_shortfall_on_its_aim():
     torch.testing.assert_close(half[1], std / 0.8 ** 0.5)
 
 
+def test_a_channel_drawn_flat_or_too_strong_is_asked_at_most_the_limit_past_the_style():
+    """A first output whose channel came out nearly flat (std 1e-3 of the style's) would ask 30x the style's
+    contrast at gain 0.5 unlimited; the ask stops at BOOST_STD_RATIO_LIMIT ** gain either way, and a channel inside
+    the limit keeps its exact correction."""
+    mean, std = torch.zeros(1, 3), torch.ones(1, 3)
+    got_std = torch.tensor([[1e-3, 1e3, 0.8]])
+    asked_mean, asked_std = corrected_statistics((mean, std), (mean, got_std), 0.5)
+    limit = BOOST_STD_RATIO_LIMIT ** 0.5
+    torch.testing.assert_close(asked_std, torch.tensor([[limit, 1 / limit, 0.8 ** -0.5]]))
+    torch.testing.assert_close(asked_mean, mean)
+
+
 def test_boost_is_a_second_transfer_with_the_corrected_style(encoder, skip_decoder):
     """Computed again from the parts: the first transfer at alpha 1, its statistics by the encoder, the
     correction by hand, and a transfer at the user's alpha with them."""
@@ -64,7 +76,8 @@ def test_boost_is_a_second_transfer_with_the_corrected_style(encoder, skip_decod
         asked = {}
         for name, s, f in zip(levels, style_maps, first_maps):
             (sm, ss), (fm, fs) = mean_std(s), mean_std(f)
-            asked[name] = (sm + 0.5 * (sm - fm), ss * (ss / fs) ** 0.5)  # style batch 1, content batch 2
+            ratio = (ss / fs).clamp(1 / BOOST_STD_RATIO_LIMIT, BOOST_STD_RATIO_LIMIT)
+            asked[name] = (sm + 0.5 * (sm - fm), ss * ratio ** 0.5)  # style batch 1, content batch 2
     for alpha in (1.0, 0.7):
         boosted = pipeline.stylize(encoder, skip_decoder, content, style, CPU, alpha, boost=0.5)
         by_hand = pipeline.AdaINStyle(asked, encoder.identity, encoder.name)
