@@ -19,7 +19,7 @@ from torch import Tensor
 from .core.color import luminance_as_rgb, match_color, transfer_luminance
 from .core.detail import add_content_detail
 from .core.image import batch_index, mask_to_weight, pad_for_encoder
-from .core.layers import ADAIN_LAYER, BYTES_PER_PIXEL, ENCODER_LAYERS, GRID
+from .core.layers import ADAIN_LAYER, BYTES_PER_PIXEL, ENCODER_LAYERS, GRID, STYLE_LAYERS
 from .core.stats import (Moments, MomentsWindow, adain_target, corrected_statistics, masked_mean_std, mean_std,
                          mix_statistics)
 from .errors import AdaINInputError
@@ -27,6 +27,7 @@ from .host.runtime import Runtime, Steps
 from .models.loaded import LoadedModel
 from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
 from .models.precision import resolve_precision
+from .refine import MAX_PIXELS as REFINE_MAX_PIXELS, MAX_STEPS as REFINE_MAX_STEPS, refine_targets
 from .tiling import Tiling, context_cells, cut, decode_tiled, encode_tiled, encode_tiles, tile_count
 
 log = logging.getLogger(__name__)
@@ -564,14 +565,15 @@ def _stylize_tiled(encoder: Encoder, decoder: Decoder, images: Tensor, style: Ad
 
 def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, runtime: Runtime,
             alpha: float = 1.0, color: str = "off", tiling: Tiling = DEFAULT_TILING, detail: float = 0.0,
-            boost: float = 0.0) -> Tensor:
+            boost: float = 0.0, refine: int = 0) -> Tensor:
     """One-call style transfer of RGB ``[B, 3, H, W]`` content with a style batch of 1 or B; ``detail`` adds
     that much of the content's own detail layer to the result (``with_content_detail``); ``boost`` decodes a
-    second time, asking past what a first output missed of the style's statistics (``boosted_style``)."""
+    second time, asking past what a first output missed of the style's statistics (``boosted_style``);
+    ``refine`` takes that many gradient steps on the paper's loss first (``refined_style``)."""
     if color not in COLOR_MODES:
         raise AdaINInputError(f"preserve_color must be one of {COLOR_MODES}, got {color!r}")
     alpha, detail = check_unit(alpha, "alpha"), check_unit(detail, "content_detail")
-    boost = check_unit(boost, "style_boost")
+    boost, refine = check_unit(boost, "style_boost"), check_refine_steps(refine)
     index = batch_index(content.shape[0], style.shape[0], "the content", "the style")
     if color == "match style colors":
         style = match_color(style[index], content)
@@ -589,6 +591,8 @@ def stylize(encoder: Encoder, decoder: Decoder, content: Tensor, style: Tensor, 
 
     if boost > 0:  # the decoder's shortfall is measured at alpha 1, against the style itself
         stats = boosted_style(encoder, decoder, stats, transfer(stats, 1.0), boost, runtime, tiling)
+    if refine > 0:
+        stats = refined_style(encoder, decoder, source, stats, refine, runtime)
     image = transfer(stats, alpha)
     image = transfer_luminance(content.to(image), image) if color == "luminance only" else image
     return with_content_detail(image, content, detail)
@@ -622,6 +626,47 @@ def boosted_style_for(encoder: Encoder, decoder: Decoder, features: AdaINFeature
     ``features`` are left as they were, for the second."""
     first = decode(decoder, blend(features, style, 1.0).without_content(), runtime, tiling)
     return boosted_style(encoder, decoder, style, first, boost, runtime, tiling)
+
+
+def check_refine_steps(steps: int) -> int:
+    if isinstance(steps, bool) or int(steps) != steps or not 0 <= steps <= REFINE_MAX_STEPS:
+        raise AdaINInputError(f"style_refine must be a whole number of steps from 0 to {REFINE_MAX_STEPS}, got "
+                              f"{steps!r}")
+    return int(steps)
+
+
+def refined_style(encoder: Encoder, decoder: Decoder, content: Tensor, style: AdaINStyle, steps: int,
+                  runtime: Runtime) -> AdaINStyle:
+    """Each content image's style statistics after ``steps`` gradient steps on the paper's loss of its transfer at
+    alpha 1 (``refine.refine_targets``): one row per image, for every level the decoder takes, so a transfer at any
+    alpha, with tiles, uses them as it would the style's. Images above ``refine.MAX_PIXELS`` are refined on a copy
+    scaled down to it (their targets are then a little less exact). Each step costs about three transfers of the
+    refined size; memory grows with it (gradients), about 4 KB a pixel."""
+    steps = check_refine_steps(steps)
+    missing = [name for name in STYLE_LAYERS if name not in style.levels]
+    if missing:
+        raise AdaINInputError(f"style_refine needs the style's statistics at {list(STYLE_LAYERS)}; this style lacks "
+                              f"{missing} (a preset saved before skip decoders?): compute it again from its image "
+                              "with AdaIN Style Stats")
+    if steps == 0:
+        return style
+    index = batch_index(content.shape[0], style.count, "the content", "the style")
+    device = runtime.compute_device()
+    rows: list[dict[str, tuple[Tensor, Tensor]]] = []
+    for i in range(content.shape[0]):
+        image = content[i:i + 1]
+        scale = math.sqrt(REFINE_MAX_PIXELS / (image.shape[-2] * image.shape[-1]))
+        if scale < 1:
+            size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+            image = torch.nn.functional.interpolate(image.float(), size=size, mode="bilinear", antialias=True,
+                                                    align_corners=False)
+        aims = {name: tuple(t[index[i]:index[i] + 1] for t in style.levels[name]) for name in STYLE_LAYERS}
+        rows.append(refine_targets(encoder.network, decoder.network, pad_for_encoder(image), aims, steps, device))
+        runtime.check_interrupt()
+    levels = {name: tuple(t[index] for t in stats) for name, stats in style.levels.items()}
+    levels.update((name, tuple(torch.cat([row[name][k].to(levels[name][k]) for row in rows]) for k in range(2)))
+                  for name in decoder.network.levels)
+    return dataclasses.replace(style, levels=levels)
 
 
 def with_content_detail(image: Tensor, content: Tensor, strength: float) -> Tensor:

@@ -2,7 +2,7 @@
 
     python bench/bench_inference.py [--sizes 256 512 1024] [--repeats 3] [--frames 8]
                                     [--precision-sizes 256 512 1024 2048] [--photo-pairs 3]
-                                    [--only speed|precision|skip|boost]
+                                    [--only speed|precision|skip|boost|refine]
 
 1. Seconds per stylization (content and style of the same size): plain vs pack, and max |diff|.
 2. A batch of video frames sharing one style: plain stylizes frame by frame (style encoded each
@@ -14,6 +14,7 @@
 5. The skip decoder (also relu3_1 and relu2_1) against the relu4_1 decoder it is built on: seconds per
    stylization (fp32), interleaved.
 6. style_boost 0.5 (a second transfer) against one transfer: seconds per stylization, interleaved.
+7. style_refine 1 and 2 (gradient steps on the paper's loss, then one transfer) against one transfer, interleaved.
 Ratios > 1 mean the pack is faster.
 """
 from __future__ import annotations
@@ -158,16 +159,18 @@ def skip_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
               f"{seconds['skip'] / seconds['relu4_1']:>14.2f}x", flush=True)
 
 
-def boost_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
-    """What style_boost costs: its two transfers and the encoder pass over the first, against one transfer."""
-    print("\n6. style_boost 0.5 against one transfer (content and style of the same size)")
-    print(f"{'size':>6} {'plain s':>8} {'boost s':>8} {'boost / plain':>14}")
+def option_cost(encoder, decoder, runtime, args: argparse.Namespace, part: str, option: str,
+                values: tuple) -> None:
+    """What a quality option of ``pipeline.stylize`` costs at each value, against one transfer (the option off)."""
+    print(f"\n{part}. {option} {' and '.join(map(str, values))} against one transfer (content and style of the same "
+          "size)")
+    print(f"{'size':>6} {'plain s':>8} " + " ".join(f"{f'{v} s':>8} {f'{v} / plain':>12}" for v in values))
     for size in args.sizes:
         content, style = images(1, size, size, 5), images(1, size, size, 6)
-        seconds = interleaved({boost: functools.partial(pipeline.stylize, encoder, decoder, content, style, runtime,
-                                                        boost=boost) for boost in (0.0, 0.5)}, args.repeats)
-        print(f"{size:>6} {seconds[0.0]:>8.3f} {seconds[0.5]:>8.3f} "
-              f"{seconds[0.5] / seconds[0.0]:>13.2f}x", flush=True)
+        seconds = interleaved({v: functools.partial(pipeline.stylize, encoder, decoder, content, style, runtime,
+                                                    **{option: v}) for v in (0, *values)}, args.repeats)
+        print(f"{size:>6} {seconds[0]:>8.3f} " + " ".join(f"{seconds[v]:>8.3f} {seconds[v] / seconds[0]:>11.2f}x"
+                                                          for v in values), flush=True)
 
 
 def gpu(encoder, decoder, runtime) -> None:
@@ -192,8 +195,8 @@ def main() -> None:
     parser.add_argument("--frame-size", type=int, default=512)
     parser.add_argument("--precision-sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--photo-pairs", type=int, default=3, choices=range(1, len(PHOTO_PAIRS) + 1))
-    parser.add_argument("--only", choices=["speed", "precision", "skip", "boost"],
-                        help="run only parts 1-2, part 3, part 5 or part 6")
+    parser.add_argument("--only", choices=["speed", "precision", "skip", "boost", "refine"],
+                        help="run only parts 1-2, part 3, part 5, part 6 or part 7")
     args = parser.parse_args()
     encoder, decoder, which = models()
     runtime = StandaloneRuntime()
@@ -208,7 +211,9 @@ def main() -> None:
     if args.only in (None, "skip"):
         skip_cost(encoder, decoder, runtime, args)
     if args.only in (None, "boost"):
-        boost_cost(*models(DEFAULT_DECODER)[:2], runtime, args)
+        option_cost(*models(DEFAULT_DECODER)[:2], runtime, args, "6", "boost", (0.5,))
+    if args.only in (None, "refine"):
+        option_cost(*models(DEFAULT_DECODER)[:2], runtime, args, "7", "refine", (1, 2))
 
 
 if __name__ == "__main__":

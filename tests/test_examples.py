@@ -80,7 +80,7 @@ def test_there_is_one_example_per_capability():
     assert NAMES == ["01_style_transfer", "02_modular_graph", "03_content_style_tradeoff", "04_style_interpolation",
                      "05_spatial_control", "06_preserve_color", "07_video_frames", "08_style_preset_save",
                      "09_style_preset_use", "10_image_statistics", "11_latent_statistics", "12_video_stylization",
-                     "13_style_boost"]
+                     "13_style_boost", "14_style_refine"]
     for name in NAMES:
         assert (EXAMPLES / "api" / f"{name}_api.json").is_file()
 

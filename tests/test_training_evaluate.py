@@ -230,6 +230,9 @@ def test_sweep_matches_stylize_and_stops_at_the_target_ssim(tmp_path, session_mo
         torch.testing.assert_close(image, stylize(encoder, decoder, content, style, runtime, alpha, detail=detail))
     for alpha, _, image in sweep_outputs(encoder, decoder, content, style, runtime, [1.0, 0.6], [0.0], boost=0.5):
         torch.testing.assert_close(image, stylize(encoder, decoder, content, style, runtime, alpha, boost=0.5))
+    for alpha, _, image in sweep_outputs(encoder, decoder, content, style, runtime, [1.0, 0.6], [0.0], refine=1):
+        torch.testing.assert_close(image, stylize(encoder, decoder, content, style, runtime, alpha, refine=1),
+                                   rtol=1e-4, atol=1e-4)
     assert alpha_grid(0.1, 0.3) == [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
     pairs = validation_pairs(tmp_path / "val", 2)
     grid = alpha_grid(0.25, 0.0)

