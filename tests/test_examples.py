@@ -129,7 +129,7 @@ def test_every_example_runs_end_to_end(model_dir, small_inputs, tmp_path, capsys
                      "--output-dir", str(out)]) == 0, capsys.readouterr().out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     saved = [p for p in written if p.startswith("adain/")]
-    assert len(saved) == 1 + 1 + 3 + 1 + 1 + 2 + 3 + 1 + 2 + 1  # 07 saves one PNG per frame (3 here)
+    assert len(saved) == 1 + 1 + 3 + 1 + 1 + 2 + 3 + 1 + 2 + 1 + 1  # 07 saves one PNG per frame (3 here)
     assert "adain/07_frame_00003_.png" in saved
     latents = {p.name: load_latent_file(p)["samples"] for p in (out / "adain").glob("11_*.latent")}
     given, reference = (load_latent_file(EXAMPLES / "input" / n)["samples"] for n in ("chelsea.latent",
