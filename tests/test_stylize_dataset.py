@@ -286,3 +286,30 @@ def test_style_boost_equals_the_one_node_transfer_and_is_part_of_the_settings(da
     assert "style_boost: 0.0 then, 0.5 now" in _run(dataset, plain_out, "--style-boost", "0.5", expect=1).stderr
     assert "written=0" in _run(dataset, plain_out).stdout
     assert "--style-boost" in _run(dataset, out, "--style-boost", "1.5", expect=2).stderr
+
+
+def test_style_refine_equals_the_one_node_transfer_and_is_part_of_the_settings(dataset, tmp_path):
+    """--style-refine 1 writes pipeline.stylize(..., refine=1) for each pair (up to 8-bit rounding), and a folder
+    made without it is not continued with it."""
+    out = tmp_path / "out"
+    _run(dataset, out, "--style-refine", "1")
+    records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+    encoder = load_encoder(dataset / "models" / ENCODER_FILE)
+    decoder = load_decoder(dataset / "models" / DEFAULT_DECODER)
+    encoder.precision = decoder.precision = "auto"
+
+    def to_tensor(path):
+        return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
+
+    checked = 0
+    for record in records:
+        if record["status"] == "ok" and record["output"].endswith(".png"):
+            content, style = (to_tensor(dataset / kind / record[kind]) for kind in ("content", "style"))
+            refined = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime(), refine=1)
+            plain = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime())
+            written = to_tensor(out / record["output"])
+            assert (written - refined).abs().max() <= 1.01 / 255 < (written - plain).abs().max()
+            checked += 1
+    assert checked >= 2
+    assert "style_refine: 1 then, 0 now" in _run(dataset, out, expect=1).stderr
+    assert "--style-refine" in _run(dataset, out, "--style-refine", "9", expect=2).stderr

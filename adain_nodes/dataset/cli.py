@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..models.precision import PRECISIONS
+from ..refine import MAX_STEPS as REFINE_MAX_STEPS
 from .stylize import Settings
 
 DEFAULTS = Settings(Path(), Path(), Path())
@@ -30,6 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="more style than alpha 1: decode twice, the second time asking this fraction past what "
                              "the first missed of the style's statistics (0.5 measured best; about twice the time; "
                              "default %(default)s)")
+    parser.add_argument("--style-refine", type=int, default=DEFAULTS.style_refine,
+                        help=f"more style than alpha 1, fitted to each pair: this many gradient steps on the paper's "
+                             f"loss (0 to {REFINE_MAX_STEPS}; 1 step about 3x the time; default %(default)s)")
     parser.add_argument("--content-size", type=int, default=DEFAULTS.content_size,
                         help="resize content images to this short side; 0 keeps their size (default %(default)s)")
     parser.add_argument("--style-size", type=int, default=DEFAULTS.style_size,
@@ -59,14 +63,15 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.verbose:
         logging.getLogger("adain_nodes.dataset").setLevel(logging.INFO)  # progress lines by default
-    if not (0.0 <= args.alpha <= 1.0 and 0.0 <= args.style_boost <= 1.0) or \
-            min(args.content_size, args.style_size, args.workers, args.threads) < 0:
-        print("error: --alpha and --style-boost must be from 0 to 1; sizes, --workers and --threads must be >= 0",
-              file=sys.stderr)
+    in_range = (0.0 <= args.alpha <= 1.0 and 0.0 <= args.style_boost <= 1.0
+                and 0 <= args.style_refine <= REFINE_MAX_STEPS)
+    if not in_range or min(args.content_size, args.style_size, args.workers, args.threads) < 0:
+        print(f"error: --alpha and --style-boost must be from 0 to 1, --style-refine from 0 to {REFINE_MAX_STEPS}; "
+              "sizes, --workers and --threads must be >= 0", file=sys.stderr)
         return 2
     settings = Settings(args.content, args.style, args.out, args.styles_per_image, args.alpha, args.content_size,
                         args.style_size, args.seed, args.encoder, args.decoder, args.precision, args.workers,
-                        args.threads, args.retry_failed, args.style_boost)
+                        args.threads, args.retry_failed, args.style_boost, args.style_refine)
     try:
         counts = stylize_dataset(settings)
     except (AdaINInputError, WeightFileError, ValueError, OSError) as exc:  # OSError: a full disk, a file limit

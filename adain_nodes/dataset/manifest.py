@@ -149,7 +149,7 @@ def _describe(value: Any) -> str:
 
 
 # settings added after the first release, with the value every run before them used
-ABSENT_MEANS = {"style_boost": 0.0}
+ABSENT_MEANS = {"style_boost": 0.0, "style_refine": 0}
 
 
 def check_config(out: Path, config: dict[str, Any], write: bool) -> None:

@@ -73,6 +73,7 @@ class Settings:
     threads: int = 0
     retry_failed: bool = False
     style_boost: float = 0.0
+    style_refine: int = 0
 
 
 class ImageFiles(Dataset):
@@ -127,7 +128,8 @@ def _style_files_identity(root: Path, styles: list[str]) -> str:
 def _run_config(settings: Settings, styles: list[str], encoder: pipeline.Encoder,
                 decoder: pipeline.Decoder) -> dict[str, Any]:
     """Everything an output depends on; a rerun into the same folder must match it."""
-    return {"alpha": settings.alpha, "style_boost": settings.style_boost, "seed": settings.seed,
+    return {"alpha": settings.alpha, "style_boost": settings.style_boost, "style_refine": settings.style_refine,
+            "seed": settings.seed,
             "styles_per_image": settings.styles_per_image,
             "content_size": settings.content_size, "style_size": settings.style_size,
             "precision": settings.precision, "encoder": encoder.identity, "decoder": decoder.identity,
@@ -281,13 +283,18 @@ class Stylizer:
 
     def stylize_one(self, image: Tensor, styles: list[pipeline.AdaINStyle]) -> Tensor:
         """The content image ``uint8 [3, H, W]`` with each style: ``[K, 3, H, W]`` in 0..1, one decoder batch
-        (two with --style-boost, as AdaIN Style Transfer's style_boost: the first at alpha 1 measures the shortfall)."""
-        features = pipeline.encode(self.encoder, image[None].float().div_(255.0), self.runtime,
+        (two with --style-boost, as AdaIN Style Transfer's style_boost: the first at alpha 1 measures the shortfall;
+        --style-refine first takes its gradient steps for each pair, as AdaIN Style Transfer's style_refine)."""
+        content = image[None].float().div_(255.0)
+        features = pipeline.encode(self.encoder, content, self.runtime,
                                    levels=self.decoder.network.levels).expand(len(styles))
         stacked = pipeline.stack_styles(styles)
         if self.s.style_boost > 0:
             stacked = pipeline.boosted_style_for(self.encoder, self.decoder, features, stacked, self.s.style_boost,
                                                  self.runtime)
+        if self.s.style_refine > 0:
+            stacked = pipeline.refined_style(self.encoder, self.decoder, content.expand(len(styles), -1, -1, -1),
+                                             stacked, self.s.style_refine, self.runtime)
         styled = pipeline.blend(features, stacked, self.s.alpha)
         return pipeline.decode(self.decoder, styled.without_content(), self.runtime)
 
