@@ -652,17 +652,15 @@ def refined_style(encoder: Encoder, decoder: Decoder, content: Tensor, style: Ad
         return style
     index = batch_index(content.shape[0], style.count, "the content", "the style")
     device = runtime.compute_device()
-    rows: list[dict[str, tuple[Tensor, Tensor]]] = []
-    for i in range(content.shape[0]):
-        image = content[i:i + 1]
-        scale = math.sqrt(REFINE_MAX_PIXELS / (image.shape[-2] * image.shape[-1]))
-        if scale < 1:
-            size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
-            image = torch.nn.functional.interpolate(image.float(), size=size, mode="bilinear", antialias=True,
-                                                    align_corners=False)
-        aims = {name: tuple(t[index[i]:index[i] + 1] for t in style.levels[name]) for name in STYLE_LAYERS}
-        rows.append(refine_targets(encoder.network, decoder.network, pad_for_encoder(image), aims, steps, device))
-        runtime.check_interrupt()
+    scale = math.sqrt(REFINE_MAX_PIXELS / (content.shape[-2] * content.shape[-1]))
+    if scale < 1:
+        size = (max(1, round(content.shape[-2] * scale)), max(1, round(content.shape[-1] * scale)))
+        content = torch.nn.functional.interpolate(content.float(), size=size, mode="bilinear", antialias=True,
+                                                  align_corners=False)
+    content = pad_for_encoder(content)
+    pictures = [(content[i:i + 1], {name: tuple(t[index[i]:index[i] + 1] for t in style.levels[name])
+                                    for name in STYLE_LAYERS}) for i in range(content.shape[0])]
+    rows = refine_targets(encoder.network, decoder.network, pictures, steps, device, runtime.check_interrupt)
     levels = {name: tuple(t[index] for t in stats) for name, stats in style.levels.items()}
     levels.update((name, tuple(torch.cat([row[name][k].to(levels[name][k]) for row in rows]) for k in range(2)))
                   for name in decoder.network.levels)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .core.layers import ADAIN_LAYER, STYLE_LAYERS
-from .core.stats import adain, mean_std
+from .core.stats import adain, style_loss_per_image
 
 log = logging.getLogger(__name__)
 
@@ -44,44 +45,49 @@ def _trainable_copy(network: nn.Module, device: torch.device) -> nn.Module:
     return twin
 
 
-def _style_loss(features: list[Tensor], targets: Stats) -> Tensor:
-    return sum(F.mse_loss(mean, targets[name][0]) + F.mse_loss(std, targets[name][1])
-               for name, (mean, std) in zip(STYLE_LAYERS, (mean_std(f) for f in features)))
-
-
-def refine_targets(encoder: nn.Module, decoder: nn.Module, content: Tensor, style: Stats, steps: int,
-                   device: torch.device) -> Stats:
-    """The AdaIN targets (mean, std ``[1, C]``) for each of ``decoder.levels`` after ``steps`` Adam steps on the
-    paper's loss of decoding ``content`` (``[1, 3, H, W]``, padded to the encoder's grid) with them, against
-    ``style``'s statistics at every STYLE_LAYERS level. Starts from ``style``'s own statistics."""
-    levels = tuple(decoder.levels)
+def refine_targets(encoder: nn.Module, decoder: nn.Module, pictures: Sequence[tuple[Tensor, Stats]], steps: int,
+                   device: torch.device, after_each: Callable[[], None] = lambda: None) -> list[Stats]:
+    """For each ``(content, style)`` picture, the AdaIN targets (mean, std ``[1, C]``) for each of ``decoder.levels``
+    after ``steps`` Adam steps on the paper's loss of decoding ``content`` (``[1, 3, H, W]``, padded to the encoder's
+    grid) with them, against ``style``'s statistics at every STYLE_LAYERS level. Each starts from its style's own
+    statistics; the networks are copied for autograd once for all of them. ``after_each`` runs after each picture
+    (the host's interrupt check)."""
+    refined = []
     with torch.inference_mode(False), torch.enable_grad():
         vgg, net = _trainable_copy(encoder, device), _trainable_copy(decoder, device)
-        image = content.to(device, torch.float32).clone()
-        aims = {name: tuple(t.to(device, torch.float32).clone() for t in style[name]) for name in STYLE_LAYERS}
-        with torch.no_grad():
-            own = dict(zip(STYLE_LAYERS, vgg.encode(image, STYLE_LAYERS)))
-            content_target = adain(own[ADAIN_LAYER], *aims[ADAIN_LAYER])
-        shift = {name: torch.zeros_like(aims[name][0], requires_grad=True) for name in levels}
-        scale = {name: torch.zeros_like(aims[name][1], requires_grad=True) for name in levels}
-        optimizer = torch.optim.Adam([*shift.values(), *scale.values()], lr=STEP_SIZE)
+        for content, style in pictures:
+            refined.append(_refined(vgg, net, content, style, steps, device))
+            after_each()
+    return refined
 
-        def targets() -> Stats:
-            return {name: (aims[name][0] + shift[name] * aims[name][1].mean(), aims[name][1] * scale[name].exp())
-                    for name in levels}
 
-        for step in range(steps):
-            asked = targets()
-            output = net(*(adain(own[name], *asked[name]) for name in levels)).clamp(0.0, 1.0)
-            features = vgg.encode(output, STYLE_LAYERS)
-            content_loss = F.mse_loss(features[STYLE_LAYERS.index(ADAIN_LAYER)], content_target)
-            style_loss = _style_loss(features, aims)
-            loss = content_loss + STYLE_WEIGHT * style_loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"style_refine: the loss is {float(loss)} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            log.debug("style_refine step %d: content loss %.4f, style loss %.4f", step + 1,
-                      content_loss.item(), style_loss.item())
-        return {name: (mean.detach(), std.detach()) for name, (mean, std) in targets().items()}
+def _refined(vgg: nn.Module, net: nn.Module, content: Tensor, style: Stats, steps: int, device: torch.device) -> Stats:
+    levels = tuple(net.levels)
+    image = content.to(device, torch.float32).clone()
+    aims = {name: tuple(t.to(device, torch.float32).clone() for t in style[name]) for name in STYLE_LAYERS}
+    with torch.no_grad():
+        own = dict(zip(STYLE_LAYERS, vgg.encode(image, STYLE_LAYERS)))
+        content_target = adain(own[ADAIN_LAYER], *aims[ADAIN_LAYER])
+    shift = {name: torch.zeros_like(aims[name][0], requires_grad=True) for name in levels}
+    scale = {name: torch.zeros_like(aims[name][1], requires_grad=True) for name in levels}
+    optimizer = torch.optim.Adam([*shift.values(), *scale.values()], lr=STEP_SIZE)
+
+    def targets() -> Stats:
+        return {name: (aims[name][0] + shift[name] * aims[name][1].mean(), aims[name][1] * scale[name].exp())
+                for name in levels}
+
+    for step in range(steps):
+        asked = targets()
+        output = net(*(adain(own[name], *asked[name]) for name in levels)).clamp(0.0, 1.0)
+        features = vgg.encode(output, STYLE_LAYERS)
+        content_loss = F.mse_loss(features[STYLE_LAYERS.index(ADAIN_LAYER)], content_target)
+        style_loss = style_loss_per_image(features, [aims[name] for name in STYLE_LAYERS]).sum()
+        loss = content_loss + STYLE_WEIGHT * style_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"style_refine: the loss is {float(loss)} at step {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        log.debug("style_refine step %d: content loss %.4f, style loss %.4f", step + 1, content_loss.item(),
+                  style_loss.item())
+    return {name: (mean.detach(), std.detach()) for name, (mean, std) in targets().items()}

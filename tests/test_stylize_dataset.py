@@ -252,13 +252,9 @@ def test_a_large_image_goes_through_the_tiled_path_in_process(dataset, tmp_path,
     assert Image.open(out).size == (1090, 40)
 
 
-def test_style_boost_equals_the_one_node_transfer_and_is_part_of_the_settings(dataset, tmp_path):
-    """--style-boost 0.5 writes pipeline.stylize(..., boost=0.5) (up to 8-bit rounding); a folder made without it
-    is not continued with it, also one whose settings file predates the option."""
-    from adain_nodes.dataset.manifest import CONFIG_NAME
-
-    out = tmp_path / "out"
-    _run(dataset, out, "--style-boost", "0.5")
+def _assert_outputs_are_stylize(dataset, out, **option):
+    """Every PNG the run wrote is pipeline.stylize(..., **option) of its pair (up to 8-bit rounding) and differs from
+    the plain transfer; at least two are checked."""
     records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
     encoder = load_encoder(dataset / "models" / ENCODER_FILE)
     decoder = load_decoder(dataset / "models" / DEFAULT_DECODER)
@@ -271,12 +267,21 @@ def test_style_boost_equals_the_one_node_transfer_and_is_part_of_the_settings(da
     for record in records:
         if record["status"] == "ok" and record["output"].endswith(".png"):
             content, style = (to_tensor(dataset / kind / record[kind]) for kind in ("content", "style"))
-            boosted = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime(), boost=0.5)
+            expected = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime(), **option)
             plain = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime())
             written = to_tensor(out / record["output"])
-            assert (written - boosted).abs().max() <= 1.01 / 255 < (written - plain).abs().max()
+            assert (written - expected).abs().max() <= 1.01 / 255 < (written - plain).abs().max()
             checked += 1
     assert checked >= 2
+
+def test_style_boost_equals_the_one_node_transfer_and_is_part_of_the_settings(dataset, tmp_path):
+    """--style-boost 0.5 writes pipeline.stylize(..., boost=0.5) (up to 8-bit rounding); a folder made without it
+    is not continued with it, also one whose settings file predates the option."""
+    from adain_nodes.dataset.manifest import CONFIG_NAME
+
+    out = tmp_path / "out"
+    _run(dataset, out, "--style-boost", "0.5")
+    _assert_outputs_are_stylize(dataset, out, boost=0.5)
     assert "style_boost: 0.5 then, 0.0 now" in _run(dataset, out, expect=1).stderr
     plain_out = tmp_path / "plain"
     _run(dataset, plain_out)
@@ -293,23 +298,6 @@ def test_style_refine_equals_the_one_node_transfer_and_is_part_of_the_settings(d
     made without it is not continued with it."""
     out = tmp_path / "out"
     _run(dataset, out, "--style-refine", "1")
-    records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
-    encoder = load_encoder(dataset / "models" / ENCODER_FILE)
-    decoder = load_decoder(dataset / "models" / DEFAULT_DECODER)
-    encoder.precision = decoder.precision = "auto"
-
-    def to_tensor(path):
-        return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
-
-    checked = 0
-    for record in records:
-        if record["status"] == "ok" and record["output"].endswith(".png"):
-            content, style = (to_tensor(dataset / kind / record[kind]) for kind in ("content", "style"))
-            refined = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime(), refine=1)
-            plain = pipeline.stylize(encoder, decoder, content, style, StandaloneRuntime())
-            written = to_tensor(out / record["output"])
-            assert (written - refined).abs().max() <= 1.01 / 255 < (written - plain).abs().max()
-            checked += 1
-    assert checked >= 2
+    _assert_outputs_are_stylize(dataset, out, refine=1)
     assert "style_refine: 1 then, 0 now" in _run(dataset, out, expect=1).stderr
     assert "--style-refine" in _run(dataset, out, "--style-refine", "9", expect=2).stderr

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adain_nodes.core.stats import adain, corrected_statistics, mean_std
+from adain_nodes.core.stats import adain, corrected_statistics, mean_std, style_loss_per_image
 from adain_nodes.core.layers import ADAIN_LAYER, ENCODER_LAYERS, STYLE_LAYERS
 from adain_nodes.models.networks import VGGEncoder
 
@@ -114,21 +114,6 @@ def style_loss_terms(features: list[Tensor], targets: list[Tensor],
 def statistics(maps: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
     """Per layer, the float32 channel (mean, std) of ``maps``."""
     return [mean_std(f, dtype=torch.float32) for f in maps]
-
-
-def style_loss_per_image(features: list[Tensor], target_stats: list[tuple[Tensor, Tensor]],
-                         std_weights: list[Tensor] | None = None) -> Tensor:
-    """Each image's style loss, ``[B]``: the sum over layers of its channels' mean squared error of means and of
-    (``std_weights``-weighted) stds against ``target_stats`` (the style's ``statistics``, taken once a step). Their
-    mean is ``style_loss``."""
-    total = features[0].new_zeros(features[0].shape[0], dtype=torch.float32)
-    for i, (feat, (tm, ts)) in enumerate(zip(features, target_stats)):
-        fm, fs = mean_std(feat, dtype=torch.float32)
-        std_error = (fs - ts).pow(2)
-        if std_weights is not None:
-            std_error = std_error * std_weights[i].to(fs.device)
-        total = total + (fm - tm).pow(2).mean(1) + std_error.mean(1)
-    return total
 
 
 def style_loss(features: list[Tensor], targets: list[Tensor], std_weights: list[Tensor] | None = None) -> Tensor:

@@ -206,6 +206,22 @@ def corrected_statistics(aimed: tuple[Tensor, Tensor], achieved: tuple[Tensor, T
     return mean + gain * (mean - got_mean), std * ratio.pow(gain)
 
 
+def style_loss_per_image(features: list[Tensor], target_stats: list[tuple[Tensor, Tensor]],
+                         std_weights: list[Tensor] | None = None) -> Tensor:
+    """Each image's style loss, ``[B]``: the sum over layers of its channels' mean squared error of means and of
+    (``std_weights``-weighted) stds against ``target_stats`` (per layer, float32 (mean, std) ``[B or 1, C]``). With
+    no weights it is the paper's (the reference port's ``calc_style_loss``), what training, refining and the
+    evaluation mean by the style loss."""
+    total = features[0].new_zeros(features[0].shape[0], dtype=torch.float32)
+    for i, (feat, (tm, ts)) in enumerate(zip(features, target_stats)):
+        fm, fs = mean_std(feat, dtype=torch.float32)
+        std_error = (fs - ts).pow(2)
+        if std_weights is not None:
+            std_error = std_error * std_weights[i].to(fs.device)
+        total = total + (fm - tm).pow(2).mean(1) + std_error.mean(1)
+    return total
+
+
 def mix_statistics(means: list[Tensor], stds: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor]:
     """Interpolate K styles by mixing their statistics with ``weights`` normalised to sum 1.
 
