@@ -27,7 +27,7 @@ from .host.runtime import Runtime, Steps
 from .models.loaded import LoadedModel
 from .models.networks import AdaINDecoder, SkipDecoder, VGGEncoder
 from .models.precision import resolve_precision
-from .refine import MAX_PIXELS as REFINE_MAX_PIXELS, MAX_STEPS as REFINE_MAX_STEPS, refine_targets
+from . import refine
 from .tiling import Tiling, context_cells, cut, decode_tiled, encode_tiled, encode_tiles, tile_count
 
 log = logging.getLogger(__name__)
@@ -629,8 +629,8 @@ def boosted_style_for(encoder: Encoder, decoder: Decoder, features: AdaINFeature
 
 
 def check_refine_steps(steps: int) -> int:
-    if isinstance(steps, bool) or int(steps) != steps or not 0 <= steps <= REFINE_MAX_STEPS:
-        raise AdaINInputError(f"style_refine must be a whole number of steps from 0 to {REFINE_MAX_STEPS}, got "
+    if isinstance(steps, bool) or int(steps) != steps or not 0 <= steps <= refine.MAX_STEPS:
+        raise AdaINInputError(f"style_refine must be a whole number of steps from 0 to {refine.MAX_STEPS}, got "
                               f"{steps!r}")
     return int(steps)
 
@@ -639,32 +639,57 @@ def refined_style(encoder: Encoder, decoder: Decoder, content: Tensor, style: Ad
                   runtime: Runtime) -> AdaINStyle:
     """Each content image's style statistics after ``steps`` gradient steps on the paper's loss of its transfer at
     alpha 1 (``refine.refine_targets``): one row per image, for every level the decoder takes, so a transfer at any
-    alpha, with tiles, uses them as it would the style's. Images above ``refine.MAX_PIXELS`` are refined on a copy
-    scaled down to it (their targets are then a little less exact). Each step costs about three transfers of the
-    refined size; memory grows with it (gradients), about 4 KB a pixel."""
+    alpha, with tiles, uses them as it would the style's. Each step costs about three transfers of the refined
+    size, and memory grows with it (gradients, ``refine.BYTES_PER_PIXEL``): images above ``refine.MAX_PIXELS`` are
+    refined on a copy scaled down to it (their targets then a little less exact), and on out-of-memory the copy is
+    halved, down to ``refine.MIN_PIXELS``."""
     steps = check_refine_steps(steps)
     missing = [name for name in STYLE_LAYERS if name not in style.levels]
     if missing:
         raise AdaINInputError(f"style_refine needs the style's statistics at {list(STYLE_LAYERS)}; this style lacks "
                               f"{missing} (a preset saved before skip decoders?): compute it again from its image "
                               "with AdaIN Style Stats")
+    if style.encoder_id != encoder.identity:
+        raise AdaINInputError(f"the style was computed with encoder {style.encoder_name!r} ({style.encoder_id}) but "
+                              f"style_refine is given {encoder.name!r} ({encoder.identity}); use the same encoder "
+                              "for both")
     if steps == 0:
         return style
     index = batch_index(content.shape[0], style.count, "the content", "the style")
-    device = runtime.compute_device()
-    scale = math.sqrt(REFINE_MAX_PIXELS / (content.shape[-2] * content.shape[-1]))
+    styles = [{name: tuple(t[index[i]:index[i] + 1] for t in style.levels[name]) for name in STYLE_LAYERS}
+              for i in range(content.shape[0])]
+    pixels = min(refine.MAX_PIXELS, content.shape[-2] * content.shape[-1])
+    while True:
+        try:
+            rows = _refine_at(encoder, decoder, content, styles, steps, runtime, pixels)
+            break
+        except Exception as error:
+            if not runtime.is_out_of_memory(error) or pixels <= refine.MIN_PIXELS:
+                raise
+            pixels = max(refine.MIN_PIXELS, pixels // 2)
+            log.warning("style_refine: out of memory; refining on a copy of %d pixels", pixels)
+            runtime.release_cache()
+    levels = {name: tuple(t[index] for t in stats) for name, stats in style.levels.items()}
+    levels.update((name, tuple(torch.cat([row[name][k].to(levels[name][k]) for row in rows]) for k in range(2)))
+                  for name in decoder.network.levels)
+    return dataclasses.replace(style, levels=levels)
+
+
+def _refine_at(encoder: Encoder, decoder: Decoder, content: Tensor, styles: list[refine.Stats], steps: int,
+               runtime: Runtime, pixels: int) -> list[refine.Stats]:
+    """``refine.refine_targets`` of each content image scaled to at most ``pixels``, with the host asked for the
+    room first (ComfyUI then moves other models off the device)."""
+    scale = math.sqrt(pixels / (content.shape[-2] * content.shape[-1]))
     if scale < 1:
         size = (max(1, round(content.shape[-2] * scale)), max(1, round(content.shape[-1] * scale)))
         content = torch.nn.functional.interpolate(content.float(), size=size, mode="bilinear", antialias=True,
                                                   align_corners=False)
     content = pad_for_encoder(content)
-    pictures = [(content[i:i + 1], {name: tuple(t[index[i]:index[i] + 1] for t in style.levels[name])
-                                    for name in STYLE_LAYERS}) for i in range(content.shape[0])]
-    rows = refine_targets(encoder.network, decoder.network, pictures, steps, device, runtime.check_interrupt)
-    levels = {name: tuple(t[index] for t in stats) for name, stats in style.levels.items()}
-    levels.update((name, tuple(torch.cat([row[name][k].to(levels[name][k]) for row in rows]) for k in range(2)))
-                  for name in decoder.network.levels)
-    return dataclasses.replace(style, levels=levels)
+    for model in (encoder, decoder):
+        runtime.load(model, content.shape[-2] * content.shape[-1] * refine.BYTES_PER_PIXEL)
+    pictures = [(content[i:i + 1], styles[i]) for i in range(content.shape[0])]
+    return refine.refine_targets(encoder.network, decoder.network, pictures, steps, runtime.compute_device(),
+                                 runtime.check_interrupt)
 
 
 def with_content_detail(image: Tensor, content: Tensor, strength: float) -> Tensor:

@@ -144,7 +144,7 @@ class VideoStylizer:
 
     def __init__(self, encoder: Encoder, decoder: Decoder, style: Tensor, runtime: Runtime, alpha: float = 1.0,
                  color: str = "off", stability: Stability = Stability(), tiling: Tiling = DEFAULT_TILING,
-                 frame_count: int | None = None, boost: float = 0.0) -> None:
+                 frame_count: int | None = None, boost: float = 0.0, refine: int = 0) -> None:
         if color not in COLOR_MODES:
             raise AdaINInputError(f"preserve_color must be one of {COLOR_MODES}, got {color!r}")
         if style.shape[0] != 1 and style.shape[0] != frame_count:
@@ -153,6 +153,7 @@ class VideoStylizer:
         self.encoder, self.decoder, self.runtime = encoder, decoder, _Quiet(runtime)
         self.alpha, self.color = pipeline.check_unit(alpha, "alpha"), color
         self.boost = pipeline.check_unit(boost, "style_boost")
+        self.refine = pipeline.check_refine_steps(refine)
         self.stability, self.tiling = stability, tiling
         self.style_images = style
         self.style: AdaINStyle | None = None  # computed with the first frame (colour matching needs it)
@@ -182,24 +183,29 @@ class VideoStylizer:
             elif self.color == "luminance only":
                 images = luminance_as_rgb(images)
             self.style = pipeline.style_statistics(self.encoder, images, self.runtime, tiling=self.tiling)
-            if self.boost > 0:
-                self.style = self._boosted(self.style)
+            if self.boost > 0 or self.refine > 0:
+                self.style = self._corrected(self.style)
         if self.style.count == 1:
             return self.style
         return _style_rows(self.style, list(range(self.done, self.done + count)))
 
-    def _boosted(self, style: AdaINStyle) -> AdaINStyle:
-        """The clip's style(s) moved past what the decoder misses, measured once, on the first frame at alpha 1
-        (``pipeline.boosted_style``): one correction for the whole clip, so the boost cannot flicker. With a style
-        per frame, the first frame's correction (a shift of the means, a scale of the stds) applies to every row."""
+    def _corrected(self, style: AdaINStyle) -> AdaINStyle:
+        """The clip's style(s) boosted and/or refined as the one-node transfer does (``pipeline.boosted_style``,
+        then ``pipeline.refined_style``), measured once, on the first frame: one correction for the whole clip, so
+        it cannot flicker. With a style per frame, the first frame's correction (a shift of the means, a scale of
+        the stds) applies to every row."""
         source = self.first_frame[None]
         source = luminance_as_rgb(source) if self.color == "luminance only" else source
-        first = _style_rows(style, [0])
-        features = pipeline.encode(self.encoder, source, self.runtime, self.tiling, self.decoder.network.levels)
-        boosted = pipeline.boosted_style_for(self.encoder, self.decoder, features, first, self.boost, self.runtime,
-                                             self.tiling)
+        first = corrected = _style_rows(style, [0])
+        if self.boost > 0:
+            features = pipeline.encode(self.encoder, source, self.runtime, self.tiling, self.decoder.network.levels)
+            corrected = pipeline.boosted_style_for(self.encoder, self.decoder, features, first, self.boost,
+                                                   self.runtime, self.tiling)
+        if self.refine > 0:
+            corrected = pipeline.refined_style(self.encoder, self.decoder, source, corrected, self.refine,
+                                               self.runtime)
         levels = {}
-        for name, (mean, std) in boosted.levels.items():
+        for name, (mean, std) in corrected.levels.items():
             first_mean, first_std = first.levels[name]
             all_mean, all_std = style.levels[name]
             levels[name] = (all_mean + (mean - first_mean), all_std * (std / first_std))
@@ -283,7 +289,8 @@ def chunk_size(runtime: Runtime, size: tuple[int, int]) -> int:
 
 def stylize_video(encoder: Encoder, decoder: Decoder, frames: Tensor | Sequence[Tensor], style: Tensor,
                   runtime: Runtime, alpha: float = 1.0, color: str = "off", stability: Stability = Stability(),
-                  tiling: Tiling = DEFAULT_TILING, chunk: int | None = None, boost: float = 0.0) -> Tensor:
+                  tiling: Tiling = DEFAULT_TILING, chunk: int | None = None, boost: float = 0.0,
+                  refine: int = 0) -> Tensor:
     """Stylize a clip of RGB frames: ``[N, 3, H, W]`` (a view will do), a list of ``[3, H, W]`` frames of one size,
     or any sequence whose slices are ``[K, 3, H, W]`` tensors (the node's host batch, converted a chunk at a time).
 
@@ -302,7 +309,7 @@ def stylize_video(encoder: Encoder, decoder: Decoder, frames: Tensor | Sequence[
                                       "have one size: resize them first (e.g. with an Upscale Image node)")
     h, w = frames[0].shape[-2:]
     chunk = chunk or chunk_size(runtime, (h, w))
-    stylizer = VideoStylizer(encoder, decoder, style, runtime, alpha, color, stability, tiling, count, boost)
+    stylizer = VideoStylizer(encoder, decoder, style, runtime, alpha, color, stability, tiling, count, boost, refine)
     output = torch.empty((count, h, w, 3), device=runtime.output_device()).permute(0, 3, 1, 2)
     report = runtime.progress(count)
     for start in range(0, count, chunk):

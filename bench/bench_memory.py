@@ -1,14 +1,18 @@
 """Cost of large images: seconds and peak resident memory against megapixels, for the default (skip) decoder
-and the relu4_1 decoder, tiled and untiled, and with ``--boost`` the default decoder with that style_boost.
+and the relu4_1 decoder, tiled and untiled, and with ``--boost`` / ``--refine`` the default decoder with that
+style_boost / style_refine.
 
     python bench/bench_memory.py [--sizes 512 1024 2048 4096] [--untiled-up-to 2048] [--psnr-size 1024] [--boost 0.5]
+                                 [--refine 1]
 
 Each measurement runs in a fresh subprocess so its peak RSS (``ru_maxrss``) and CPU time are its own (CPU
 seconds, user + system, compare better than wall seconds on a shared machine); the
 "model-only" row is the same process stopping right after loading, the reference for memory. The goals
 (issue 24): with the default decoder, peak memory at 16 MP about that at 4 MP plus the image's own size, under
 3 GB at 4096x4096, and at most 1.2x the relu4_1 decoder's time. style_boost transfers twice, one after the
-other, so its peak should be one transfer's plus the first output's pixels, at about twice the time. Also prints
+other, so its peak should be one transfer's plus the first output's pixels, at about twice the time. style_refine's
+gradient steps run on the whole picture up to 0.5 MP (a scaled-down copy above), so its peak should level off there
+at about ``refine.BYTES_PER_PIXEL`` x 0.5 MP above one transfer's, whatever the size. Also prints
 the PSNR of tiled against untiled output at ``--psnr-size`` for each decoder.
 """
 from __future__ import annotations
@@ -29,7 +33,7 @@ from adain_nodes.host.paths import DEFAULT_DECODER, RELU4_1_DECODER
 DECODERS = {"skip (default)": DEFAULT_DECODER, "relu4_1": RELU4_1_DECODER}
 
 
-def child(size: int, tile: int, decoder_file: str, precision: str, boost: float) -> None:
+def child(size: int, tile: int, decoder_file: str, precision: str, boost: float, refine: int) -> None:
     from adain_nodes import pipeline
     from adain_nodes.host.runtime import StandaloneRuntime
     from adain_nodes.tiling import Tiling
@@ -44,7 +48,7 @@ def child(size: int, tile: int, decoder_file: str, precision: str, boost: float)
                                                   size=(size, size), mode="bilinear")
         style = torch.rand(1, 3, 512, 512, generator=g)
         out = pipeline.stylize(encoder, decoder, content, style, runtime, tiling=Tiling(tile, 64) if tile else
-                               Tiling(0, 0), boost=boost)
+                               Tiling(0, 0), boost=boost, refine=refine)
         assert out.shape[-1] == size
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -52,9 +56,9 @@ def child(size: int, tile: int, decoder_file: str, precision: str, boost: float)
                       "peak_mb": usage.ru_maxrss / 1024}))
 
 
-def measure(size: int, tile: int, decoder_file: str, precision: str, boost: float = 0.0) -> dict:
+def measure(size: int, tile: int, decoder_file: str, precision: str, boost: float = 0.0, refine: int = 0) -> dict:
     result = subprocess.run([sys.executable, __file__, "--child", str(size), str(tile), decoder_file, precision,
-                             str(boost)],
+                             str(boost), str(refine)],
                             capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -84,14 +88,19 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="of both networks (the loaders' default: auto)")
     parser.add_argument("--boost", type=float, default=0.0,
                         help="also measure the default decoder with this style_boost (0: not measured)")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--refine", type=int, default=0,
+                        help="also measure the default decoder with this many style_refine steps (0: not measured)")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), int(args.child[1]), args.child[2], args.child[3], float(args.child[4]))
+        child(int(args.child[0]), int(args.child[1]), args.child[2], args.child[3], float(args.child[4]),
+              int(args.child[5]))
         return
-    methods = {name: (file, 0.0) for name, file in DECODERS.items()}
+    methods = {name: (file, 0.0, 0) for name, file in DECODERS.items()}
     if args.boost:
-        methods[f"skip, boost {args.boost:g}"] = (DEFAULT_DECODER, args.boost)
+        methods[f"skip, boost {args.boost:g}"] = (DEFAULT_DECODER, args.boost, 0)
+    if args.refine:
+        methods[f"skip, refine {args.refine}"] = (DEFAULT_DECODER, 0.0, args.refine)
     base = measure(0, 0, DEFAULT_DECODER, args.precision)
     print(f"CPU, {torch.get_num_threads()} threads, tile {args.tile}, precision {args.precision}; model-only process "
           f"peak {base['peak_mb']:.0f} MB")
@@ -99,13 +108,13 @@ def main() -> None:
           f"{'cpu s':>7} {'untiled peak MB':>16}")
     seconds: dict[tuple[str, int], float] = {}
     for size in args.sizes:
-        for name, (file, boost) in methods.items():
-            tiled = measure(size, args.tile, file, args.precision, boost)
+        for name, (file, boost, refine) in methods.items():
+            tiled = measure(size, args.tile, file, args.precision, boost, refine)
             seconds[name, size] = tiled["cpu_seconds"]
             row = (f"{name:>15} {size:>5}x{size:<5} {size * size / 1e6:>6.2f} {tiled['seconds']:>8.1f} "
                    f"{tiled['cpu_seconds']:>7.1f} {tiled['peak_mb']:>14.0f}")
             if size <= args.untiled_up_to:
-                whole = measure(size, 0, file, args.precision, boost)
+                whole = measure(size, 0, file, args.precision, boost, refine)
                 row += f" {whole['seconds']:>10.1f} {whole['cpu_seconds']:>7.1f} {whole['peak_mb']:>16.0f}"
             print(row, flush=True)
         print(f"{'':>15} CPU time skip / relu4_1 at {size} (tiled): "

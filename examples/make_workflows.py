@@ -486,6 +486,41 @@ def ex_style_boost() -> Graph:
                               "01's one transfer of the same pair, for about twice the time.", style_boost=0.5)
 
 
+def ex_refine_modular() -> Graph:
+    g = Graph(columns=(NODE_WIDTH, WIDE, MID, MID, MID, MID, MID))
+    style = image(g, "style_brushstrokes.jpg", "Style image", 0)
+    enc, dec = models(g, 1)
+    content = image(g, "chelsea.jpg", "Content photo", 0, below=(enc, dec))
+    g.group("Images", [content, style], GROUP_COLORS["inputs"])
+    # Stats, Refine, Encode in this order: the refine node's links then pass between the two encodings.
+    s = g.add("AdaINStyleStats", 2, average_batch=False)
+    r = g.add("AdaINRefineStyle", 3, style_refine=1)
+    e = g.add("AdaINEncode", 2)
+    g.connect(enc, 0, s, "encoder")
+    g.connect(style, "IMAGE", s, "image")
+    for name, node in (("encoder", enc), ("decoder", dec), ("style", s)):
+        g.connect(node, 0, r, name)
+    g.connect(content, "IMAGE", r, "content_image")
+    g.connect(enc, 0, e, "encoder")
+    g.connect(content, "IMAGE", e, "image")
+    g.connect(dec, 0, e, "decoder")
+    g.group("Encode once", [s, e], GROUP_COLORS["style"])
+    g.group("Refine once", [r], GROUP_COLORS["style"])
+    chains = [_blend_decode(g, dec, e, r, 4, f"AdaIN Blend (alpha {alpha})", alpha) for alpha in REFINED_ALPHAS]
+    g.group("Blend at alpha " + " | ".join(str(a) for a in REFINED_ALPHAS) + ", decode",
+            [n for chain in chains for n in chain], GROUP_COLORS["transfer"])
+    for alpha, (_, d) in zip(REFINED_ALPHAS, chains):
+        save = g.add("SaveImage", 6, filename_prefix=f"adain/15_refined_alpha_{int(alpha * 100):03d}")
+        g.connect(d, 0, save, "images")
+    g.note("Refine once, blend at any alpha", "AdaIN Refine Style: one gradient step on the paper's own loss "
+           "adjusts the style's statistics for this photo. Blend at any alpha; the step is paid once. Alpha 1 is "
+           "example 14's picture.\n\n" + MODELS_NOTE, 2, span=3, level=2)
+    return g
+
+
+REFINED_ALPHAS = (1.0, 0.6)
+
+
 def _modular_front(g: Graph, content_file: str, style_file: str,
                    titles: tuple[str, str] = ("Content photo", "Style image")) -> tuple[Node, Node, Node, Node, Node]:
     """The images in column 0, the models in column 1 between the images' links (which pass above and under
@@ -702,7 +737,7 @@ def ex_video() -> Graph:
     g.note("Video that holds still", "Load Video -> Get Video Components -> AdaIN Video Style Transfer -> Create "
            "Video -> Save Video; the audio and frame rate pass through. The clip pans 3 px per frame, which "
            "per-frame stylization turns into shimmer: the video node keeps the picture on the networks' grid as "
-           "the camera moves and pools AdaIN's statistics over recent frames.\n\n" + MODELS_NOTE, 2, span=3)
+           "the camera moves and pools AdaIN's statistics over recent frames.\n\n" + MODELS_NOTE, 2, span=3, level=2)
     return g
 
 
@@ -817,6 +852,7 @@ EXAMPLES = {
     "12_video_stylization": ex_video,
     "13_style_boost": ex_style_boost,
     "14_style_refine": ex_style_refine,
+    "15_refine_modular": ex_refine_modular,
 }
 
 

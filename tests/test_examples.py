@@ -80,7 +80,7 @@ def test_there_is_one_example_per_capability():
     assert NAMES == ["01_style_transfer", "02_modular_graph", "03_content_style_tradeoff", "04_style_interpolation",
                      "05_spatial_control", "06_preserve_color", "07_video_frames", "08_style_preset_save",
                      "09_style_preset_use", "10_image_statistics", "11_latent_statistics", "12_video_stylization",
-                     "13_style_boost", "14_style_refine"]
+                     "13_style_boost", "14_style_refine", "15_refine_modular"]
     for name in NAMES:
         assert (EXAMPLES / "api" / f"{name}_api.json").is_file()
 
@@ -129,7 +129,7 @@ def test_every_example_runs_end_to_end(model_dir, small_inputs, tmp_path, capsys
                      "--output-dir", str(out)]) == 0, capsys.readouterr().out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     saved = [p for p in written if p.startswith("adain/")]
-    assert len(saved) == 1 + 1 + 3 + 1 + 1 + 2 + 3 + 1 + 2 + 1 + 1  # 07 saves one PNG per frame (3 here)
+    assert len(saved) == 1 + 1 + 3 + 1 + 1 + 2 + 3 + 1 + 2 + 1 + 1 + 2  # 07 saves one PNG per frame (3 here)
     assert "adain/07_frame_00003_.png" in saved
     latents = {p.name: load_latent_file(p)["samples"] for p in (out / "adain").glob("11_*.latent")}
     given, reference = (load_latent_file(EXAMPLES / "input" / n)["samples"] for n in ("chelsea.latent",

@@ -30,7 +30,8 @@ def assert_has_style(result, style, weight=None):
     assert torch.allclose(s[live], expected[live], rtol=1e-4, atol=1e-5)
 PUBLIC_IDS = {"AdaINEncoderLoader", "AdaINDecoderLoader", "AdaINEncode", "AdaINStyleStats", "AdaINBlend",
               "AdaINMixStyles", "AdaINDecode", "AdaINStyleTransfer", "AdaINMatchColor", "AdaINSaveStyle",
-              "AdaINLoadStyle", "AdaINImage", "AdaINLatent", "AdaINVideoStyleTransfer", "AdaINBoostStyle"}
+              "AdaINLoadStyle", "AdaINImage", "AdaINLatent", "AdaINVideoStyleTransfer", "AdaINBoostStyle",
+              "AdaINRefineStyle"}
 
 
 def test_public_node_ids_and_metadata(model_dir):

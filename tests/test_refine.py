@@ -95,7 +95,7 @@ def test_the_node_refuses_bad_step_counts(encoder, skip_decoder):  # noqa: F811
 def test_a_large_image_is_refined_on_a_smaller_copy(encoder, skip_decoder, monkeypatch):  # noqa: F811
     """Above refine.MAX_PIXELS the targets come from a copy scaled down to it: the same targets as refining that
     copy directly, and the image itself still decodes at full size."""
-    monkeypatch.setattr(pipeline, "REFINE_MAX_PIXELS", 32 * 32)
+    monkeypatch.setattr(refine, "MAX_PIXELS", 32 * 32)
     content, style = _nchw(random_image(1, 64, 64, seed=11)), _nchw(random_image(1, 32, 32, seed=12))
     stats = pipeline.style_statistics(encoder, style, CPU)
     large = pipeline.refined_style(encoder, skip_decoder, content, stats, 1, CPU)
@@ -103,6 +103,58 @@ def test_a_large_image_is_refined_on_a_smaller_copy(encoder, skip_decoder, monke
     direct = pipeline.refined_style(encoder, skip_decoder, small, stats, 1, CPU)
     torch.testing.assert_close(large.std, direct.std)
     assert pipeline.stylize(encoder, skip_decoder, content, style, CPU, 1.0, refine=1).shape[-2:] == (64, 64)
+
+
+class _SmallDevice(StandaloneRuntime):
+    """A device with room for ``fits`` bytes of working memory: asking for more is an out-of-memory error, as a
+    GPU's allocator raises it."""
+
+    def __init__(self, fits: int) -> None:
+        super().__init__(torch.device("cpu"))
+        self.fits, self.asked = fits, []
+
+    def load(self, model, working_bytes: int) -> None:
+        self.asked.append(working_bytes)
+        if working_bytes > self.fits:
+            raise torch.OutOfMemoryError(f"tried to allocate {working_bytes} bytes")
+        super().load(model, working_bytes)
+
+
+def test_out_of_memory_halves_the_refined_copy_until_it_fits(encoder, skip_decoder, monkeypatch, caplog):  # noqa: F811
+    """On out-of-memory the copy refined is halved (ComfyUI's upscale node halves its tiles so), and the targets
+    are those of refining the copy that fitted; below refine.MIN_PIXELS the error reaches the user."""
+    content, style = _nchw(random_image(1, 128, 192, seed=13)), _nchw(random_image(1, 32, 32, seed=14))
+    stats = pipeline.style_statistics(encoder, style, CPU)
+    device = _SmallDevice(fits=7000 * refine.BYTES_PER_PIXEL)
+    with caplog.at_level("WARNING"):
+        fitted = pipeline.refined_style(encoder, skip_decoder, content, stats, 1, device)
+    # whole (24576 px), half (91 x 136, padded to the grid: 96 x 136), a quarter (64 x 96) fits both networks
+    assert [b // refine.BYTES_PER_PIXEL for b in device.asked] == [128 * 192, 96 * 136, 64 * 96, 64 * 96]
+    assert caplog.text.count("out of memory") == 2
+    monkeypatch.setattr(refine, "MAX_PIXELS", 64 * 96)
+    torch.testing.assert_close(fitted.std, pipeline.refined_style(encoder, skip_decoder, content, stats, 1, CPU).std)
+    monkeypatch.setattr(refine, "MIN_PIXELS", 64 * 96)
+    with pytest.raises(torch.OutOfMemoryError):
+        pipeline.refined_style(encoder, skip_decoder, content, stats, 1, _SmallDevice(fits=0))
+
+
+def test_the_modular_graph_refines_as_the_one_node_transfer(encoder, skip_decoder):  # noqa: F811
+    """Encode, Stats, Refine Style, Blend (alpha), Decode equals AdaIN Style Transfer's style_refine; the node
+    refuses a style from another encoder and a bad step count."""
+    content, style = random_image(2, 40, 48, seed=7), random_image(1, 32, 32, seed=8)
+    features = N["AdaINEncode"]().encode(encoder, content, decoder=skip_decoder)[0]
+    stats = N["AdaINStyleStats"]().compute(encoder, style)[0]
+    refined = N["AdaINRefineStyle"]().refine(encoder, skip_decoder, stats, content, 1)[0]
+    assert refined.count == 2 and set(refined.levels) == set(stats.levels)  # a whole style, e.g. to save as a preset
+    for alpha in (1.0, 0.6):
+        graph = N["AdaINDecode"]().decode(skip_decoder, N["AdaINBlend"]().blend(features, refined, alpha)[0])[0]
+        one_node = N["AdaINStyleTransfer"]().transfer(encoder, skip_decoder, content, style, alpha, style_refine=1)[0]
+        torch.testing.assert_close(graph, one_node)
+    other = pipeline.AdaINStyle(stats.levels, "another-encoder", "other.safetensors")
+    with pytest.raises(AdaINInputError, match="same encoder"):
+        N["AdaINRefineStyle"]().refine(encoder, skip_decoder, other, content, 1)
+    with pytest.raises(AdaINInputError, match="style_refine"):
+        N["AdaINRefineStyle"]().refine(encoder, skip_decoder, stats, content, refine.MAX_STEPS + 1)
 
 
 def test_refine_brings_the_default_decoder_nearer_the_style_and_the_content():

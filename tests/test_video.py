@@ -204,6 +204,32 @@ def test_node_runs_on_an_image_batch(encoder, decoder):
         node.transfer(encoder, decoder, frames, random_image(1, 32, 32), 1.0, temporal_smoothing=1.5)
 
 
+def test_refine_is_measured_once_on_the_first_frame(encoder, decoder):
+    """style_refine in the video path: the first frame's refined style (pipeline.refined_style, as the one-node
+    transfer makes it) is the style for the whole clip; with a style per frame, its correction applies to every
+    row; boost and refine together refine the boosted style, as the one-node transfer does."""
+    frames, style = pan(3, frames=3, size=48), scene(32, 32, seed=4)
+    stats = pipeline.style_statistics(encoder, style, RUNTIME)
+    refined = pipeline.refined_style(encoder, decoder, frames[:1], stats, 1, RUNTIME)
+    features = pipeline.encode(encoder, frames, RUNTIME, levels=decoder.network.levels)
+    expected = pipeline.decode(decoder, pipeline.blend(features, refined, 0.8), RUNTIME)
+    got = stylize_video(encoder, decoder, frames, style, RUNTIME, 0.8, stability=Stability.off(), refine=1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    same = stylize_video(encoder, decoder, frames, style.expand(3, -1, -1, -1), RUNTIME, 0.8,
+                         stability=Stability.off(), refine=1)
+    torch.testing.assert_close(same, got, rtol=0, atol=1e-5)
+    both = stylize_video(encoder, decoder, frames[:1], style, RUNTIME, 0.8, stability=Stability.off(), boost=0.5,
+                         refine=1)
+    torch.testing.assert_close(both, pipeline.stylize(encoder, decoder, frames[:1], style, RUNTIME, 0.8, boost=0.5,
+                                                      refine=1), rtol=0, atol=1e-5)
+    with pytest.raises(AdaINInputError, match="style_refine"):
+        stylize_video(encoder, decoder, frames, style, RUNTIME, refine=-1)
+    node = NODE_CLASS_MAPPINGS["AdaINVideoStyleTransfer"]()
+    host = node.transfer(encoder, decoder, frames.permute(0, 2, 3, 1), style.permute(0, 2, 3, 1), 0.8,
+                         align_to_motion=False, pool_frames=1, temporal_smoothing=0.0, style_refine=1)[0]
+    torch.testing.assert_close(host.permute(0, 3, 1, 2), got, rtol=0, atol=1e-5)
+
+
 def _allocations_of(size: int, run) -> int:
     """How many tensors of exactly ``size`` bytes ``run`` allocates."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:

@@ -7,8 +7,8 @@ from .. import pipeline
 from ..errors import AdaINInputError
 from ..host.paths import STYLES_FOLDER, check_relative_name, list_files, resolve_file, writable_path
 from ..presets import load_style, save_style
-from .common import (BOOST_INPUT, CATEGORY, DECODER_INPUT, ENCODER, STYLE, TILE_INPUTS, get_runtime, tiling,
-                     to_network)
+from .common import (BOOST_INPUT, CATEGORY, DECODER_INPUT, ENCODER, REFINE_INPUT, STYLE, TILE_INPUTS, get_runtime,
+                     tiling, to_network)
 
 WEIGHT_INPUT = {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                 "tooltip": "Relative weight of this style; weights are normalised to sum 1."}
@@ -67,6 +67,34 @@ class AdaINBoostStyle:
     def boost(self, encoder, decoder, style, decoded, style_boost=0.5, tile_size=1024, tile_overlap=64):
         return (pipeline.boosted_style(encoder, decoder, style, to_network(decoded, "decoded"), style_boost,
                                        get_runtime(), tiling(tile_size, tile_overlap)),)
+
+
+class AdaINRefineStyle:
+    DISPLAY_NAME = "AdaIN Refine Style"
+    DESCRIPTION = ("More style than alpha 1 in the modular graph (what AdaIN Style Transfer's style_refine does in "
+                   "one node): a few gradient steps on the paper's own loss adjust the style's statistics for this "
+                   "content image, so its decode lands nearer the style. Refine once, then blend at any alpha.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (STYLE,)
+    RETURN_NAMES = ("style",)
+    OUTPUT_TOOLTIPS = ("One refined style per content image: blend that image's features with it (any alpha) and "
+                       "decode.",)
+    FUNCTION = "refine"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "encoder": (ENCODER, {"tooltip": "The same encoder as the style's and the content's."}),
+            "decoder": DECODER_INPUT,
+            "style": (STYLE, {"tooltip": "The style to refine (from AdaIN Style Stats, Mix Styles or Load Style)."}),
+            "content_image": ("IMAGE", {"tooltip": "The content image(s) whose features the refined style will be "
+                                                   "blended with."}),
+            "style_refine": ("INT", {**REFINE_INPUT[1], "default": 1}),
+        }}
+
+    def refine(self, encoder, decoder, style, content_image, style_refine=1):
+        return (pipeline.refined_style(encoder, decoder, to_network(content_image, "content_image"), style,
+                                       style_refine, get_runtime()),)
 
 
 class AdaINMixStyles:

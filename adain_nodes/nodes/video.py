@@ -7,8 +7,8 @@ import torch
 
 from .. import pipeline
 from ..video import Stability, stylize_video
-from .common import (ALPHA_INPUT, BOOST_INPUT, CATEGORY, DECODER_INPUT, ENCODER_INPUT, TILE_INPUTS, get_runtime, tiling,
-                     to_network)
+from .common import (ALPHA_INPUT, BOOST_INPUT, CATEGORY, DECODER_INPUT, ENCODER_INPUT, REFINE_INPUT, TILE_INPUTS,
+                     get_runtime, tiling, to_network)
 
 _DEFAULTS = Stability()
 
@@ -72,14 +72,17 @@ class AdaINVideoStyleTransfer:
             **TILE_INPUTS,
         }, "optional": {
             "style_boost": BOOST_INPUT,
+            "style_refine": ("INT", {**REFINE_INPUT[1], "tooltip": REFINE_INPUT[1]["tooltip"] + " Measured once, on "
+                                     "the first frame, for the whole clip."}),
         }}
 
     def transfer(self, encoder, decoder, frames, style_image, alpha, preserve_color="off",
                  align_to_motion=_DEFAULTS.align, pool_frames=_DEFAULTS.pool_window,
-                 temporal_smoothing=_DEFAULTS.smoothing, tile_size=1024, tile_overlap=64, style_boost=0.0):
+                 temporal_smoothing=_DEFAULTS.smoothing, tile_size=1024, tile_overlap=64, style_boost=0.0,
+                 style_refine=0):
         clip = HostFrames(frames, "frames")
         style = to_network(style_image, "style_image")
         stability = Stability(bool(align_to_motion), int(pool_frames), float(temporal_smoothing))
         styled = stylize_video(encoder, decoder, clip, style, get_runtime(), alpha, preserve_color, stability,
-                               tiling(tile_size, tile_overlap), boost=style_boost)
+                               tiling(tile_size, tile_overlap), boost=style_boost, refine=style_refine)
         return (styled.permute(0, 2, 3, 1),)  # already in 0..1 and laid out as an IMAGE: to_host would copy it
