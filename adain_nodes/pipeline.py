@@ -688,7 +688,10 @@ def _refine_at(encoder: Encoder, decoder: Decoder, content: Tensor, styles: list
     for model in (encoder, decoder):
         runtime.load(model, content.shape[-2] * content.shape[-1] * refine.BYTES_PER_PIXEL)
     pictures = [(content[i:i + 1], styles[i]) for i in range(content.shape[0])]
-    return refine.refine_targets(encoder.network, decoder.network, pictures, steps, runtime.compute_device(),
+    device = runtime.compute_device()
+    dtype = resolve_precision(decoder.precision, device, training=True)
+    dtype = torch.float32 if dtype == torch.float16 else dtype  # fp16 gradients would need loss scaling
+    return refine.refine_targets(encoder.network, decoder.network, pictures, steps, device, dtype,
                                  runtime.check_interrupt)
 
 

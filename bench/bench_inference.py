@@ -161,9 +161,11 @@ def skip_cost(encoder, decoder, runtime, args: argparse.Namespace) -> None:
 
 def option_cost(encoder, decoder, runtime, args: argparse.Namespace, part: str, option: str,
                 values: tuple) -> None:
-    """What a quality option of ``pipeline.stylize`` costs at each value, against one transfer (the option off)."""
+    """What a quality option of ``pipeline.stylize`` costs at each value, against one transfer (the option off), both
+    at the loaders' default precision (``auto``: what a user gets)."""
+    encoder.precision = decoder.precision = "auto"
     print(f"\n{part}. {option} {' and '.join(map(str, values))} against one transfer (content and style of the same "
-          "size)")
+          f"size; precision auto: {resolve_precision('auto', runtime.compute_device())})")
     print(f"{'size':>6} {'plain s':>8} " + " ".join(f"{f'{v} s':>8} {f'{v} / plain':>12}" for v in values))
     for size in args.sizes:
         content, style = images(1, size, size, 5), images(1, size, size, 6)
@@ -171,6 +173,7 @@ def option_cost(encoder, decoder, runtime, args: argparse.Namespace, part: str, 
                                                     **{option: v}) for v in (0, *values)}, args.repeats)
         print(f"{size:>6} {seconds[0]:>8.3f} " + " ".join(f"{seconds[v]:>8.3f} {seconds[v] / seconds[0]:>11.2f}x"
                                                           for v in values), flush=True)
+    encoder.precision = decoder.precision = "fp32"
 
 
 def gpu(encoder, decoder, runtime) -> None:

@@ -475,7 +475,7 @@ def ex_style_refine() -> Graph:
     return _one_node_transfer("Refined style transfer", "adain/14_style_refine", "More style, fitted to this picture",
                               "style_refine 1: one gradient step on the paper's own loss adjusts what AdaIN asks of "
                               "the decoder for this picture before it is decoded. A quarter to a third more style "
-                              "than example 01's one transfer of the same pair, for about three times the time.",
+                              "than example 01's one transfer of the same pair, for three to four times the time.",
                               style_refine=1)
 
 

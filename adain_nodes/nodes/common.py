@@ -35,7 +35,7 @@ BOOST_INPUT = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
 REFINE_INPUT = ("INT", {"default": 0, "min": 0, "max": REFINE_MAX_STEPS, "step": 1,
                          "tooltip": "More style than alpha 1 gives: this many gradient steps on the paper's own loss "
                                     "adjust what AdaIN asks of the decoder for this picture. 1 step: a quarter to a "
-                                    "third more style (at alpha 1) for about 3x the time; 2 steps about 5x. 0: off."})
+                                    "third more style (at alpha 1) for 3-4x the time; 2 steps 5-7x. 0: off."})
 
 TILE_INPUTS = {
     "tile_size": ("INT", {"default": 1024, "min": 0, "max": 16384, "step": MIN_TILE_SIZE,
