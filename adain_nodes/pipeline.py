@@ -132,6 +132,13 @@ def _check_same_encoder(a_name: str, a, b_name: str, b) -> None:
                               f"made by this encoder's {a.layer}: save the style again with AdaIN Save Style")
 
 
+def _statistics_of(encoder: Encoder) -> AdaINStyle:
+    """An empty style as ``encoder`` makes them (its identity, layer and channels), to check another style against
+    it with ``_check_same_encoder`` where no statistics of its own are at hand."""
+    empty = torch.empty(0, ENCODER_LAYERS[ADAIN_LAYER].channels)
+    return AdaINStyle({ADAIN_LAYER: (empty, empty)}, encoder.identity, encoder.name)
+
+
 def check_unit(value: float, name: str) -> float:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise AdaINInputError(f"{name} must be a number from 0 to 1, got {value!r}")
@@ -639,7 +646,7 @@ def refined_style(encoder: Encoder, decoder: Decoder, content: Tensor, style: Ad
                   runtime: Runtime) -> AdaINStyle:
     """Each content image's style statistics after ``steps`` gradient steps on the paper's loss of its transfer at
     alpha 1 (``refine.refine_targets``): one row per image, for every level the decoder takes, so a transfer at any
-    alpha, with tiles, uses them as it would the style's. Each step costs about three transfers of the refined
+    alpha, with tiles, uses them as it would the style's. Each step costs two to three transfers of the refined
     size, and memory grows with it (gradients, ``refine.BYTES_PER_PIXEL``): images above ``refine.MAX_PIXELS`` are
     refined on a copy scaled down to it (their targets then a little less exact), and on out-of-memory the copy is
     halved, down to ``refine.MIN_PIXELS``."""
@@ -649,10 +656,7 @@ def refined_style(encoder: Encoder, decoder: Decoder, content: Tensor, style: Ad
         raise AdaINInputError(f"style_refine needs the style's statistics at {list(STYLE_LAYERS)}; this style lacks "
                               f"{missing} (a preset saved before skip decoders?): compute it again from its image "
                               "with AdaIN Style Stats")
-    if style.encoder_id != encoder.identity:
-        raise AdaINInputError(f"the style was computed with encoder {style.encoder_name!r} ({style.encoder_id}) but "
-                              f"style_refine is given {encoder.name!r} ({encoder.identity}); use the same encoder "
-                              "for both")
+    _check_same_encoder("style_refine's encoder", _statistics_of(encoder), "the style", style)
     if steps == 0:
         return style
     index = batch_index(content.shape[0], style.count, "the content", "the style")

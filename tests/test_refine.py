@@ -155,6 +155,10 @@ def test_the_modular_graph_refines_as_the_one_node_transfer(encoder, skip_decode
         N["AdaINRefineStyle"]().refine(encoder, skip_decoder, other, content, 1)
     with pytest.raises(AdaINInputError, match="style_refine"):
         N["AdaINRefineStyle"]().refine(encoder, skip_decoder, stats, content, refine.MAX_STEPS + 1)
+    foreign = {name: (m[:, :-8], s[:, :-8]) for name, (m, s) in stats.levels.items()}  # a preset from elsewhere
+    with pytest.raises(AdaINInputError, match="channels"):
+        N["AdaINRefineStyle"]().refine(encoder, skip_decoder, pipeline.AdaINStyle(foreign, stats.encoder_id, "x"),
+                                       content, 1)
 
 
 def test_refine_brings_the_default_decoder_nearer_the_style_and_the_content():
